@@ -1,0 +1,55 @@
+# The two commands a newcomer runs: `make demo` and `make test`.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: demo test lint typecheck pytest system-deps systemd-check bench bench-quick faults clean
+
+$(STAMP): pyproject.toml
+	test -d $(VENV) || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+demo: $(STAMP)
+	$(BIN)/gitopsd demo
+
+lint: $(STAMP)
+	$(BIN)/ruff check gitopsd tests bench
+	$(BIN)/ruff format --check gitopsd tests bench
+
+typecheck: $(STAMP)
+	$(BIN)/mypy gitopsd
+
+pytest: $(STAMP)
+	$(BIN)/pytest -n 2 -q
+
+# Debian packages the tests use, installed when missing (CI machines start without them):
+# systemd-analyze checks the units, /bin/kill (procps) is their ExecReload=, sshd and
+# ssh-keygen test SSH sources and signed commits, gpg tests OpenPGP-signed commits.
+system-deps:
+	@command -v systemd-analyze >/dev/null && test -x /bin/kill && test -x /usr/sbin/sshd \
+	  && command -v ssh-keygen >/dev/null && command -v gpg >/dev/null || { \
+	  SUDO=$$([ "$$(id -u)" = 0 ] || echo sudo); \
+	  $$SUDO apt-get update -qq && \
+	  $$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
+	    --no-install-recommends systemd procps openssh-server openssh-client gnupg >/dev/null; }
+
+systemd-check: $(STAMP) system-deps
+	$(BIN)/pytest -q -p no:cacheprovider tests/daemon/test_systemd_units.py
+
+test: systemd-check lint typecheck pytest
+
+bench: $(STAMP)
+	$(BIN)/python -m bench
+
+bench-quick: $(STAMP)
+	$(BIN)/python -m bench --quick
+
+# The reliability battery at full counts (make test runs a small sample of it).
+faults: $(STAMP)
+	GITOPSD_FAULTS_FULL=1 $(BIN)/pytest -q -p no:logging tests/faults
+
+clean:
+	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache

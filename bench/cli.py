@@ -1,0 +1,73 @@
+"""Run the figures, print the table, write bench/results.json."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import shutil
+import sys
+import tempfile
+import time
+import traceback
+from pathlib import Path
+
+from bench.harness import FLEET_NOTE, RESULTS, Context, Row, table, write_results
+
+FIGURES = {
+    "P1": "bench.p1_push_latency",
+    "P2": "bench.p2_push_to_serving",
+    "P3": "bench.p3_noop_reconcile",
+    "P4": "bench.p4_diff",
+    "P5": "bench.p5_rollout_overhead",
+    "P6": "bench.p6_rollback",
+    "P7": "bench.p7_invoke",
+    "P8": "bench.p8_daemon_rss",
+    "P9": "bench.p9_cli_startup",
+}
+
+
+def _log(message: str) -> None:
+    print(f"  .. {message}", file=sys.stderr, flush=True)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
+    parser.add_argument("--quick", action="store_true", help="small sizes, few runs (< 2 min)")
+    parser.add_argument("--only", default="", help="comma-separated figure ids, e.g. P3,P7")
+    parser.add_argument("--output", type=Path, default=RESULTS, help="results JSON file")
+    parser.add_argument("--keep", action="store_true", help="keep the scratch directory")
+    args = parser.parse_args(argv)
+    wanted = [f.strip().upper() for f in args.only.split(",") if f.strip()] or list(FIGURES)
+    unknown = [f for f in wanted if f not in FIGURES]
+    if unknown:
+        parser.error(f"unknown figure(s) {', '.join(unknown)}; known: {', '.join(FIGURES)}")
+    work = Path(tempfile.mkdtemp(prefix="gitopsd-bench-"))
+    started = time.monotonic()
+    rows: list[Row] = []
+    errors: dict[str, str] = {}
+    print(f"gitopsd bench{' --quick' if args.quick else ''}: {', '.join(wanted)}", flush=True)
+    print(f"note: {FLEET_NOTE}", flush=True)
+    try:
+        for figure in wanted:
+            t0 = time.monotonic()
+            _log(f"{figure} ...")
+            ctx = Context(args.quick, work / figure.lower(), _log)
+            ctx.work.mkdir(parents=True, exist_ok=True)
+            try:
+                module = importlib.import_module(FIGURES[figure])
+                got: list[Row] = module.run(ctx)
+                rows.extend(got)
+            except Exception as exc:  # one broken figure must not hide the others
+                errors[figure] = f"{type(exc).__name__}: {exc}"
+                traceback.print_exc()
+            _log(f"{figure} done in {time.monotonic() - t0:.1f}s")
+            write_results(args.output, rows, args.quick, time.monotonic() - started, errors)
+    finally:
+        if not args.keep:
+            shutil.rmtree(work, ignore_errors=True)
+    print()
+    print(table(rows))
+    for figure, error in errors.items():
+        print(f"{figure}: FAILED TO RUN: {error}")
+    print(f"\nwrote {args.output} in {time.monotonic() - started:.0f}s", flush=True)
+    return 1 if errors else 0

@@ -1,0 +1,144 @@
+"""P2: `git push` returns → all 100 agent endpoints serve the new version (blue-green).
+
+A real daemon (`gitopsd run`, watch mode) and 100 agent endpoints in one process
+(`gitopsd agent --count 100`). The moment an endpoint starts serving the new version is
+when its traffic pointer flips: the agent logs `agent.traffic_set` with a timestamp as it
+applies the flip, and the figure is the last endpoint's flip minus the push's return (both
+on this machine's clock). Polling 100 endpoints meanwhile would load the same two cores
+that run the rollout; after each rollout one round of real invocations checks that every
+endpoint does answer with the new version.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import urllib.request
+from datetime import datetime
+from pathlib import Path
+
+from bench.harness import Context, Row, median
+from bench.support import (
+    AgentFleet,
+    DaemonProcess,
+    GitRemote,
+    function_manifest,
+    handler_wasm,
+    nodes_manifest,
+    wait_for,
+)
+
+FUNCTION = "hello"
+
+
+class AgentLog:
+    """Reads the agents' JSON log as it grows."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.offset = 0
+        self.events: list[dict[str, object]] = []
+
+    def read(self) -> list[dict[str, object]]:
+        with self.path.open("rb") as f:
+            f.seek(self.offset)
+            data = f.read()
+        end = data.rfind(b"\n") + 1
+        self.offset += end
+        for line in data[:end].splitlines():
+            if line.startswith(b"{"):
+                self.events.append(json.loads(line))
+        return self.events
+
+
+def _epoch(timestamp: object) -> float:
+    return datetime.fromisoformat(str(timestamp).replace("Z", "+00:00")).timestamp()
+
+
+def flips(events: list[dict[str, object]], version: str) -> dict[str, float]:
+    """node -> when it flipped all traffic of FUNCTION to `version`."""
+    out: dict[str, float] = {}
+    for e in events:
+        if (
+            e.get("event") == "agent.traffic_set"
+            and e.get("function") == FUNCTION
+            and e.get("weights") == {version: 100}
+        ):
+            out.setdefault(str(e["node"]), _epoch(e["timestamp"]))
+    return out
+
+
+def retired(events: list[dict[str, object]], version: str) -> set[str]:
+    return {
+        str(e["node"])
+        for e in events
+        if e.get("event") == "agent.version_deleted"
+        and e.get("function") == FUNCTION
+        and e.get("version") == version
+    }
+
+
+def all_serving(agents: AgentFleet, version: str) -> bool:
+    for i in range(agents.count):
+        req = urllib.request.Request(f"{agents.url(i)}/fn/{FUNCTION}", data=b"", method="POST")
+        try:
+            with urllib.request.urlopen(req, timeout=10) as r:
+                if r.headers.get("X-Gitopsd-Version") != version:
+                    return False
+        except OSError:  # 404 before the first version is loaded
+            return False
+    return True
+
+
+def write_version(remote: GitRemote, version: str) -> None:
+    remote.write(f"functions/modules/{FUNCTION}.wasm", handler_wasm(f"{FUNCTION} {version}\n"))
+    remote.write(
+        f"functions/{FUNCTION}.yaml",
+        function_manifest(FUNCTION, version, f"modules/{FUNCTION}.wasm"),
+    )
+
+
+def run(ctx: Context) -> list[Row]:
+    count = 10 if ctx.quick else 100
+    pushes = ctx.reps(7, 2)
+    samples: list[float] = []
+    with AgentFleet(ctx.work / "agents", count, name="edge") as agents:
+        agents.base_port = 0
+        agents.start()
+        remote = GitRemote(ctx.work / "git")
+        remote.write("nodes.yaml", nodes_manifest(agents.names, agents.base_port, ["r0"]))
+        write_version(remote, "1.0.0")
+        remote.commit("first version")
+        remote.push()
+        log = AgentLog(agents.log)
+        with DaemonProcess(ctx.work / "daemon", remote, agents.token_file) as daemon:
+            daemon.start()
+            # A function's first version has all traffic from the start: no flip to log.
+            wait_for(lambda: all_serving(agents, "1.0.0"), 120, "the first rollout", 0.2)
+            time.sleep(0.5)
+            for k in range(1, pushes + 1):
+                version, old = f"1.0.{k}", f"1.0.{k - 1}"
+                write_version(remote, version)
+                remote.commit(version)
+                remote.push()
+                pushed = time.time()
+                wait_for(lambda v=version: len(flips(log.read(), v)) == count, 60, "the flip", 0.05)
+                samples.append(max(flips(log.events, version).values()) - pushed)
+                ctx.log(f"P2 push -> {count} endpoints serving: {samples[-1] * 1000:.0f} ms")
+                if not all_serving(agents, version):
+                    raise RuntimeError(f"not every endpoint serves {version}")
+                wait_for(lambda o=old: len(retired(log.read(), o)) == count, 60, "the retire", 0.05)
+                time.sleep(0.5)  # the rollout's last steps and the pass that reports it
+    m = median(samples)
+    return [
+        Row(
+            id="P2",
+            measure=f"push -> {count} endpoints serving new version (blue-green)",
+            unit="ms",
+            median=m * 1000,
+            target="<= 2000 ms",
+            ok=m <= 2.0,
+            samples=[s * 1000 for s in samples],
+            note=f"{pushes} pushes, watch mode; {count} endpoints in one agent process",
+        )
+    ]

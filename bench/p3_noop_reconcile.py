@@ -1,0 +1,104 @@
+"""P3: CPU time of one no-op reconcile pass with 2,000 functions on 500 nodes.
+
+The daemon's own `Daemon.reconcile_pass` runs in this process (its fleet client set up as
+`Daemon.run` does), against the real Git repository and 500 real agent endpoints in another
+process (bench/bigfleet.py). The first pass loads the commit and every inventory and finds
+nothing to do; each measured pass then has the same commit and the same inventories.
+CPU time is `time.process_time()` of this process around one pass (every thread of the
+daemon; the agents' CPU is theirs). Baseline: the same pass of a daemon whose repository
+has no nodes and no functions.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from pathlib import Path
+
+from bench.bigfleet import shared
+from bench.harness import Context, Row, median
+from bench.support import GitRemote
+
+
+def config(root: Path, remote: GitRemote, token_file: Path) -> Path:
+    root.mkdir(parents=True, exist_ok=True)
+    path = root / "gitopsd.toml"
+    path.write_text(
+        f'[source]\nurl = "{remote.bare}"\nbranch = "main"\ninterval = "PT1H"\nwatch = false\n'
+        "allow_empty = true\n"
+        f'[fleet]\ntoken_file = "{token_file}"\n'
+        f'[state]\ndir = "{root / "state"}"\n'
+    )
+    return path
+
+
+async def passes(config_path: Path, reps: int) -> tuple[list[float], list[float], dict[str, int]]:
+    """(CPU seconds, wall seconds) of `reps` passes after a first (loading) one."""
+    from gitopsd.daemon.service import Daemon
+    from gitopsd.rollout.engine import Engine
+
+    daemon = Daemon(config_path)
+    cpu: list[float] = []
+    wall: list[float] = []
+    async with daemon.reconciler.client({}) as client:
+        daemon.client = client
+        daemon.engine = Engine(daemon.store, client, daemon.clock)
+        await daemon.reconcile_pass(["start"])
+        await daemon.reconcile_pass(["settle"])
+        for _ in range(reps):
+            c0, w0 = time.process_time(), time.perf_counter()
+            await daemon.reconcile_pass(["bench"])
+            cpu.append(time.process_time() - c0)
+            wall.append(time.perf_counter() - w0)
+    state = daemon.pass_state
+    if state.last_error or state.rollouts or daemon.store.rollouts(limit=1):
+        raise RuntimeError(f"the passes were not no-ops: {state.last_error or 'rollouts started'}")
+    desired = state.desired
+    info = {
+        "functions": len(desired.functions) if desired else 0,
+        "nodes": len(desired.nodes) if desired else 0,
+        "agent_requests_failed": client.request_errors,
+    }
+    return cpu, wall, info
+
+
+def run(ctx: Context) -> list[Row]:
+    functions, nodes = (200, 50) if ctx.quick else (2000, 500)
+    reps = ctx.reps(30, 5)
+    fleet = shared(ctx.work, functions, nodes)
+    empty = GitRemote(ctx.work / "empty")
+    empty.write("README.md", "no manifests yet\n")
+    empty.commit("empty")
+    empty.push()
+    with fleet.agents as agents:
+        t0 = time.monotonic()
+        agents.start(timeout=900)
+        ctx.log(
+            f"P3 {nodes} endpoints restored {functions} functions in {time.monotonic() - t0:.0f}s"
+        )
+        cpu, wall, info = asyncio.run(
+            passes(config(ctx.work / "d", fleet.remote, agents.token_file), reps)
+        )
+    base_cpu, _base_wall, _ = asyncio.run(
+        passes(config(ctx.work / "e", empty, fleet.agents.token_file), reps)
+    )
+    if info["functions"] != functions or info["nodes"] != nodes or info["agent_requests_failed"]:
+        raise RuntimeError(f"unexpected pass state {info}")
+    m = median(cpu) * 1000
+    return [
+        Row(
+            id="P3",
+            measure=f"no-op reconcile CPU, {functions} fn x {nodes} nodes",
+            unit="ms",
+            median=m,
+            baseline=median(base_cpu) * 1000,
+            baseline_measure="no-op reconcile CPU, repository without nodes or functions",
+            target="<= 20 ms",
+            ok=m <= 20,
+            samples=[c * 1000 for c in cpu],
+            baseline_samples=[c * 1000 for c in base_cpu],
+            extra={"wall_ms_median": median(wall) * 1000, **info},
+            note=f"Daemon.reconcile_pass in-process, {nodes} endpoints in one agent process; "
+            f"wall {median(wall) * 1000:.0f} ms",
+        )
+    ]

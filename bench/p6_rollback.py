@@ -1,0 +1,77 @@
+"""P6: automatic blue-green rollback on 100 nodes: flip back to blue and unload green.
+
+Each run rolls out a version whose handler traps (its health check passes): the engine
+deploys it beside the old version on 100 endpoints, checks health, flips traffic; real
+requests then hit every endpoint (and fail), the analysis sees the error rate over the
+`autoRollback` trigger, and the strategy rolls back. The figure is the engine's Rollback
+step, start to end: traffic back to the old version and the new one unloaded on all 100
+nodes, each acknowledged. The agents keep serving the old version meanwhile.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import urllib.error
+import urllib.request
+
+from bench.harness import Context, Row, median
+from bench.rollouts import FUNCTION, Rollouts
+
+
+def traffic(rollouts: Rollouts, per_node: int = 3) -> None:
+    """Real invocations on every endpoint (the trapping version answers 500)."""
+    for i in range(rollouts.agents.count):
+        for _ in range(per_node):
+            req = urllib.request.Request(
+                f"{rollouts.agents.url(i)}/fn/{FUNCTION}", data=b"", method="POST"
+            )
+            try:
+                with urllib.request.urlopen(req, timeout=10) as r:
+                    r.read()
+            except urllib.error.HTTPError as exc:
+                exc.read()
+
+
+async def measure(ctx: Context, rollouts: Rollouts, runs: int) -> list[float]:
+    first = await rollouts.rollout("1.0.0")
+    assert first.state == "COMPLETED", first.state
+    samples = []
+    for k in range(1, runs + 1):
+
+        def after(kind: str) -> None:
+            if kind == "traffic":
+                traffic(rollouts)
+
+        got = await rollouts.rollout(f"2.0.{k}", trap=True, after_step=after)
+        if got.state != "ROLLED_BACK":
+            raise RuntimeError(f"the bad version ended {got.state}, not ROLLED_BACK")
+        took = [s for kind, s in got.steps if kind == "rollback"]
+        if len(took) != 1:
+            raise RuntimeError(f"expected one rollback step, saw {got.steps}")
+        samples.append(took[0])
+        ctx.log(f"P6 rollback step {took[0] * 1000:.0f} ms")
+    return samples
+
+
+def run(ctx: Context) -> list[Row]:
+    count = 10 if ctx.quick else 100
+    runs = ctx.reps(7, 2)
+    rollouts = Rollouts(ctx.work, count)
+    try:
+        rollouts.start()
+        samples = asyncio.run(measure(ctx, rollouts, runs))
+    finally:
+        rollouts.agents.stop()
+    m = median(samples) * 1000
+    return [
+        Row(
+            id="P6",
+            measure=f"blue-green rollback on {count} nodes",
+            unit="ms",
+            median=m,
+            target="<= 300 ms",
+            ok=m <= 300,
+            samples=[s * 1000 for s in samples],
+            note=f"engine Rollback step after a failed analysis; {count} endpoints, one process",
+        )
+    ]

@@ -1,0 +1,237 @@
+"""P7: invocations of a trivial handler on one agent pinned to one core.
+
+The agent (`gitopsd agent`, one endpoint) runs under `taskset -c 1`; the load generator runs
+on core 0: wrk when it is installed (`apt-get install wrk`), else an aiohttp client in a
+process of its own (the row says which). Baseline: `Runtime.call` of the same module in a
+bare loop on core 1 (fresh Store and instance per call, stdout captured): what the agent
+would do with no HTTP at all.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import re
+import shutil
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+from bench.harness import Context, Row, median, percentile
+from bench.support import TOKEN, AgentFleet, cpu_affinity, handler_wasm, sha256
+
+CONNECTIONS = 8
+AGENT_CPU = 1
+LOAD_CPU = 0
+
+
+def deploy(base: str, function: str, wasm: bytes) -> None:
+    """Upload and load `function` on one agent (its first version gets all traffic)."""
+    digest = sha256(wasm)
+    auth = {"Authorization": f"Bearer {TOKEN}"}
+    calls: list[tuple[str, str, bytes, str]] = [
+        ("PUT", f"/modules/{digest}", wasm, "application/wasm"),
+        (
+            "PUT",
+            f"/functions/{function}/versions/1.0.0",
+            json.dumps({"sha256": digest}).encode(),
+            "application/json",
+        ),
+    ]
+    for method, path, body, ctype in calls:
+        req = urllib.request.Request(
+            base + path, data=body, method=method, headers={**auth, "Content-Type": ctype}
+        )
+        try:
+            with urllib.request.urlopen(req, timeout=30) as r:
+                assert r.status in (200, 201), r.status
+        except urllib.error.HTTPError as exc:
+            raise RuntimeError(f"{method} {path}: {exc.code} {exc.read().decode()}") from exc
+
+
+_UNITS = {"us": 1e-3, "ms": 1.0, "s": 1000.0}
+
+
+def _ms(text: str) -> float:
+    found = re.fullmatch(r"([\d.]+)(us|ms|s)", text.strip())
+    if not found:
+        raise ValueError(f"unparsable wrk latency {text!r}")
+    return float(found[1]) * _UNITS[found[2]]
+
+
+def run_wrk(url: str, seconds: float, script: Path) -> tuple[float, float, float]:
+    """(requests/s, p50 ms, p99 ms) from one wrk run on core LOAD_CPU."""
+    out = subprocess.run(
+        [
+            "taskset",
+            "-c",
+            str(LOAD_CPU),
+            "wrk",
+            "-t1",
+            f"-c{CONNECTIONS}",
+            f"-d{seconds:g}s",
+            "--latency",
+            "-s",
+            str(script),
+            url,
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out)[1])  # type: ignore[index]
+    p50 = _ms(re.search(r"\s50%\s+(\S+)", out)[1])  # type: ignore[index]
+    p99 = _ms(re.search(r"\s99%\s+(\S+)", out)[1])  # type: ignore[index]
+    if re.search(r"Non-2xx or 3xx responses", out):
+        raise RuntimeError(f"wrk saw errors:\n{out}")
+    return rps, p50, p99
+
+
+async def _aiohttp_load(url: str, seconds: float) -> tuple[float, float, float]:
+    import aiohttp
+
+    latencies: list[float] = []
+    deadline = time.perf_counter() + seconds
+
+    async def worker(session: aiohttp.ClientSession) -> None:
+        while time.perf_counter() < deadline:
+            start = time.perf_counter()
+            async with session.post(url) as resp:
+                await resp.read()
+                if resp.status != 200:
+                    raise RuntimeError(f"POST {url} -> {resp.status}")
+            latencies.append((time.perf_counter() - start) * 1000)
+
+    connector = aiohttp.TCPConnector(limit=CONNECTIONS)
+    async with aiohttp.ClientSession(connector=connector) as session:
+        start = time.perf_counter()
+        await asyncio.gather(*(worker(session) for _ in range(CONNECTIONS)))
+        took = time.perf_counter() - start
+    return len(latencies) / took, percentile(latencies, 50), percentile(latencies, 99)
+
+
+def run_aiohttp(url: str, seconds: float) -> tuple[float, float, float]:
+    """The fallback load generator, in its own process on core LOAD_CPU."""
+    out = subprocess.run(
+        [
+            "taskset",
+            "-c",
+            str(LOAD_CPU),
+            sys.executable,
+            "-m",
+            "bench.p7_invoke",
+            "--load",
+            url,
+            "--seconds",
+            str(seconds),
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    rps, p50, p99 = json.loads(out.strip().splitlines()[-1])
+    return float(rps), float(p50), float(p99)
+
+
+def bare_loop(wasm: bytes, seconds: float) -> float:
+    """Calls per second of Runtime.call in a loop, on core AGENT_CPU."""
+    from gitopsd.agent.runtime import MIB, Runtime
+
+    runtime = Runtime()
+    try:
+        prepared = runtime.compile(wasm)
+        env = [("REQUEST_METHOD", "POST"), ("PATH_INFO", "/fn/hello")]
+        with cpu_affinity({AGENT_CPU}):
+            for _ in range(200):  # warm up
+                runtime.call(prepared, "_start", env=env, memory_bytes=64 * MIB, timeout_ms=100)
+            calls = 0
+            start = time.perf_counter()
+            while time.perf_counter() - start < seconds:
+                result = runtime.call(
+                    prepared, "_start", env=env, memory_bytes=64 * MIB, timeout_ms=100
+                )
+                assert result.ok, result.error
+                calls += 1
+            return calls / (time.perf_counter() - start)
+    finally:
+        runtime.close()
+
+
+def run(ctx: Context) -> list[Row]:
+    seconds = 3.0 if ctx.quick else 10.0
+    reps = ctx.reps(3, 1)
+    wasm = handler_wasm("hello from the edge\n")
+    use_wrk = shutil.which("wrk") is not None
+    tool = f"wrk -t1 -c{CONNECTIONS}" if use_wrk else f"aiohttp client, {CONNECTIONS} connections"
+    script = ctx.work / "post.lua"
+    script.write_text('wrk.method = "POST"\nwrk.body = "ping"\n')
+    results: list[tuple[float, float, float]] = []
+    with AgentFleet(ctx.work, 1, name="p7", cpus=str(AGENT_CPU)) as agents:
+        agents.start()
+        deploy(agents.url(0), "hello", wasm)
+        url = f"{agents.url(0)}/fn/hello"
+        warm = run_wrk(url, 1, script) if use_wrk else run_aiohttp(url, 1)
+        ctx.log(f"P7 warm-up: {warm[0]:.0f} req/s")
+        for _ in range(reps):
+            got = run_wrk(url, seconds, script) if use_wrk else run_aiohttp(url, seconds)
+            ctx.log(f"P7 {tool}: {got[0]:.0f} req/s, p50 {got[1]:.2f} ms, p99 {got[2]:.2f} ms")
+            results.append(got)
+    bare = [bare_loop(wasm, min(seconds, 3.0)) for _ in range(reps)]
+    rps = median([r[0] for r in results])
+    p50 = median([r[1] for r in results])
+    p99 = median([r[2] for r in results])
+    note = (
+        f"agent on core {AGENT_CPU} (taskset), load on core {LOAD_CPU}: {tool}, {seconds:g}s runs"
+    )
+    return [
+        Row(
+            id="P7",
+            measure=f"invocations/s, 1 core ({'wrk' if use_wrk else 'aiohttp'})",
+            unit="/s",
+            median=rps,
+            baseline=median(bare),
+            baseline_measure="Runtime.call in a bare loop on one core (calls/s)",
+            target=">= 3000/s",
+            ok=rps >= 3000,
+            samples=[r[0] for r in results],
+            baseline_samples=bare,
+            extra={"load_generator": tool},
+            note=note,
+        ),
+        Row(
+            id="P7",
+            measure="invocation latency p50",
+            unit="ms",
+            median=p50,
+            target="-",
+            ok=None,
+            samples=[r[1] for r in results],
+            note=note,
+        ),
+        Row(
+            id="P7",
+            measure="invocation latency p99",
+            unit="ms",
+            median=p99,
+            target="<= 5 ms",
+            ok=p99 <= 5,
+            samples=[r[2] for r in results],
+            note=note,
+        ),
+    ]
+
+
+def _main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--load", required=True)
+    parser.add_argument("--seconds", type=float, default=10.0)
+    args = parser.parse_args()
+    print(json.dumps(asyncio.run(_aiohttp_load(args.load, args.seconds))))
+
+
+if __name__ == "__main__":
+    _main()

@@ -1,0 +1,228 @@
+"""The agent's HTTP API (docs/agent-api.md) as an aiohttp application.
+
+Handlers translate HTTP to `AgentService` calls and back; one middleware does bearer auth
+for the control endpoints and turns typed errors into `{"error": ...}` answers.
+"""
+
+from __future__ import annotations
+
+import hmac
+import json
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
+
+from aiohttp import web
+from pydantic import BaseModel, ValidationError
+
+from gitopsd.agent import wagi
+from gitopsd.agent.api import LoadVersion, RunHealth, SetTraffic, explain
+from gitopsd.agent.errors import AgentRequestError, PayloadTooLarge
+from gitopsd.agent.runtime import Outcome
+from gitopsd.agent.service import AgentService
+from gitopsd.errors import GitopsdError, ModuleError
+
+SERVICE: web.AppKey[AgentService] = web.AppKey("service", AgentService)
+TOKEN: web.AppKey[bytes] = web.AppKey("token", bytes)
+VERSION_HEADER = "X-Gitopsd-Version"
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+Model = TypeVar("Model", bound=BaseModel)
+
+
+def _error(status: int, message: str, headers: dict[str, str] | None = None) -> web.Response:
+    return web.json_response({"error": message}, status=status, headers=headers)
+
+
+def _is_open(path: str) -> bool:
+    """The data plane and the liveness probe need no token."""
+    return path == "/healthz" or path.startswith("/fn/")
+
+
+@web.middleware
+async def _middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    if not _is_open(request.path):
+        header = request.headers.get("Authorization", "")
+        scheme, _, given = header.partition(" ")
+        # compare_digest: the time taken must not tell how much of the token was right.
+        if scheme.lower() != "bearer" or not hmac.compare_digest(
+            given.strip().encode(), request.app[TOKEN]
+        ):
+            reason = "missing" if not header else "wrong"
+            return _error(
+                401,
+                f"{reason} bearer token: send 'Authorization: Bearer <token>' with the agent's "
+                "token (--token-file, or <data-dir>/token)",
+            )
+    try:
+        return await handler(request)
+    except AgentRequestError as exc:
+        return _error(exc.status, str(exc))
+    except ModuleError as exc:
+        return _error(400, str(exc))
+    except web.HTTPRequestEntityTooLarge:
+        cap = request.app[SERVICE].settings.max_module_bytes
+        return _error(413, f"body is over the {cap}-byte size cap")
+    except web.HTTPException as exc:
+        if exc.status < 400:
+            raise
+        return _error(exc.status, exc.reason)
+    except GitopsdError as exc:  # e.g. StoreError: state could not be written
+        request.app[SERVICE].log.error("agent.request_failed", path=request.path, error=str(exc))
+        return _error(500, str(exc))
+    except Exception as exc:  # a bug: answer in the contract's shape, keep serving
+        request.app[SERVICE].log.exception("agent.request_crashed", path=request.path)
+        return _error(500, f"internal error: {type(exc).__name__}: {exc}")
+
+
+async def _json_body(request: web.Request, model: type[Model], optional: bool = False) -> Model:
+    raw = await request.read()
+    if not raw.strip() and optional:
+        return model()
+    try:
+        data: Any = json.loads(raw)
+    except ValueError as exc:
+        raise AgentRequestError(f"body is not valid JSON: {exc}") from None
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        raise AgentRequestError(f"invalid body: {explain(exc)}") from None
+
+
+def _ok(data: dict[str, Any] | None = None, status: int = 200) -> web.Response:
+    return web.json_response(data if data is not None else {"ok": True}, status=status)
+
+
+async def healthz(request: web.Request) -> web.Response:
+    """`GET /healthz`: liveness, no auth."""
+    return _ok({"status": "ok", "node": request.app[SERVICE].settings.name})
+
+
+async def head_module(request: web.Request) -> web.Response:
+    """`HEAD /modules/{sha256}`: 200 if stored, 404 if not."""
+    stored = request.app[SERVICE].has_module(request.match_info["sha"])
+    return web.Response(status=200 if stored else 404)
+
+
+async def put_module(request: web.Request) -> web.Response:
+    """`PUT /modules/{sha256}`: store a module whose digest matches."""
+    service = request.app[SERVICE]
+    cap = service.settings.max_module_bytes
+    if request.content_length is not None and request.content_length > cap:
+        raise PayloadTooLarge(f"module is {request.content_length} bytes, the cap is {cap}")
+    data = await request.read()
+    sha = await service.upload(request.match_info["sha"], data)
+    return _ok({"sha256": sha}, status=201)
+
+
+async def put_version(request: web.Request) -> web.Response:
+    """`PUT /functions/{fn}/versions/{version}`: load a version after a link check."""
+    body = await _json_body(request, LoadVersion)
+    await request.app[SERVICE].load_version(
+        request.match_info["fn"], request.match_info["version"], body
+    )
+    return _ok({"loaded": True})
+
+
+async def delete_version(request: web.Request) -> web.Response:
+    """`DELETE /functions/{fn}/versions/{version}`."""
+    await request.app[SERVICE].delete_version(
+        request.match_info["fn"], request.match_info["version"]
+    )
+    return _ok({"deleted": True})
+
+
+async def delete_function(request: web.Request) -> web.Response:
+    """`DELETE /functions/{fn}`."""
+    await request.app[SERVICE].delete_function(request.match_info["fn"])
+    return _ok({"deleted": True})
+
+
+async def put_traffic(request: web.Request) -> web.Response:
+    """`PUT /functions/{fn}/traffic`: weights, rules, sticky header."""
+    body = await _json_body(request, SetTraffic)
+    await request.app[SERVICE].set_traffic(request.match_info["fn"], body)
+    return _ok()
+
+
+async def post_health(request: web.Request) -> web.Response:
+    """`POST /functions/{fn}/versions/{version}/health`."""
+    body = await _json_body(request, RunHealth, optional=True)
+    result = await request.app[SERVICE].health(
+        request.match_info["fn"], request.match_info["version"], body.timeout_ms
+    )
+    return _ok(result)
+
+
+async def inventory(request: web.Request) -> web.Response:
+    """`GET /inventory`; 304 when `If-None-Match` names the current ETag (generation)."""
+    service = request.app[SERVICE]
+    etag = service.inventory_etag()
+    if etag in request.headers.getall("If-None-Match", ()):
+        return web.Response(status=304, headers={"ETag": etag})
+    return web.json_response(service.inventory(), headers={"ETag": etag})
+
+
+async def function_metrics(request: web.Request) -> web.Response:
+    """`GET /functions/{fn}/metrics`."""
+    return _ok(request.app[SERVICE].function_metrics(request.match_info["fn"]))
+
+
+async def prometheus(request: web.Request) -> web.Response:
+    """`GET /metrics`: Prometheus text format."""
+    return web.Response(
+        text=request.app[SERVICE].prometheus(),
+        headers={"Content-Type": "text/plain; version=0.0.4; charset=utf-8"},
+    )
+
+
+async def invoke(request: web.Request) -> web.Response:
+    """`POST /fn/{fn}`: route to a version and run its handler with the body on stdin."""
+    service = request.app[SERVICE]
+    function = request.match_info["fn"]
+    version = service.route(function, request.headers)
+    body = await request.read()
+    call = await service.invoke(
+        function,
+        version,
+        method=request.method,
+        path=request.path,
+        query=request.query_string,
+        headers=request.headers.items(),
+        body=body,
+    )
+    headers = {VERSION_HEADER: version.name}
+    result = call.result
+    if result.outcome is Outcome.TIMEOUT:
+        return _error(504, f"{function} {version.name}: {result.error}", headers)
+    if not result.ok:
+        return _error(500, f"{function} {version.name}: {result.error}", headers)
+    try:
+        response = wagi.parse_output(result.stdout)
+    except wagi.BadResponse as exc:
+        return _error(500, f"{function} {version.name}: {exc}", headers)
+    headers["Content-Type"] = response.content_type
+    return web.Response(body=response.body, status=response.status, headers=headers)
+
+
+def create_app(service: AgentService, token: str) -> web.Application:
+    """The aiohttp application of one agent."""
+    # One cap for every body: modules are the largest thing the agent accepts.
+    app = web.Application(
+        middlewares=[_middleware], client_max_size=service.settings.max_module_bytes
+    )
+    app[SERVICE] = service
+    app[TOKEN] = token.encode()
+    router = app.router
+    router.add_get("/healthz", healthz)
+    router.add_route("HEAD", "/modules/{sha}", head_module)
+    router.add_put("/modules/{sha}", put_module)
+    router.add_put("/functions/{fn}/versions/{version}", put_version)
+    router.add_delete("/functions/{fn}/versions/{version}", delete_version)
+    router.add_delete("/functions/{fn}", delete_function)
+    router.add_put("/functions/{fn}/traffic", put_traffic)
+    router.add_post("/functions/{fn}/versions/{version}/health", post_health)
+    router.add_get("/inventory", inventory)
+    router.add_get("/functions/{fn}/metrics", function_metrics)
+    router.add_get("/metrics", prometheus)
+    router.add_post("/fn/{fn}", invoke)
+    return app

@@ -1,0 +1,308 @@
+"""What an agent does, independent of HTTP: upload, load, route, call, persist.
+
+The registry is only touched from the event loop; blocking work (hashing, compiling,
+the link check, file writes) runs in threads, WASM calls on the runtime's pool.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import random
+import secrets
+import time
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from gitopsd.agent import wagi
+from gitopsd.agent.api import NAME_RE, Limits, LoadVersion, SetTraffic
+from gitopsd.agent.errors import AgentRequestError, NotFound, Unavailable
+from gitopsd.agent.metrics import prometheus_text
+from gitopsd.agent.registry import Registry, Version
+from gitopsd.agent.runtime import MIB, CallResult, Prepared, Runtime
+from gitopsd.agent.settings import AgentSettings
+from gitopsd.agent.state import ModuleStore, StateFile
+from gitopsd.errors import GitopsdError, ModuleError
+from gitopsd.log import get_logger
+
+
+@dataclass(frozen=True, slots=True)
+class Invocation:
+    """The version that served a request and what its call produced."""
+
+    version: Version
+    result: CallResult
+
+
+class AgentService:
+    """The state and operations of one edge agent."""
+
+    def __init__(self, settings: AgentSettings, runtime: Runtime) -> None:
+        self.settings = settings
+        self.runtime = runtime
+        self.registry = Registry()
+        self.modules = ModuleStore(settings.data_dir / "modules")
+        self.state_file = StateFile(settings.data_dir / "state.json")
+        self.log = get_logger(node=settings.name)
+        self._persist_lock = asyncio.Lock()
+        # Random buckets need no unpredictability; a private generator avoids global state.
+        self._rng = random.Random()
+        # Part of the inventory's ETag: a restarted agent (same generation, maybe other
+        # labels or budget) must not be taken for the one a controller cached.
+        self._boot = secrets.token_hex(6)
+
+    # --- start-up -------------------------------------------------------------------
+
+    async def restore(self) -> None:
+        """Load state.json: every function, version, traffic split and the generation.
+
+        A version whose module is missing or no longer loads is dropped with an error log
+        (and its traffic with it) rather than stopping the agent: the controller sees it
+        missing in the inventory and redeploys it.
+        """
+        stored = await asyncio.to_thread(self.state_file.load)
+        self.registry.generation = stored.generation
+        dropped = False
+        for fname, sfn in stored.functions.items():
+            versions: dict[str, Version] = {}
+            for vname, sv in sfn.versions.items():
+                try:
+                    prepared = await asyncio.to_thread(self._prepare, sv.sha256, sv.limits)
+                except GitopsdError as exc:
+                    self.log.error(
+                        "agent.restore_failed", function=fname, version=vname, error=str(exc)
+                    )
+                    dropped = True
+                    continue
+                versions[vname] = Version(
+                    vname, sv.sha256, sv.limits, sv.health_check, sv.loaded_at, prepared
+                )
+            self.registry.restore(fname, sfn, versions)
+        if dropped:
+            self.registry.generation += 1
+            await self._persist()
+        self.log.info(
+            "agent.restored",
+            generation=self.registry.generation,
+            functions=len(self.registry.functions),
+        )
+
+    def _prepare(self, sha256: str, limits: Limits) -> Prepared:
+        """Compile (or reuse) the stored module and instantiate it once under `limits`."""
+        # The file must exist even when the runtime has the module compiled (another agent
+        # of this process may have uploaded it): what is loaded must survive a restart.
+        if not self.modules.has(sha256):
+            raise ModuleError(f"module {sha256} is not stored under {self.modules.directory}")
+        prepared = self.runtime.cached(sha256)
+        if prepared is None:
+            prepared = self.runtime.compile(self.modules.read(sha256), sha256)
+        self.runtime.check(prepared, limits.memory_mib * MIB, limits.timeout_ms)
+        return prepared
+
+    async def _persist(self) -> None:
+        # Snapshot now, on the loop; the lock is FIFO, so writes land in snapshot order.
+        state = self.registry.state()
+        async with self._persist_lock:
+            await asyncio.to_thread(self.state_file.save, state)
+
+    # --- modules --------------------------------------------------------------------
+
+    def has_module(self, sha256: str) -> bool:
+        """True when the module is stored (False for anything that is not a digest)."""
+        try:
+            return self.modules.has(sha256.lower())
+        except ModuleError:
+            return False
+
+    async def upload(self, sha256: str, data: bytes) -> str:
+        """Store a module after checking its digest and that it is valid WASM."""
+        sha256 = sha256.lower()
+        self.modules.path(sha256)  # validates the digest's form before any work
+
+        def verify_and_store() -> None:
+            digest = hashlib.sha256(data).hexdigest()
+            if digest != sha256:
+                raise AgentRequestError(
+                    f"sha256 of the body is {digest}, not {sha256}: upload the bytes the "
+                    "digest was computed from"
+                )
+            self.runtime.compile(data, sha256)
+            self.modules.write(sha256, data)
+
+        await asyncio.to_thread(verify_and_store)
+        self.log.info("agent.module_stored", sha256=sha256, bytes=len(data))
+        return sha256
+
+    # --- functions and versions -----------------------------------------------------
+
+    async def load_version(self, function: str, version: str, body: LoadVersion) -> bool:
+        """Load (or replace) a version after a link check; True when the state changed."""
+        for what, name in (("function", function), ("version", version)):
+            if not NAME_RE.match(name):
+                raise AgentRequestError(
+                    f"{what} name {name!r} is invalid: use letters, digits and . _ + - "
+                    "(at most 128, starting with a letter or digit)"
+                )
+        if not self.modules.has(body.sha256):
+            raise NotFound(
+                f"module {body.sha256} is not stored: upload it with PUT /modules/{body.sha256}"
+            )
+        prepared = await asyncio.to_thread(self._prepare, body.sha256, body.limits)
+        loaded = Version(
+            version, body.sha256, body.limits, body.health_check, time.time(), prepared
+        )
+        changed = self.registry.load(function, loaded, body.sticky_header)
+        if changed:
+            await self._persist()
+            self.log.info(
+                "agent.version_loaded", function=function, version=version, sha256=body.sha256
+            )
+        return changed
+
+    async def delete_version(self, function: str, version: str) -> None:
+        """Unload a version (409 while it still has traffic and others are loaded)."""
+        self.registry.delete_version(function, version)
+        await self._persist()
+        self.log.info("agent.version_deleted", function=function, version=version)
+
+    async def delete_function(self, function: str) -> None:
+        """Unload a function and every version of it."""
+        self.registry.delete_function(function)
+        await self._persist()
+        self.log.info("agent.function_deleted", function=function)
+
+    async def set_traffic(self, function: str, body: SetTraffic) -> bool:
+        """Replace weights and rules; True when the state changed."""
+        changed = self.registry.set_traffic(function, body.weights, body.rules, body.sticky_header)
+        if changed:
+            await self._persist()
+            self.log.info(
+                "agent.traffic_set",
+                function=function,
+                weights={w.version: w.percent for w in body.weights},
+                rules=len(body.rules),
+            )
+        return changed
+
+    async def health(self, function: str, version: str, timeout_ms: int) -> dict[str, Any]:
+        """Run the version's health export and compare its stdout with `expect`."""
+        loaded = self.registry.version(function, version)
+        check = loaded.health_check
+        if check.function not in loaded.prepared.exports:
+            return {
+                "healthy": False,
+                "output": "",
+                "error": f"module has no function export `{check.function}`",
+                "durationMs": 0.0,
+            }
+        result = await self.runtime.run(
+            loaded.prepared,
+            check.function,
+            env=[("X_GITOPSD_FUNCTION", function), ("X_GITOPSD_VERSION", version)],
+            args=[function],
+            memory_bytes=loaded.limits.memory_mib * MIB,
+            timeout_ms=timeout_ms,
+        )
+        output = result.stdout.decode(errors="replace")
+        healthy = result.ok and output.strip() == check.expect.strip()
+        error = result.error
+        if result.ok and not healthy:
+            error = f"health check wrote {output.strip()[:200]!r}, expected {check.expect!r}"
+        return {
+            "healthy": healthy,
+            "output": output[:4096],
+            "error": error,
+            "durationMs": round(result.duration_ms, 3),
+        }
+
+    # --- data plane -----------------------------------------------------------------
+
+    def route(self, function: str, headers: Mapping[str, str]) -> Version:
+        """The version serving a request (NotFound for an unknown function)."""
+        version = self.registry.route(function, headers, self._rng)
+        if version is None:
+            # Only after a restore dropped a weighted version: traffic no longer sums to 100.
+            raise Unavailable(
+                f"function {function!r} has no version with traffic for this request: "
+                "set traffic with PUT /functions/{fn}/traffic"
+            )
+        return version
+
+    async def invoke(
+        self,
+        function: str,
+        version: Version,
+        *,
+        method: str,
+        path: str,
+        query: str,
+        headers: Iterable[tuple[str, str]],
+        body: bytes,
+    ) -> Invocation:
+        """Call the version's handler with the request; count it in the version's metrics."""
+        env = wagi.environment(
+            function=function,
+            version=version.name,
+            method=method,
+            path=path,
+            query=query,
+            body_length=len(body),
+            headers=headers,
+        )
+        result = await self.runtime.run(
+            version.prepared,
+            "_start",
+            stdin=body,
+            env=env,
+            args=[function],
+            memory_bytes=version.limits.memory_mib * MIB,
+            timeout_ms=version.limits.timeout_ms,
+        )
+        version.metrics.record(result)
+        if not result.ok:
+            self.log.warning(
+                "agent.call_failed",
+                function=function,
+                version=version.name,
+                outcome=result.outcome.value,
+                error=result.error,
+                stderr=result.stderr[:512].decode(errors="replace") or None,
+            )
+        return Invocation(version, result)
+
+    # --- reports --------------------------------------------------------------------
+
+    def inventory(self) -> dict[str, Any]:
+        """The inventory document the controller diffs against."""
+        return {
+            "node": self.settings.name,
+            "region": self.settings.region,
+            "labels": dict(self.settings.labels),
+            "generation": self.registry.generation,
+            "memoryBudgetMiB": self.settings.memory_mib,
+            "memoryUsedMiB": self.registry.memory_used_mib(),
+            "functions": self.registry.functions_json(),
+        }
+
+    def inventory_etag(self) -> str:
+        """ETag of `inventory()`: it changes whenever the generation does, or on a restart."""
+        return f'"{self._boot}-{self.registry.generation}"'
+
+    def function_metrics(self, function: str) -> dict[str, Any]:
+        """Metrics of every loaded version of one function."""
+        fn = self.registry.function(function)
+        return {
+            "function": function,
+            "versions": {name: v.metrics.to_json() for name, v in sorted(fn.versions.items())},
+        }
+
+    def prometheus(self) -> str:
+        """Prometheus text of every function and version."""
+        return prometheus_text(
+            self.settings.name,
+            self.registry.series(),
+            self.registry.generation,
+            self.settings.memory_mib,
+            self.registry.memory_used_mib(),
+        )

@@ -1,0 +1,80 @@
+"""The WAGI-style module ABI: request metadata in, CGI-style response out (pure).
+
+In: the environment of docs/agent-api.md "Module ABI". Out: stdout, optionally starting
+with a CGI header block (`content-type:` / `status:` lines ended by an empty line).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+DEFAULT_CONTENT_TYPE = "application/octet-stream"
+_HEADER_LINE = re.compile(rb"^(content-type|status)[ \t]*:[ \t]*(.*?)[ \t]*$", re.IGNORECASE)
+_BLANK = re.compile(rb"\r?\n\r?\n")
+
+
+def environment(
+    *,
+    function: str,
+    version: str,
+    method: str,
+    path: str,
+    query: str,
+    body_length: int,
+    headers: Iterable[tuple[str, str]],
+) -> list[tuple[str, str]]:
+    """Environment variables of one request."""
+    env = [
+        ("REQUEST_METHOD", method),
+        ("PATH_INFO", path),
+        ("QUERY_STRING", query),
+        ("CONTENT_LENGTH", str(body_length)),
+        ("X_GITOPSD_FUNCTION", function),
+        ("X_GITOPSD_VERSION", version),
+    ]
+    env.extend(("HTTP_" + name.upper().replace("-", "_"), value) for name, value in headers)
+    return env
+
+
+@dataclass(frozen=True, slots=True)
+class Response:
+    """What the module's stdout says to answer."""
+
+    status: int
+    content_type: str
+    body: bytes
+
+
+class BadResponse(ValueError):
+    """The module wrote a CGI header block with a status that is not an HTTP status."""
+
+
+def parse_output(stdout: bytes) -> Response:
+    """Split an optional CGI header block off stdout.
+
+    Only a block made entirely of `content-type` / `status` lines counts as headers, so a
+    body that merely contains a colon on its first line is never eaten.
+    """
+    status, content_type = 200, DEFAULT_CONTENT_TYPE
+    if not _HEADER_LINE.match(stdout.split(b"\n", 1)[0].rstrip(b"\r")):
+        return Response(status, content_type, stdout)
+    end = _BLANK.search(stdout)
+    if end is None:
+        return Response(status, content_type, stdout)
+    fields = []
+    for line in stdout[: end.start()].splitlines():
+        match = _HEADER_LINE.match(line)
+        if match is None:
+            return Response(status, content_type, stdout)
+        fields.append((match.group(1).lower(), match.group(2).decode("latin-1")))
+    for name, value in fields:
+        if name == b"content-type":
+            content_type = value
+        else:
+            code = value.split(" ", 1)[0]
+            if not code.isdigit() or not 100 <= int(code) <= 599:
+                raise BadResponse(f"module wrote an invalid CGI status line {value!r}")
+            status = int(code)
+    return Response(status, content_type, stdout[end.end() :])

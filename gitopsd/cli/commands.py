@@ -1,0 +1,327 @@
+"""Bodies of the CLI commands (kept apart from click wiring so they import lazily)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+import click
+
+from gitopsd.cli.context import Ctx
+from gitopsd.cli.output import echo, render_changes, render_event
+from gitopsd.clock import SystemClock
+from gitopsd.errors import ConfigError, InvalidManifests
+from gitopsd.fleet.client import AgentClient
+from gitopsd.reconcile import Reconciler, SyncReport, build_spec
+from gitopsd.report.notes import CommitOutcome, refused_outcome
+from gitopsd.report.publish import publish
+from gitopsd.rollout.engine import EventSink
+from gitopsd.rollout.preview import preview
+from gitopsd.rollout.steps import Step
+from gitopsd.rollout.strategies import strategy_for
+from gitopsd.source.git import SourceSpec
+from gitopsd.source.verify import SignatureRefused
+from gitopsd.store.sqlite import SqliteStore
+
+
+def reconciler(ctx: Ctx, on_event: EventSink | None = None) -> Reconciler:
+    cfg = ctx.config.fleet
+    return Reconciler(
+        SqliteStore(ctx.state_dir),
+        ctx.state_dir,
+        SystemClock(),
+        ctx.agent_token(),
+        timeout=cfg.timeout,
+        concurrency=cfg.concurrency,
+        on_event=on_event,
+        allow_empty=ctx.config.source.allow_empty,
+    )
+
+
+def run_diff(ctx: Ctx, source: SourceSpec, plan: bool, output: str) -> bool:
+    """Print the diff (and plans); True when something would change."""
+    rec = reconciler(ctx)
+    read = asyncio.run(rec.read(source))
+    plans: dict[str, Sequence[Step]] = {}
+    if plan:
+        for change in read.changes.changes:
+            fn = read.desired.functions.get(change.function)
+            if fn is not None:
+                spec = build_spec(fn, read.desired, read.live)
+                plans[fn.name] = preview(strategy_for(fn.spec.strategy), spec.plan_context())
+    if output == "json":
+        doc = read.changes.to_json()
+        if plan:
+            from gitopsd.rollout.steps import step_to_json
+
+            doc["plans"] = {k: [step_to_json(s) for s in v] for k, v in plans.items()}
+        click.echo(json.dumps(doc, indent=2))
+    else:
+        render_changes(read.changes, plans if plan else None)
+    return bool(read.changes.changes)
+
+
+def run_sync(ctx: Ctx, source: SourceSpec, once: bool, dry_run: bool) -> bool:
+    """One pass (or passes every source.interval until interrupted); True when all went well."""
+    if dry_run:
+        return not run_diff(ctx, source, plan=True, output="text")
+    rec = reconciler(ctx, on_event=render_event)
+    while True:
+        if sys.stdout.isatty():
+            from gitopsd.cli.progress import ProgressDisplay
+
+            with ProgressDisplay() as display:
+                rec.on_event = display
+                ok = asyncio.run(_sync_pass(ctx, rec, source))
+        else:
+            ok = asyncio.run(_sync_pass(ctx, rec, source))
+        if once:
+            return ok
+        asyncio.run(SystemClock().sleep_until(SystemClock().now() + ctx.config.source.interval))
+
+
+async def _sync_pass(ctx: Ctx, rec: Reconciler, source: SourceSpec) -> bool:
+    from gitopsd.report.forges import reporter_from_config
+
+    async with reporter_from_config(ctx.config.status.forges) as forges:
+        return await _sync_and_report(ctx, rec, source, forges)
+
+
+async def _report(ctx: Ctx, source: SourceSpec, outcome: CommitOutcome, forges: Any) -> None:
+    """The git note, then the forge statuses (waited for: `sync --once` exits after)."""
+    from gitopsd.report.forges import outcome_statuses
+
+    status = ctx.config.status
+    if status.git_notes:
+        publish(source, ctx.state_dir, outcome, status.push_notes)
+    for function, state, description in outcome_statuses(outcome):
+        await forges.post_all(outcome.commit, function, state, description)
+
+
+async def _sync_and_report(ctx: Ctx, rec: Reconciler, source: SourceSpec, forges: Any) -> bool:
+    try:
+        read = await rec.read(source)
+    except SignatureRefused as exc:
+        await _report(ctx, source, refused_outcome(exc), forges)
+        raise
+    except InvalidManifests as exc:
+        outcome = CommitOutcome(
+            exc.commit,
+            "failure",
+            "invalid manifests; nothing applied",
+            problems=tuple(str(p) for p in exc.problems),
+        )
+        await _report(ctx, source, outcome, forges)
+        raise
+    render_changes(read.changes)
+    report: SyncReport = await rec.apply(read)
+    outcome = report.outcome()
+    if report.results or not read.changes.changes:
+        await _report(ctx, source, outcome, forges)
+    for result in report.results:
+        colour = "green" if result.ok else "red"
+        echo(f"{result.function} {result.version}: {result.state} - {result.message}", fg=colour)
+    if report.ok:
+        rec.store.put("last_applied_commit", report.commit)
+    return report.ok
+
+
+def run_agent_cmd(
+    listen: str,
+    name: str,
+    region: str,
+    labels: tuple[str, ...],
+    data_dir: str,
+    token_file: str | None,
+    memory_mib: int,
+    count: int | None = None,
+    base_port: int | None = None,
+) -> None:
+    from pathlib import Path
+
+    from gitopsd.agent.main import run_agent, run_agents
+    from gitopsd.agent.settings import AgentSettings, endpoints, parse_labels, parse_listen
+
+    host, port = parse_listen(listen)
+    settings = AgentSettings(
+        name=name,
+        region=region,
+        labels=parse_labels(labels),
+        host=host,
+        port=port,
+        data_dir=Path(data_dir),
+        token_file=Path(token_file) if token_file else None,
+        memory_mib=memory_mib,
+    )
+    if count is None:
+        run_agent(settings)
+    else:
+        run_agents(endpoints(settings, count, base_port if base_port is not None else port))
+
+
+def _time(ts: float | None) -> str:
+    if ts is None:
+        return "-"
+    return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%d %H:%M:%S")
+
+
+def run_status(ctx: Ctx, function: str | None, output: str) -> None:
+    from gitopsd.status import all_functions, function_status
+
+    store = SqliteStore(ctx.state_dir)
+    desired, live, note = asyncio.run(_desired_and_live(ctx, store))
+    daemon_error = store.get("daemon:last_error") or ""
+    if daemon_error:
+        note = f"{note}; " if note else ""
+        note += f"the daemon cannot reconcile: {daemon_error}"
+    names = [function] if function else all_functions(store, desired, live)
+    docs = [function_status(store, name, desired, live) for name in names]
+    if output == "json":
+        click.echo(json.dumps({"functions": docs, "note": note}, indent=2))
+        return
+    if note:
+        echo(note, fg="yellow")
+    if not docs:
+        click.echo("no functions known yet")
+    for d in docs:
+        render_status(d)
+
+
+def render_status(d: dict[str, Any]) -> None:
+    rollout = d["rollout"] or {}
+    state = rollout.get("state", "-")
+    colour = {"COMPLETED": "green", "ROLLED_BACK": "red", "FAILED": "red"}.get(state, "yellow")
+    echo(
+        f"{d['function']}  desired {d['desiredVersion'] or '-'}  live "
+        f"{', '.join(d['liveVersions']) or '-'}  [{rollout.get('strategy', '-')}] {state}",
+        fg=colour,
+        bold=True,
+    )
+    if rollout.get("step") and state not in ("COMPLETED", "ROLLED_BACK", "FAILED"):
+        click.echo(f"  step:    {rollout['step']}")
+    if d["waiting"]:
+        click.echo(f"  waiting: {d['waiting']}")
+    for node in d["nodes"]:
+        if not node["reachable"]:
+            echo(
+                f"  {node['region']:<12} {node['node']:<20} unreachable: {node['error']}", fg="red"
+            )
+            continue
+        weights = ", ".join(f"{t['version']} {t['percent']:g}%" for t in node["traffic"])
+        click.echo(f"  {node['region']:<12} {node['node']:<20} {weights}")
+
+
+async def _desired_and_live(ctx: Ctx, store: SqliteStore) -> tuple[Any, Any, str]:
+    """Desired state from the configured source (if any) and live state from its agents."""
+    from gitopsd.errors import GitopsdError
+    from gitopsd.fleet.live import LiveState
+    from gitopsd.manifest.loader import load_snapshot
+    from gitopsd.source.reader import take_snapshot
+
+    desired = None
+    note = ""
+    addresses: dict[str, str] = {}
+    if ctx.config.source.url:
+        try:
+            spec = ctx.source(None, None, None)
+            desired = load_snapshot(await asyncio.to_thread(take_snapshot, spec, ctx.state_dir))
+            addresses = {n: d.address for n, d in desired.nodes.items()}
+        except GitopsdError as exc:
+            note = f"desired state unknown: {str(exc).splitlines()[0]}"
+    for row in store.rollouts(limit=200):
+        for node in row.context.get("nodes", []):
+            addresses.setdefault(node["name"], node["address"])
+    if not addresses:
+        return desired, LiveState(), note
+    async with AgentClient(addresses, ctx.agent_token(), timeout=5.0, retries=0) as client:
+        return desired, await client.live_state(addresses), note
+
+
+def run_history(ctx: Ctx, function: str | None, output: str) -> None:
+    store = SqliteStore(ctx.state_dir)
+    rows = store.rollouts(function)
+    data: list[dict[str, Any]] = [
+        {
+            "id": r.id,
+            "function": r.function,
+            "version": r.version,
+            "commit": r.commit,
+            "strategy": r.strategy,
+            "state": r.state,
+            "message": r.message,
+            "startedAt": _time(r.created_at),
+            "finishedAt": _time(r.finished_at),
+            "durationSeconds": round(r.finished_at - r.created_at, 3) if r.finished_at else None,
+        }
+        for r in rows
+    ]
+    if output == "json":
+        click.echo(json.dumps({"rollouts": data}, indent=2))
+        return
+    for d in data:
+        click.echo(
+            f"{d['startedAt']}  {d['function']:<20} {d['version']:<10} {d['commit'][:10]}  "
+            f"{d['strategy']:<12} {d['state']:<12} {d['durationSeconds'] or '-'}s  {d['message']}"
+        )
+
+
+def run_rollback(ctx: Ctx, function: str, to_version: str | None) -> bool:
+    """Roll back and print what happened; True when every node serves the chosen version."""
+    from gitopsd.rollout.operator_rollback import rollback_function
+
+    store = SqliteStore(ctx.state_dir)
+
+    async def go() -> Any:
+        async with AgentClient({}, ctx.agent_token(), ctx.config.fleet.timeout) as client:
+            return await rollback_function(
+                store, client, SystemClock(), function, to_version, render_event
+            )
+
+    row = asyncio.run(go())
+    ok = bool(row.state == "COMPLETED")
+    echo(f"{function}: {row.state} - {row.message}", fg="green" if ok else "red")
+    if ok:
+        echo(store.controls(function).held_reason)
+    return ok
+
+
+def run_control(ctx: Ctx, action: str, function: str) -> str:
+    """Record an operator's request; the engine (this or another process) acts on it."""
+    store = SqliteStore(ctx.state_dir)
+    now = SystemClock().now()
+    active = [r for r in store.active_rollouts() if r.function == function]
+    if action == "pause":
+        store.set_control(function, now, paused=1)
+        return f"{function}: paused (the rollout stops before its next step)"
+    if action == "resume":
+        store.set_control(function, now, paused=0, held=0, held_reason="")
+        for row in active:
+            if row.state == "PAUSED":
+                store.update_rollout(row.id, now, state="IN_PROGRESS", message="resumed")
+        return f"{function}: resumed"
+    if action == "promote":
+        if not active:
+            raise ConfigError(f"{function}: no rollout in progress to promote")
+        store.set_control(function, now, promote=1)
+        return f"{function}: promote requested"
+    if action == "abort":
+        if not active:
+            raise ConfigError(f"{function}: no rollout in progress to abort")
+        store.set_control(function, now, abort=1)
+        for row in active:
+            if row.state in ("PAUSED", "DRAFT"):
+                store.update_rollout(row.id, now, state="IN_PROGRESS", aborting=1)
+        return f"{function}: abort requested"
+    if action == "approve":
+        drafts = [r for r in active if r.state == "DRAFT"]
+        if not drafts:
+            raise ConfigError(f"{function}: no rollout waiting for approval")
+        store.set_control(function, now, approved_version=drafts[-1].version)
+        store.update_rollout(drafts[-1].id, now, state="APPROVED", message="approved")
+        return f"{function} {drafts[-1].version}: approved"
+    print(f"unknown action {action}", file=sys.stderr)
+    raise ConfigError(f"unknown action {action}")

@@ -1,0 +1,96 @@
+"""What every command shares: config file, state dir, agent token, and error handling."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+from functools import wraps
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, TypeVar
+
+import click
+
+if TYPE_CHECKING:  # imported where used: pydantic-settings and pygit2 would slow `--help`
+    from gitopsd.config import Config
+    from gitopsd.source.git import SourceSpec
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+@dataclass
+class Ctx:
+    """Resolved global options of one invocation."""
+
+    config_path: Path | None
+    state_dir_flag: Path | None
+    agent_token_file: Path | None
+    _config: Config | None = None
+
+    @property
+    def config(self) -> Config:
+        if self._config is None:
+            from gitopsd.config import load_config
+
+            self._config = load_config(self.config_path)
+        return self._config
+
+    @property
+    def state_dir(self) -> Path:
+        from gitopsd.config import default_state_dir
+
+        return self.state_dir_flag or self.config.state.dir or default_state_dir()
+
+    def agent_token(self) -> str | None:
+        """--agent-token-file, else GITOPSD_AGENT_TOKEN_FILE, else fleet.token_file."""
+        from gitopsd.config import read_secret
+
+        env = os.environ.get("GITOPSD_AGENT_TOKEN_FILE")
+        path = self.agent_token_file or (Path(env) if env else None) or self.config.fleet.token_file
+        return read_secret(path, "agent token") if path else None
+
+    def source(self, source: str | None, ref: str | None, path: str | None) -> SourceSpec:
+        from gitopsd.config import source_spec
+
+        return source_spec(self.config, source, ref, path)
+
+
+def common_options(func: F) -> F:
+    """--config, --state-dir and --agent-token-file, accepted by every command."""
+
+    @click.option(
+        "--config",
+        "config_path",
+        type=click.Path(path_type=Path),
+        envvar="GITOPSD_CONFIG",
+        help="TOML config file.",
+    )
+    @click.option(
+        "--state-dir",
+        "state_dir",
+        type=click.Path(path_type=Path),
+        help="State directory (default $GITOPSD_STATE_DIR or ~/.local/state/gitopsd).",
+    )
+    @click.option(
+        "--agent-token-file",
+        "agent_token_file",
+        type=click.Path(path_type=Path),
+        help="File holding the agents' bearer token.",
+    )
+    @wraps(func)
+    def wrapper(
+        config_path: Path | None,
+        state_dir: Path | None,
+        agent_token_file: Path | None,
+        **kwargs: Any,
+    ) -> Any:
+        return func(Ctx(config_path, state_dir, agent_token_file), **kwargs)
+
+    return wrapper  # type: ignore[return-value]
+
+
+def source_options(func: F) -> F:
+    """SOURCE, --ref and --path."""
+    func = click.option("--path", "path", help="Synced path inside the repository.")(func)
+    func = click.option("--ref", "ref", help="Branch, tag or commit (default: main).")(func)
+    return click.argument("source", required=False)(func)

@@ -1,0 +1,69 @@
+"""Human output: diffs coloured like `git diff`, plans, and one line per rollout event."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Sequence
+from datetime import UTC, datetime
+
+import click
+
+from gitopsd.diff import Action, Change, ChangeSet
+from gitopsd.errors import InvalidManifests
+from gitopsd.rollout.engine import RolloutEvent
+from gitopsd.rollout.preview import describe_step
+from gitopsd.rollout.steps import Step
+
+_MARK = {Action.DEPLOY: ("+", "green"), Action.UPDATE: ("~", "yellow"), Action.PRUNE: ("-", "red")}
+
+
+def echo(text: str = "", **style: object) -> None:
+    click.echo(click.style(text, **style) if style else text, color=sys.stdout.isatty())  # type: ignore[arg-type]
+
+
+def render_change(change: Change) -> None:
+    mark, colour = _MARK.get(change.action, ("?", "white"))
+    live = ", ".join(change.live_versions) or "nothing"
+    if change.action is Action.PRUNE:
+        head = f"{mark} {change.action} {change.function} ({live})"
+    else:
+        head = f"{mark} {change.action} {change.function} {live} -> {change.version}"
+    echo(head, fg=colour, bold=True)
+    for node in change.nodes:
+        if node.action is not Action.OK:
+            echo(f"    {node.node}: {node.action} ({node.detail})", fg=colour)
+
+
+def render_changes(changes: ChangeSet, plans: dict[str, Sequence[Step]] | None = None) -> None:
+    echo(f"commit {changes.commit or '(working tree)'}", fg="cyan")
+    for change in changes.changes:
+        render_change(change)
+        for i, step in enumerate((plans or {}).get(change.function, ())):
+            echo(f"      {i + 1:>2}. {describe_step(step)}")
+    for node, error in sorted(changes.unreachable.items()):
+        echo(f"! {node} unreachable: {error}", fg="red")
+    echo(f"Plan: {changes.summary}.", bold=True)
+
+
+def render_problems(exc: InvalidManifests) -> None:
+    for problem in exc.problems:
+        click.echo(str(problem), err=True)
+
+
+def render_event(event: RolloutEvent) -> None:
+    """One line per step start and end, for logs and non-TTY output."""
+    prefix = f"[{event.function} {event.version}] {event.seq + 1:>2}."
+    text = describe_step(event.step)
+    if event.outcome is None:
+        # Only waits announce their start: everything else is reported once, when it ends.
+        if event.deadline is not None:
+            until = datetime.fromtimestamp(event.deadline, UTC).strftime("%H:%M:%S")
+            echo(f"{prefix} {text} (until {until} UTC) ...")
+        return
+    if event.replayed:
+        echo(f"{prefix} {text}: done before restart", dim=True)
+        return
+    status = "ok" if event.outcome.ok else "FAILED"
+    message = event.outcome.message
+    detail = f" - {message}" if message and message not in text else ""
+    echo(f"{prefix} {text}: {status}{detail}", fg="green" if event.outcome.ok else "red")

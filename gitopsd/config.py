@@ -1,0 +1,195 @@
+"""The config file (TOML) and `GITOPSD_<SECTION>__<KEY>` environment variables.
+
+Precedence, highest first: command-line flags, environment, config file, defaults.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+from gitopsd.errors import ConfigError
+from gitopsd.manifest.durations import Duration
+
+if TYPE_CHECKING:
+    from gitopsd.source.git import SourceSpec
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class VerifyConfig(_Section):
+    mode: Literal["none", "head"] = "none"
+    allowed_signers: Path | None = None
+    gpg_keyring: Path | None = None
+
+
+class SourceConfig(_Section):
+    url: str | None = None
+    verify: VerifyConfig = Field(default_factory=VerifyConfig)
+    known_hosts: Path | None = None
+    ssh_key: Path | None = None
+    branch: str = "main"
+    path: str = "/"
+    interval: Duration = 60.0
+    watch: bool = True
+    allow_empty: bool = False
+
+
+class FleetConfig(_Section):
+    token_file: Path | None = None
+    concurrency: int = Field(64, ge=1)
+    timeout: Duration = 10.0
+
+
+class StateConfig(_Section):
+    dir: Path | None = None
+    url: str | None = None
+
+
+class WebhookConfig(_Section):
+    listen: str | None = None
+    secret_file: Path | None = None
+
+
+class MetricsConfig(_Section):
+    listen: str | None = None
+
+
+class ForgeConfig(_Section):
+    kind: Literal["github", "gitea", "gitlab"]
+    api_url: str
+    repo: str
+    token_file: Path
+
+
+class StatusConfig(_Section):
+    git_notes: bool = True
+    push_notes: bool = True
+    forges: list[ForgeConfig] = Field(default_factory=list)
+
+
+class Config(BaseSettings):
+    """Everything `gitopsd` reads from its config file and environment."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="GITOPSD_", env_nested_delimiter="__", extra="forbid"
+    )
+
+    source: SourceConfig = Field(default_factory=SourceConfig)
+    fleet: FleetConfig = Field(default_factory=FleetConfig)
+    state: StateConfig = Field(default_factory=StateConfig)
+    webhook: WebhookConfig = Field(default_factory=WebhookConfig)
+    metrics: MetricsConfig = Field(default_factory=MetricsConfig)
+    status: StatusConfig = Field(default_factory=StatusConfig)
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # init_settings carries the file's values: the environment overrides the file.
+        return (env_settings, init_settings)
+
+
+def load_config(path: Path | None) -> Config:
+    """Read `path` (if given) and the environment; raise ConfigError saying what is wrong."""
+    data: dict[str, Any] = {}
+    if path is not None:
+        try:
+            data = tomllib.loads(path.read_text())
+        except OSError as exc:
+            raise ConfigError(f"config {path}: {exc.strerror or exc}") from exc
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"config {path}: {exc}") from exc
+    try:
+        config = Config(**data)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first["loc"])
+        raise ConfigError(f"config {path or '(environment)'}: {where}: {first['msg']}") from exc
+    if path is not None:
+        config = _relative_to(config, path.parent)
+    return config
+
+
+def _relative_to(config: Config, base: Path) -> Config:
+    """Paths in a config file are relative to the file, like every tool operators know."""
+
+    def fix(p: Path | None) -> Path | None:
+        return p if p is None or p.is_absolute() else base / p
+
+    config.fleet.token_file = fix(config.fleet.token_file)
+    config.source.known_hosts = fix(config.source.known_hosts)
+    config.source.ssh_key = fix(config.source.ssh_key)
+    config.source.verify.allowed_signers = fix(config.source.verify.allowed_signers)
+    config.source.verify.gpg_keyring = fix(config.source.verify.gpg_keyring)
+    for forge in config.status.forges:
+        forge.token_file = fix(forge.token_file) or forge.token_file
+    config.state.dir = fix(config.state.dir)
+    config.webhook.secret_file = fix(config.webhook.secret_file)
+    if (
+        config.source.url
+        and "://" not in config.source.url
+        and not Path(config.source.url).is_absolute()
+    ):
+        config.source.url = str(base / config.source.url)
+    return config
+
+
+def source_spec(
+    config: Config, url: str | None = None, ref: str | None = None, path: str | None = None
+) -> SourceSpec:
+    """The SourceSpec of the config (flags override), with its trust settings."""
+    from gitopsd.source.git import SourceSpec
+    from gitopsd.source.verify import VerifyPolicy
+
+    src = config.source
+    chosen = url or src.url
+    if not chosen:
+        raise ConfigError("no SOURCE given and no [source] url in the config file")
+    verify = src.verify
+    policy = (
+        VerifyPolicy(verify.mode, verify.allowed_signers, verify.gpg_keyring)
+        if verify.mode != "none"
+        else None
+    )
+    return SourceSpec(
+        url=chosen,
+        ref=ref or src.branch,
+        path=path or src.path,
+        verify=policy,
+        known_hosts=src.known_hosts,
+        ssh_key=src.ssh_key,
+    )
+
+
+def default_state_dir() -> Path:
+    """$GITOPSD_STATE_DIR, else /var/lib/gitopsd under systemd, else ~/.local/state/gitopsd."""
+    env = os.environ.get("GITOPSD_STATE_DIR")
+    if env:
+        return Path(env)
+    if os.environ.get("INVOCATION_ID") and os.environ.get("STATE_DIRECTORY"):
+        return Path(os.environ["STATE_DIRECTORY"].split(":")[0])
+    return Path.home() / ".local" / "state" / "gitopsd"
+
+
+def read_secret(path: Path, what: str) -> str:
+    """First line of a secret file; the error names the file, never the content."""
+    try:
+        value = path.read_text().strip().splitlines()
+    except OSError as exc:
+        raise ConfigError(f"{what} file {path}: {exc.strerror or exc}") from exc
+    if not value or not value[0].strip():
+        raise ConfigError(f"{what} file {path} is empty")
+    return value[0].strip()

@@ -1,0 +1,1 @@
+"""The long-running service: triggers (poll, watch, webhook), the reconcile loop, systemd."""

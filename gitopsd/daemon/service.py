@@ -1,0 +1,559 @@
+"""`gitopsd run`: the long-running reconcile service.
+
+One loop does every reconcile pass (so passes never overlap); triggers only wake it: the
+APScheduler interval job (with jitter), a watch on a local repository's refs, and webhooks.
+Each pass is level-triggered: it reads desired (Git) and live (agents) state, diffs them and
+starts, continues or supersedes rollouts, which run as one task per function so that a long
+canary does not hold up the other functions. A pass with the same commit and the same
+inventory generations as the last one costs one cheap ref lookup and one small request per
+agent: no snapshot, no YAML, no diff.
+
+Policy when a new commit arrives during a rollout of the same function: the running rollout
+stops at its next step boundary (a wait is cut short), rolls its touched nodes back to the
+stable version, and the next pass plans a fresh rollout of the newest version from there
+(Argo Rollouts does the same with an update mid-canary).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import random
+import signal
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from aiohttp import web
+
+from gitopsd.clock import Clock, SystemClock
+from gitopsd.config import Config, default_state_dir, load_config, read_secret, source_spec
+from gitopsd.diff import Action, ChangeSet, diff
+from gitopsd.errors import GitopsdError, InvalidManifests, SourceError
+from gitopsd.fleet.client import AgentClient
+from gitopsd.fleet.live import LiveState
+from gitopsd.log import get_logger
+from gitopsd.manifest.desired import DesiredState
+from gitopsd.reconcile import (
+    FunctionResult,
+    Reconciler,
+    SyncReport,
+    summarize_rollout,
+    waiting_key,
+)
+from gitopsd.report.forges import ForgeReporter, outcome_statuses, reporter_from_config
+from gitopsd.report.notes import CommitOutcome, FunctionOutcome, refused_outcome
+from gitopsd.report.publish import publish
+from gitopsd.rollout.engine import Engine
+from gitopsd.rollout.hold import hold_reason
+from gitopsd.source.git import SourceSpec
+from gitopsd.source.reader import current_commit
+from gitopsd.source.verify import SignatureRefused
+from gitopsd.store.sqlite import SqliteStore
+
+from .metrics import Metrics, serve_metrics
+from .sdnotify import Notifier
+from .triggers import refs_dir, watch_refs
+from .webhook import WebhookReceiver
+
+MAX_BACKOFF = 300.0
+LAST_ERROR_KEY = "daemon:last_error"  # shown by `gitopsd status` while the daemon retries
+
+
+@dataclass
+class PassState:
+    """What the last passes learnt: enough to make an unchanged pass almost free."""
+
+    desired: DesiredState | None = None
+    bad_commit: str | None = None
+    generations: tuple[tuple[str, int], ...] = ()
+    failures: int = 0
+    passes: int = 0
+    last_error: str = ""
+    rollouts: dict[str, asyncio.Task[FunctionResult]] = field(default_factory=dict)
+    targets: dict[str, tuple[str, str]] = field(default_factory=dict)  # fn -> (version, sha)
+
+
+class Daemon:
+    """The service; `run()` returns the process exit code."""
+
+    def __init__(
+        self,
+        config_path: Path | None,
+        state_dir: Path | None = None,
+        token_file: Path | None = None,
+        clock: Clock | None = None,
+    ) -> None:
+        self.config_path = config_path
+        self.state_dir_flag = state_dir
+        self.token_file = token_file
+        self.clock = clock or SystemClock()
+        self.config = self._load()
+        self.state_dir = state_dir or self.config.state.dir or default_state_dir()
+        self.store = SqliteStore(self.state_dir)
+        self.notifier = Notifier()
+        self.wake = asyncio.Event()
+        self.stop = asyncio.Event()
+        self.reasons: list[str] = []
+        self.pass_state = PassState()
+        self.log = get_logger(component="daemon")
+        self.reconciler = self._reconciler()
+        self.client: AgentClient | None = None
+        self.engine: Engine | None = None
+        self.ready = False
+        self.metrics = Metrics()
+        self.forges = ForgeReporter()
+
+    # configuration ---------------------------------------------------------------------------
+
+    def _load(self) -> Config:
+        config = load_config(self.config_path)
+        if not config.source.url:
+            raise GitopsdError("the daemon needs [source] url in its config file")
+        return config
+
+    def _token(self) -> str | None:
+        import os
+
+        env = os.environ.get("GITOPSD_AGENT_TOKEN_FILE")
+        path = self.token_file or (Path(env) if env else None) or self.config.fleet.token_file
+        return read_secret(path, "agent token") if path else None
+
+    def _reconciler(self) -> Reconciler:
+        fleet = self.config.fleet
+        return Reconciler(
+            self.store,
+            self.state_dir,
+            self.clock,
+            self._token(),
+            timeout=fleet.timeout,
+            concurrency=fleet.concurrency,
+            allow_empty=self.config.source.allow_empty,
+        )
+
+    @property
+    def source(self) -> SourceSpec:
+        return source_spec(self.config)
+
+    def reload(self) -> None:
+        """SIGHUP: read the config again; a bad file keeps the old one (and says why)."""
+        self.notifier.reloading()
+        try:
+            config = self._load()
+        except GitopsdError as exc:
+            self.log.error("config reload failed; keeping the running config", error=str(exc))
+            self.notifier.ready()
+            return
+        self.config = config
+        self.reconciler = self._reconciler()
+        self.pass_state.generations = ()
+        self.log.info("config reloaded")
+        self.notifier.ready()
+        self.request("reload")
+
+    # triggers --------------------------------------------------------------------------------
+
+    def request(self, reason: str) -> None:
+        """Ask for a reconcile pass as soon as the current one (if any) ends."""
+        self.reasons.append(reason)
+        self.wake.set()
+
+    def _on_signal(self, sig: signal.Signals) -> None:
+        if sig == signal.SIGHUP:
+            self.reload()
+            return
+        self.log.info("stopping: the current step finishes, rollouts resume on next start")
+        self.notifier.stopping()
+        self.stop.set()
+        if self.engine is not None:
+            self.engine.stopping = True
+        self.wake.set()
+
+    # the service -----------------------------------------------------------------------------
+
+    async def run(self) -> int:
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+            loop.add_signal_handler(sig, self._on_signal, sig)
+        async with contextlib.AsyncExitStack() as stack:
+            self.client = await stack.enter_async_context(self.reconciler.client({}))
+            self.client.on_error = self.metrics.agent_request_error
+            self.forges = reporter_from_config(self.config.status.forges)
+            stack.push_async_callback(self.forges.aclose)
+            self.engine = Engine(self.store, self.client, self.clock)
+            scheduler = self._start_scheduler()
+            stack.callback(scheduler.shutdown, False)
+            await self._start_servers(stack)
+            watch = self._start_watch()
+            try:
+                await self._loop()
+            finally:
+                self.stop.set()
+                await self._drain_rollouts()
+                if watch is not None:
+                    await asyncio.wait([watch], timeout=5)
+        self.log.info("stopped")
+        return 0
+
+    def _start_scheduler(self) -> Any:
+        from apscheduler.schedulers.asyncio import AsyncIOScheduler
+
+        scheduler = AsyncIOScheduler()
+        interval = max(self.config.source.interval, 1.0)
+        scheduler.add_job(
+            self.request,
+            "interval",
+            args=["poll"],
+            seconds=interval,
+            jitter=interval * 0.1,
+            max_instances=1,
+            coalesce=True,
+            id="poll",
+        )
+        scheduler.start()
+        return scheduler
+
+    def _start_watch(self) -> asyncio.Task[None] | None:
+        if not self.config.source.watch:
+            return None
+        git_dir = refs_dir(self.source.url)
+        if git_dir is None:
+            return None
+        return asyncio.create_task(watch_refs(git_dir, self.request, self.stop))
+
+    async def _start_servers(self, stack: contextlib.AsyncExitStack) -> None:
+        hook = self.config.webhook
+        if hook.listen:
+            if hook.secret_file is None:
+                raise GitopsdError("[webhook] listen is set but secret_file is not")
+            secret = read_secret(hook.secret_file, "webhook secret").encode()
+            self.webhook = WebhookReceiver(
+                secret, self.config.source.branch, self.request, self.metrics.webhook_delivery
+            )
+            await self._serve(stack, self.webhook.app(), hook.listen)
+        if self.config.metrics.listen:
+            host, _, port = self.config.metrics.listen.rpartition(":")
+            runner = await serve_metrics(self.metrics, host.strip("[]"), int(port))
+            stack.push_async_callback(runner.cleanup)
+
+    async def _serve(
+        self, stack: contextlib.AsyncExitStack, app: web.Application, listen: str
+    ) -> None:
+        host, _, port = listen.rpartition(":")
+        runner = web.AppRunner(app, access_log=None)
+        await runner.setup()
+        stack.push_async_callback(runner.cleanup)
+        await web.TCPSite(runner, host.strip("[]"), int(port)).start()
+        self.log.info("listening", address=listen)
+
+    async def _loop(self) -> None:
+        self.request("start")
+        while not self.stop.is_set():
+            self.wake.clear()
+            reasons, self.reasons = self.reasons, []
+            delay = await self.reconcile_pass(reasons)
+            self.notifier.watchdog()
+            timeout = delay
+            if self.notifier.watchdog_interval:
+                timeout = min(timeout, self.notifier.watchdog_interval)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.wake.wait(), timeout=timeout)
+
+    async def _drain_rollouts(self) -> None:
+        tasks = list(self.pass_state.rollouts.values())
+        if tasks:
+            await asyncio.wait(tasks, timeout=60)
+
+    # one pass --------------------------------------------------------------------------------
+
+    async def reconcile_pass(self, reasons: list[str]) -> float:
+        """Run one pass; returns how long to wait at most before the next (backoff on error)."""
+        state = self.pass_state
+        state.passes += 1
+        log = self.log.bind(trigger=",".join(reasons) or "timer")
+        started = time.perf_counter()
+        try:
+            result = await self._pass()
+        except (SourceError, GitopsdError, OSError) as exc:
+            self.metrics.observe_reconcile("error", time.perf_counter() - started)
+            state.failures += 1
+            state.last_error = str(exc)
+            backoff = min(MAX_BACKOFF, 2 ** min(state.failures, 9)) * (0.5 + random.random() / 2)
+            log.error(
+                "reconcile failed; keeping the last good state",
+                error=str(exc),
+                retry_in=round(backoff, 1),
+            )
+            self.notifier.status(f"error: {exc}; retrying in {backoff:.0f}s")
+            self.store.put(LAST_ERROR_KEY, f"{exc} (retrying in {backoff:.0f}s)")
+            return float(backoff)
+        self.metrics.observe_reconcile(result, time.perf_counter() - started)
+        self._export_rollout_states()
+        if state.last_error:
+            self.store.put(LAST_ERROR_KEY, "")
+        state.failures = 0
+        state.last_error = ""
+        if not self.ready:
+            self.ready = True
+            self.notifier.ready(self._status_line())
+        else:
+            self.notifier.status(self._status_line())
+        return float(self.config.source.interval)
+
+    def _status_line(self) -> str:
+        desired = self.pass_state.desired
+        running = sorted(self.pass_state.rollouts)
+        commit = desired.commit[:12] if desired else "none"
+        return f"commit {commit}; rollouts running: {', '.join(running) or 'none'}"
+
+    def _export_rollout_states(self) -> None:
+        latest: dict[str, str] = {}
+        for row in reversed(self.store.rollouts(limit=10_000)):
+            latest[row.function] = row.state
+        counts: dict[str, int] = {}
+        for value in latest.values():
+            counts[value] = counts.get(value, 0) + 1
+        self.metrics.set_rollouts(counts)
+        commit = self.store.get("last_applied_commit")
+        if commit:
+            self.metrics.set_last_applied_commit(commit)
+
+    async def _pass(self) -> str:
+        """One pass; returns "noop", "changed" or "invalid" for the metrics."""
+        state = self.pass_state
+        self._reap_rollouts()
+        commit = await asyncio.to_thread(current_commit, self.source, self.state_dir)
+        if state.desired is None or (commit != state.desired.commit and commit != state.bad_commit):
+            await self._load_commit(commit)
+        desired = state.desired
+        if desired is None:
+            return "invalid"
+        assert self.client is not None
+        addresses = {n: node.address for n, node in desired.nodes.items()}
+        self.client.addresses = addresses
+        live = await self.client.live_state(addresses)
+        unchanged = live.generations() == state.generations and not live.errors
+        if unchanged and not state.rollouts and commit == desired.commit:
+            await self._retire_due()
+            return "noop"
+        changes = diff(desired, live)
+        await self._act(desired, live, changes)
+        state.generations = live.generations() if not state.rollouts else ()
+        await self._retire_due()
+        return "changed" if changes.changes else "ok"
+
+    async def _load_commit(self, commit: str) -> None:
+        state = self.pass_state
+        try:
+            _snapshot, desired = await asyncio.to_thread(self.reconciler.load, self.source, False)
+        except SignatureRefused as exc:
+            state.bad_commit = exc.commit or commit
+            self.log.error(
+                "signature refused; previous desired state stays in force",
+                commit=state.bad_commit[:12],
+                reason=exc.reason,
+            )
+            self._note(refused_outcome(exc))
+            return
+        except InvalidManifests as exc:
+            state.bad_commit = exc.commit or commit
+            self.log.error(
+                "invalid manifests; previous desired state stays in force",
+                commit=state.bad_commit[:12],
+                problems=len(exc.problems),
+            )
+            self._note(
+                CommitOutcome(
+                    state.bad_commit,
+                    "failure",
+                    "invalid manifests; nothing applied",
+                    problems=tuple(str(p) for p in exc.problems),
+                )
+            )
+            return
+        state.desired = desired
+        state.generations = ()
+        for name, task in state.rollouts.items():
+            fn = desired.functions.get(name)
+            target = state.targets.get(name)
+            if not task.done() and (fn is None or target != (fn.spec.version, fn.module.sha256)):
+                assert self.engine is not None
+                self.engine.superseded[name] = f"superseded by commit {desired.commit[:12]}"
+        self.log.info(
+            "desired state loaded",
+            commit=desired.commit[:12],
+            functions=len(desired.functions),
+            nodes=len(desired.nodes),
+        )
+
+    async def _act(self, desired: DesiredState, live: LiveState, changes: ChangeSet) -> None:
+        assert self.client is not None and self.engine is not None
+        state = self.pass_state
+        await self._resume_orphans()
+        by_name = {c.function: c for c in changes.changes}
+        for change in changes.changes:
+            if change.action is Action.PRUNE or change.function in state.rollouts:
+                continue
+            fn = desired.functions[change.function]
+            if self._is_drift(fn.name, fn.spec.version, fn.module.sha256) and not fn.spec.self_heal:
+                self.log.warning(
+                    "drift reported, not corrected (selfHeal: false)",
+                    function=fn.name,
+                    detail=change.reason,
+                )
+                continue
+            why_not = self._why_not_start(
+                fn.name, fn.spec.version, fn.module.sha256, desired.commit
+            )
+            if why_not:
+                self.log.debug("not starting a rollout", function=fn.name, reason=why_not)
+                self.store.put(waiting_key(fn.name), why_not)
+                continue
+            deps = self._dependency_states(fn.spec.depends_on)
+            task = asyncio.create_task(
+                self.reconciler.rollout_function(
+                    self.engine, fn, desired, live, by_name[fn.name], deps
+                )
+            )
+            self._track(fn.name, task, (fn.spec.version, fn.module.sha256))
+            pending = FunctionOutcome(
+                status="pending",
+                version=fn.spec.version,
+                strategy=fn.spec.strategy.type,
+                state="IN_PROGRESS",
+                message="rollout started",
+            )
+            self._note(
+                CommitOutcome(
+                    desired.commit,
+                    "pending",
+                    f"rolling out {fn.name}",
+                    functions={fn.name: pending},
+                )
+            )
+        prunes = await self.reconciler.prune_all(self.client, desired, changes)
+        if prunes:
+            self._report(desired.commit, prunes)
+
+    def _why_not_start(self, function: str, version: str, sha256: str, commit: str) -> str:
+        """Why a rollout of this version must not start now ("" when it may)."""
+        held = hold_reason(self.store, function, version, sha256, self.clock.now())
+        if held:
+            return held
+        rows = self.store.rollouts(function, limit=1)
+        if not rows:
+            return ""
+        last = rows[0]
+        if (last.version, last.context.get("sha256")) != (version, sha256):
+            return ""
+        if last.state == "DRAFT":
+            return "waiting for `gitopsd approve`"
+        if last.state == "PAUSED":
+            return "paused by operator"
+        if last.state in ("ROLLED_BACK", "FAILED") and last.commit == commit:
+            return f"stalled: {version} ended {last.state} at this commit; push a new commit"
+        return ""
+
+    def _is_drift(self, function: str, version: str, sha256: str) -> bool:
+        """True when the last finished rollout already put this very version out."""
+        for row in self.store.rollouts(function, limit=5):
+            if row.state == "COMPLETED":
+                return row.version == version and row.context.get("sha256") == sha256
+        return False
+
+    def _dependency_states(self, deps: Sequence[str]) -> Mapping[str, str]:
+        out: dict[str, str] = {}
+        for dep in deps:
+            if dep in self.pass_state.rollouts:
+                out[dep] = "IN_PROGRESS"
+                continue
+            rows = self.store.rollouts(dep, limit=1)
+            if rows and rows[0].state != "COMPLETED":
+                out[dep] = rows[0].state
+        return out
+
+    async def _resume_orphans(self) -> None:
+        """Rollouts a previous process left unfinished (killed mid-way) continue here."""
+        assert self.engine is not None
+        for row in self.store.active_rollouts():
+            if row.function in self.pass_state.rollouts or row.state in ("DRAFT", "PAUSED"):
+                continue
+
+            async def resume(
+                engine: Engine = self.engine, rollout_id: str = row.id
+            ) -> FunctionResult:
+                return summarize_rollout(self.store, await engine.run(rollout_id))
+
+            self._track(
+                row.function,
+                asyncio.create_task(resume()),
+                (row.version, str(row.context.get("sha256"))),
+            )
+            self.log.info("resuming rollout left by a previous run", rollout=row.id)
+
+    def _track(
+        self, function: str, task: asyncio.Task[FunctionResult], target: tuple[str, str]
+    ) -> None:
+        """Remember a running rollout; its end wakes the loop to report it."""
+        self.pass_state.rollouts[function] = task
+        self.pass_state.targets[function] = target
+
+        def done(t: asyncio.Task[FunctionResult]) -> None:
+            if not t.cancelled() and t.exception() is None and t.result().state == "DRAFT":
+                return  # waiting for approval: nothing to report until `gitopsd approve`
+            self.request("rollout finished")
+
+        task.add_done_callback(done)
+
+    def _reap_rollouts(self) -> None:
+        for name, task in list(self.pass_state.rollouts.items()):
+            if not task.done():
+                continue
+            del self.pass_state.rollouts[name]
+            self.pass_state.targets.pop(name, None)
+            self.pass_state.generations = ()
+            if task.cancelled():
+                continue
+            exc = task.exception()
+            if exc is not None:
+                self.log.error("rollout task failed", function=name, error=str(exc))
+                continue
+            result = task.result()
+            row = self.store.rollout(result.rollout_id) if result.rollout_id else None
+            self._report(row.commit if row else "", [result])
+
+    def _report(self, commit: str, results: list[FunctionResult]) -> None:
+        if not commit:
+            return
+        empty = ChangeSet(commit, (), ())
+        outcome = SyncReport(commit, empty, tuple(results)).outcome()
+        self._note(outcome)
+        if all(r.ok for r in results):
+            self.store.put("last_applied_commit", commit)
+
+    def _note(self, outcome: CommitOutcome) -> None:
+        if self.config.status.git_notes:
+            publish(self.source, self.state_dir, outcome, self.config.status.push_notes)
+        for function, state, description in outcome_statuses(outcome):
+            self.forges.submit(outcome.commit, function, state, description)
+
+    async def _retire_due(self) -> None:
+        """Unload blue versions whose retention period ended (if they still serve nothing)."""
+        assert self.client is not None
+        for function, node, version in self.store.due_retirements(self.clock.now()):
+            with contextlib.suppress(GitopsdError):
+                await self.client.delete_version(node, function, version)
+            self.store.cancel_retirement(function, node, version)
+
+
+def run_daemon(config_path: Path | None, state_dir: Path | None, token_file: Path | None) -> int:
+    """Entry point of `gitopsd run`."""
+    daemon_holder: dict[str, Daemon] = {}
+
+    async def main() -> int:
+        daemon_holder["d"] = Daemon(config_path, state_dir, token_file)
+        return await daemon_holder["d"].run()
+
+    return asyncio.run(main())

@@ -1,0 +1,181 @@
+"""A fleet of real agents on free loopback ports in this process, served from a background
+event loop so that other code (the CLI, the engine, a daemon subprocess) reaches them over
+real HTTP. Used by `gitopsd demo` and by the tests."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+
+from gitopsd.agent.main import RunningAgent, start_agent
+from gitopsd.agent.settings import AgentSettings
+
+TOKEN = "local-fleet-token-0123456789abcdef"
+
+
+@dataclass
+class Node:
+    name: str
+    region: str
+    labels: dict[str, str]
+    data_dir: Path
+    agent: RunningAgent | None = None
+    port: int = 0
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+
+class LocalFleet:
+    """Start, stop and restart agents; invoke functions; read inventories."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.nodes: dict[str, Node] = {}
+        root.mkdir(parents=True, exist_ok=True)
+        self.token_file = root / "agent-token"
+        self.token_file.write_text(TOKEN + "\n")
+        self.loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self.loop.run_forever, daemon=True)
+        self._thread.start()
+
+    def _run(self, coro: Any) -> Any:
+        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout=60)
+
+    def add(self, name: str, region: str, **labels: str) -> Node:
+        node = Node(name, region, dict(labels), self.root / name)
+        self.nodes[name] = node
+        self.start(name)
+        return node
+
+    def start(self, name: str) -> None:
+        node = self.nodes[name]
+        settings = AgentSettings(
+            name=node.name,
+            region=node.region,
+            labels=node.labels,
+            host="127.0.0.1",
+            port=node.port,
+            data_dir=node.data_dir,
+            token=TOKEN,
+        )
+        node.agent = self._run(start_agent(settings))
+        node.port = node.agent.port
+
+    def stop(self, name: str) -> None:
+        node = self.nodes[name]
+        if node.agent is not None:
+            self._run(node.agent.close())
+            node.agent = None
+
+    def close(self) -> None:
+        for name in list(self.nodes):
+            self.stop(name)
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self._thread.join(timeout=10)
+
+    def manifests(self) -> str:
+        """EdgeNode manifests for every node of the fleet."""
+        docs = []
+        for node in self.nodes.values():
+            labels = ", ".join(f"{k}: {v}" for k, v in node.labels.items())
+            docs.append(
+                "apiVersion: gitopsd/v1\nkind: EdgeNode\n"
+                f"metadata: {{name: {node.name}, labels: {{{labels}}}}}\n"
+                f'spec: {{address: "{node.url}", region: {node.region}}}\n'
+            )
+        return "---\n".join(docs)
+
+    # talking to agents --------------------------------------------------------------------
+
+    async def _request(self, method: str, url: str, **kw: Any) -> tuple[int, dict[str, str], str]:
+        async with aiohttp.ClientSession() as session, session.request(method, url, **kw) as r:
+            return r.status, dict(r.headers), await r.text()
+
+    def invoke(
+        self, node: str, function: str, body: bytes = b"", **headers: str
+    ) -> tuple[int, str | None, str]:
+        """(status, X-Gitopsd-Version, body) of `POST /fn/{function}` on `node`."""
+        status, hdrs, text = self._run(
+            self._request(
+                "POST", f"{self.nodes[node].url}/fn/{function}", data=body, headers=headers
+            )
+        )
+        return status, hdrs.get("X-Gitopsd-Version"), text
+
+    def inventory(self, node: str) -> dict[str, Any]:
+        import json
+
+        status, _, text = self._run(
+            self._request(
+                "GET",
+                f"{self.nodes[node].url}/inventory",
+                headers={"Authorization": f"Bearer {TOKEN}"},
+            )
+        )
+        assert status == 200, text
+        data: dict[str, Any] = json.loads(text)
+        return data
+
+    def serving(self, function: str) -> dict[str, str | None]:
+        """Per node, the version that answers an invocation of `function` (None: 404/down)."""
+        out: dict[str, str | None] = {}
+        for name, node in self.nodes.items():
+            if node.agent is None:
+                out[name] = None
+                continue
+            status, version, _ = self.invoke(name, function)
+            out[name] = version if status == 200 else None
+        return out
+
+
+@contextmanager
+def running_fleet(root: Path) -> Iterator[LocalFleet]:
+    """A LocalFleet that is closed on exit."""
+    fleet = LocalFleet(root)
+    try:
+        yield fleet
+    finally:
+        fleet.close()
+
+
+class TrafficGenerator:
+    """Background requests to one function on every node, as real users would send them."""
+
+    def __init__(self, fleet: LocalFleet, function: str) -> None:
+        self.fleet = fleet
+        self.function = function
+        self.sent = 0
+        self._stop = asyncio.Event()
+        self._future: Any = None
+
+    async def _loop(self) -> None:
+        async with aiohttp.ClientSession() as session:
+            while not self._stop.is_set():
+                for i, node in enumerate(list(self.fleet.nodes.values())):
+                    if node.agent is None:
+                        continue
+                    url = f"{node.url}/fn/{self.function}"
+                    try:
+                        async with session.post(url, headers={"X-User-Id": f"u{i}-{self.sent}"}):
+                            self.sent += 1
+                    except aiohttp.ClientError:
+                        pass
+                await asyncio.sleep(0.005)
+
+    def __enter__(self) -> TrafficGenerator:
+        self._stop = asyncio.Event()
+        self._future = asyncio.run_coroutine_threadsafe(self._loop(), self.fleet.loop)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.fleet.loop.call_soon_threadsafe(self._stop.set)
+        self._future.result(timeout=30)

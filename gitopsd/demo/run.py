@@ -1,0 +1,188 @@
+"""`gitopsd demo`: a real local rollout, end to end, in a throwaway directory.
+
+It starts six real agents on free loopback ports, builds a Git repository from
+`manifests-example/`, syncs it (one function per strategy), invokes every function, then
+pushes two bad versions of `image-processor`: one whose health check fails (nothing
+changes) and one that passes its health check but fails under traffic (the canary's
+analysis rolls it back by itself). It ends by printing the git notes of the commits.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+import subprocess
+import tempfile
+from pathlib import Path
+
+import click
+import yaml
+
+from gitopsd.cli.output import render_changes, render_event
+from gitopsd.clock import SystemClock
+from gitopsd.demo.local_fleet import TOKEN, LocalFleet, TrafficGenerator, running_fleet
+from gitopsd.errors import ConfigError
+from gitopsd.reconcile import Reconciler
+from gitopsd.report.publish import publish
+from gitopsd.source.git import SourceSpec
+from gitopsd.store.sqlite import SqliteStore
+
+CANARY = "image-processor"
+
+
+def find_example(explicit: Path | None) -> Path:
+    """manifests-example/ next to the working directory or to the source checkout."""
+    candidates = (
+        [explicit]
+        if explicit
+        else [
+            Path.cwd() / "manifests-example",
+            Path(__file__).resolve().parents[2] / "manifests-example",
+        ]
+    )
+    for path in candidates:
+        if path is not None and (path / "nodes").is_dir():
+            return path
+    raise ConfigError("manifests-example/ not found: run from the repository or pass --example")
+
+
+def _git(cwd: Path, *args: str) -> str:
+    env = {
+        "GIT_AUTHOR_NAME": "demo",
+        "GIT_AUTHOR_EMAIL": "demo@localhost",
+        "GIT_COMMITTER_NAME": "demo",
+        "GIT_COMMITTER_EMAIL": "demo@localhost",
+        "PATH": "/usr/bin:/bin:/usr/local/bin",
+        "HOME": str(cwd),
+    }
+    done = subprocess.run(
+        ["git", *args], cwd=cwd, env=env, capture_output=True, text=True, check=True
+    )
+    return done.stdout.strip()
+
+
+def title(text: str) -> None:
+    click.echo()
+    click.secho(f"== {text}", fg="cyan", bold=True)
+
+
+class Demo:
+    """The demo's state: directories, repository, fleet, reconciler."""
+
+    def __init__(self, root: Path, example: Path, fleet: LocalFleet) -> None:
+        self.root = root
+        self.fleet = fleet
+        self.bare = root / "manifests.git"
+        self.work = root / "work"
+        self.state = root / "state"
+        shutil.copytree(example, self.work, ignore=shutil.ignore_patterns(".git"))
+        self.source = SourceSpec(str(self.bare), "main", "/")
+        self.reconciler = Reconciler(
+            SqliteStore(self.state), self.state, SystemClock(), TOKEN, on_event=render_event
+        )
+
+    def start_fleet(self) -> None:
+        nodes_file = self.work / "nodes" / "fleet.yaml"
+        for doc in yaml.safe_load_all(nodes_file.read_text()):
+            meta, spec = doc["metadata"], doc["spec"]
+            self.fleet.add(meta["name"], spec["region"], **meta.get("labels", {}))
+        nodes_file.write_text(
+            "# Rewritten by `gitopsd demo`: the agents listen on free loopback ports.\n"
+            + self.fleet.manifests()
+        )
+        for name, node in self.fleet.nodes.items():
+            click.echo(f"agent {name:<18} region {node.region:<11} {node.url}")
+
+    def init_repo(self) -> str:
+        _git(self.root, "init", "-q", "--bare", "-b", "main", str(self.bare))
+        _git(self.work, "init", "-q", "-b", "main")
+        _git(self.work, "remote", "add", "origin", str(self.bare))
+        return self.commit_push("fleet and six functions, one per strategy")
+
+    def commit_push(self, message: str) -> str:
+        _git(self.work, "add", "-A")
+        _git(self.work, "commit", "-q", "-m", message)
+        _git(self.work, "push", "-q", "origin", "main")
+        return _git(self.work, "rev-parse", "HEAD")
+
+    def sync(self) -> bool:
+        async def once() -> bool:
+            read = await self.reconciler.read(self.source)
+            render_changes(read.changes)
+            report = await self.reconciler.apply(read)
+            publish(self.source, self.state, report.outcome(), push=False)
+            for r in report.results:
+                colour = "green" if r.ok else "red"
+                click.secho(f"  {r.function} {r.version}: {r.state} - {r.message}", fg=colour)
+            return report.ok
+
+        return asyncio.run(once())
+
+    def show_serving(self) -> None:
+        for function in sorted(p.stem for p in (self.work / "functions").glob("*.yaml")):
+            serving = self.fleet.serving(function)
+            versions = ", ".join(f"{n}={v}" for n, v in serving.items())
+            click.echo(f"  {function:<16} {versions}")
+
+    def edit_canary(self, version: str, old: str, new: str) -> None:
+        manifest = self.work / "functions" / f"{CANARY}.yaml"
+        text = manifest.read_text()
+        current = yaml.safe_load(text)["spec"]["version"]
+        manifest.write_text(text.replace(f'version: "{current}"', f'version: "{version}"'))
+        module = self.work / "modules" / f"{CANARY}.wat"
+        module.write_text(module.read_text().replace(old, new))
+
+
+def run_demo(example: Path | None = None, keep: bool = False) -> int:
+    """Run the demo; returns the exit code (0 when every step behaved as it should)."""
+    source = find_example(example)
+    root = Path(tempfile.mkdtemp(prefix="gitopsd-demo-"))
+    ok = True
+    try:
+        with running_fleet(root / "fleet") as fleet:
+            demo = Demo(root, source, fleet)
+            title("1. six edge agents in three regions")
+            demo.start_fleet()
+            first = demo.init_repo()
+            title(f"2. git push {first[:10]}: sync rolls out every function")
+            ok &= demo.sync()
+            title("3. every function answers on every node (X-Gitopsd-Version)")
+            demo.show_serving()
+
+            title(f"4. push {CANARY} 1.3.0 whose health check fails: nothing changes")
+            demo.edit_canary("1.3.0", '"OK")', '"NO")')
+            bad_health = demo.commit_push(f"{CANARY} 1.3.0 (health check broken)")
+            ok &= not demo.sync()
+            ok &= set(fleet.serving(CANARY).values()) == {"1.2.0"}
+            demo.show_serving()
+
+            title(f"5. push {CANARY} 1.3.1: healthy, but every request traps under traffic")
+            demo.edit_canary("1.3.1", '"NO")', '"OK")')
+            module = demo.work / "modules" / f"{CANARY}.wat"
+            module.write_text(
+                module.read_text().replace(
+                    '(func (export "_start")\n', '(func (export "_start")\n    unreachable\n'
+                )
+            )
+            bad_runtime = demo.commit_push(f"{CANARY} 1.3.1 (traps on every request)")
+            with TrafficGenerator(fleet, CANARY) as traffic:
+                ok &= not demo.sync()
+            click.echo(f"  ({traffic.sent} requests sent during the rollout)")
+            ok &= set(fleet.serving(CANARY).values()) == {"1.2.0"}
+            demo.show_serving()
+
+            title("6. what each commit says: git notes --ref=gitopsd show <sha>")
+            for sha in (first, bad_health, bad_runtime):
+                click.secho(f"$ git notes --ref=gitopsd show {sha[:10]}", bold=True)
+                click.echo(_git(demo.bare, "notes", "--ref=gitopsd", "show", sha))
+    finally:
+        if keep:
+            click.echo(f"\nkept {root}")
+        else:
+            shutil.rmtree(root, ignore_errors=True)
+    click.secho(
+        "\ndemo " + ("finished as expected" if ok else "did NOT behave as expected"),
+        fg="green" if ok else "red",
+        bold=True,
+    )
+    return 0 if ok else 1

@@ -1,0 +1,238 @@
+"""The diff: a pure function of desired state (Git) and live state (agents) to a ChangeSet."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any
+
+from gitopsd.fleet.live import LiveFunction, LiveState
+from gitopsd.manifest.desired import DesiredFunction, DesiredState
+
+
+class Action(StrEnum):
+    """What a function (or one node of it) needs."""
+
+    DEPLOY = "deploy"  # on no target node yet
+    UPDATE = "update"  # some target node runs something else (or is unreachable)
+    PRUNE = "prune"  # live somewhere Git no longer puts it
+    OK = "ok"
+    UNKNOWN = "unknown"  # the node did not answer
+
+
+@dataclass(frozen=True)
+class NodeChange:
+    """One node of a function: what it runs now and what it needs."""
+
+    node: str
+    action: Action
+    live_version: str | None
+    detail: str = ""
+
+
+@dataclass(frozen=True)
+class Change:
+    """One function that is not as Git says."""
+
+    function: str
+    action: Action
+    version: str | None  # desired version; None for a prune
+    live_versions: tuple[str, ...]
+    nodes: tuple[NodeChange, ...]
+    reason: str
+
+    @property
+    def pending_nodes(self) -> tuple[str, ...]:
+        return tuple(n.node for n in self.nodes if n.action is not Action.OK)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "function": self.function,
+            "action": str(self.action),
+            "version": self.version,
+            "liveVersions": list(self.live_versions),
+            "reason": self.reason,
+            "nodes": [
+                {
+                    "node": n.node,
+                    "action": str(n.action),
+                    "liveVersion": n.live_version,
+                    "detail": n.detail,
+                }
+                for n in self.nodes
+            ],
+        }
+
+
+@dataclass(frozen=True)
+class ChangeSet:
+    """Everything the diff found; `changes` is empty when the fleet matches Git."""
+
+    commit: str
+    changes: tuple[Change, ...]
+    unchanged: tuple[str, ...]
+    unreachable: Mapping[str, str] = field(default_factory=dict)
+
+    def count(self, action: Action) -> int:
+        return sum(1 for c in self.changes if c.action is action)
+
+    @property
+    def summary(self) -> str:
+        if not self.changes:
+            return "no changes"
+        parts = [
+            f"{self.count(Action.DEPLOY)} to deploy",
+            f"{self.count(Action.UPDATE)} to update",
+            f"{self.count(Action.PRUNE)} to prune",
+        ]
+        return ", ".join(parts)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "commit": self.commit,
+            "summary": {
+                "deploy": self.count(Action.DEPLOY),
+                "update": self.count(Action.UPDATE),
+                "prune": self.count(Action.PRUNE),
+                "unchanged": len(self.unchanged),
+            },
+            "changes": [c.to_json() for c in self.changes],
+            "unchanged": list(self.unchanged),
+            "unreachable": dict(self.unreachable),
+        }
+
+
+def expected_percent(fn: DesiredFunction, live: LiveFunction) -> float:
+    """Traffic the desired version should have on a node once its rollout is done."""
+    strategy = fn.spec.strategy
+    others = [v for v, pct in live.traffic if v != fn.spec.version and pct > 0]
+    if strategy.type == "feature-flag" and others:
+        return float(strategy.initial_rollout)
+    return 100.0
+
+
+def _node_change(fn: DesiredFunction, node: str, live: LiveState) -> NodeChange:
+    if node in live.errors:
+        return NodeChange(node, Action.UNKNOWN, None, live.errors[node])
+    inv = live.nodes.get(node)
+    lf = inv.functions.get(fn.name) if inv else None
+    if lf is None:
+        return NodeChange(node, Action.DEPLOY, None, "not deployed")
+    serving = lf.serving
+    sha = lf.versions.get(fn.spec.version)
+    if sha is None:
+        return NodeChange(node, Action.UPDATE, serving, f"runs {serving or 'nothing'}")
+    if sha != fn.module.sha256:
+        return NodeChange(node, Action.UPDATE, serving, "module digest differs")
+    want = expected_percent(fn, lf)
+    have = lf.percent(fn.spec.version)
+    if abs(have - want) > 1e-6:
+        return NodeChange(node, Action.UPDATE, serving, f"traffic {have:g}% (want {want:g}%)")
+    return NodeChange(node, Action.OK, fn.spec.version)
+
+
+def _settled(desired: DesiredState, live: LiveState) -> set[str]:
+    """Functions that need nothing: every target node serves exactly the desired version and
+    digest at 100 % and no other node runs them. The fast path of `diff`.
+
+    One pass over each node's inventory in order (node-major: the inventories were parsed
+    node by node, so this walks memory in order), no NodeChange built. Anything that is
+    not plainly as desired is left out, and the full path explains it.
+    """
+    groups: dict[tuple[str, ...], list[str]] = {}
+    for name in desired.functions:
+        groups.setdefault(desired.targets_of(name), []).append(name)
+    want: dict[str, tuple[tuple[tuple[str, float], ...], str, str, int]] = {}
+    node_groups: dict[str, set[int]] = {}
+    unsettled: set[str] = set()
+    expected: dict[str, int] = {}
+    for index, (targets, names) in enumerate(groups.items()):
+        for name in names:
+            fn = desired.functions[name]
+            version = fn.spec.version
+            want[name] = (((version, 100.0),), version, fn.module.sha256, index)
+        for node in targets:
+            if node not in live.nodes:
+                unsettled.update(names)
+            node_groups.setdefault(node, set()).add(index)
+            expected[node] = expected.get(node, 0) + len(names)
+    for node, inv in live.nodes.items():
+        mine = node_groups.get(node, set())
+        settled = 0
+        for name, lf in inv.functions.items():
+            w = want.get(name)
+            if w is None:
+                continue  # not in Git: a prune, found by _prunes
+            if w[3] in mine and lf.traffic == w[0] and lf.versions.get(w[1]) == w[2]:
+                settled += 1
+            else:
+                unsettled.add(name)
+        if settled != expected.get(node, 0):
+            # Something targeted here is missing from this node: find out which.
+            for index, (_targets, names) in enumerate(groups.items()):
+                if index in mine:
+                    unsettled.update(n for n in names if n not in inv.functions)
+    return set(desired.functions) - unsettled
+
+
+def _function_change(fn: DesiredFunction, desired: DesiredState, live: LiveState) -> Change | None:
+    targets = desired.targets_of(fn.name)
+    nodes = [_node_change(fn, n, live) for n in targets]
+    target_set = set(targets)
+    for name, inv in sorted(live.nodes.items()):
+        if name not in target_set and fn.name in inv.functions:
+            lf = inv.functions[fn.name]
+            nodes.append(NodeChange(name, Action.PRUNE, lf.serving, "no longer targeted"))
+    pending = [n for n in nodes if n.action is not Action.OK]
+    if not pending:
+        return None
+    live_versions = tuple(sorted({n.live_version for n in nodes if n.live_version}))
+    deployed_nowhere = (
+        all(n.action in (Action.DEPLOY, Action.PRUNE) for n in nodes if n.node in targets)
+        and not live_versions
+    )
+    action = Action.DEPLOY if deployed_nowhere else Action.UPDATE
+    reason = "; ".join(sorted({f"{n.node}: {n.detail}" for n in pending}))
+    return Change(fn.name, action, fn.spec.version, live_versions, tuple(nodes), reason)
+
+
+def _prunes(desired: DesiredState, live: LiveState) -> list[Change]:
+    functions = desired.functions
+    if all(name in functions for inv in live.nodes.values() for name in inv.functions):
+        return []
+    found: dict[str, list[NodeChange]] = {}
+    for name, inv in sorted(live.nodes.items()):
+        for fn_name, lf in inv.functions.items():
+            if fn_name not in desired.functions:
+                found.setdefault(fn_name, []).append(
+                    NodeChange(name, Action.PRUNE, lf.serving, "not in Git")
+                )
+    return [
+        Change(
+            fn_name,
+            Action.PRUNE,
+            None,
+            tuple(sorted({n.live_version for n in nodes if n.live_version})),
+            tuple(nodes),
+            "removed from Git",
+        )
+        for fn_name, nodes in sorted(found.items())
+    ]
+
+
+def diff(desired: DesiredState, live: LiveState) -> ChangeSet:
+    """What must change for the fleet to match Git. Pure: no I/O, same inputs, same output."""
+    changes: list[Change] = []
+    unchanged: list[str] = []
+    settled = _settled(desired, live)
+    for name in sorted(desired.functions):
+        change = (
+            None if name in settled else _function_change(desired.functions[name], desired, live)
+        )
+        if change is None:
+            unchanged.append(name)
+        else:
+            changes.append(change)
+    changes.extend(_prunes(desired, live))
+    return ChangeSet(desired.commit, tuple(changes), tuple(unchanged), dict(live.errors))

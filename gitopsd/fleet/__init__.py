@@ -1,0 +1,1 @@
+"""Live side of the data flow: agents' inventories (LiveState) and the calls that change them."""

@@ -1,0 +1,235 @@
+"""The controller's HTTP client for edge agents (aiohttp; one session, bounded concurrency)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable, Iterable, Mapping
+from types import TracebackType
+from typing import Any, TypeVar
+
+import aiohttp
+from pydantic import ValidationError
+
+from gitopsd.errors import AgentAuthError, AgentError
+from gitopsd.fleet.live import LiveNode, LiveState
+from gitopsd.fleet.probe import InventoryProbe
+from gitopsd.fleet.wire import WireHealth, WireInventory
+
+T = TypeVar("T")
+_RETRYABLE = (aiohttp.ClientConnectionError, asyncio.TimeoutError)
+
+
+class AgentClient:
+    """Talks to agents by name; `addresses` maps node name to base URL."""
+
+    def __init__(
+        self,
+        addresses: Mapping[str, str],
+        token: str | None,
+        timeout: float = 10.0,
+        concurrency: int = 64,
+        retries: int = 2,
+    ) -> None:
+        self.addresses = dict(addresses)
+        self._token = token
+        self._timeout = aiohttp.ClientTimeout(total=timeout)
+        self._probe = InventoryProbe(token, timeout, concurrency)
+        self._limit = asyncio.Semaphore(concurrency)
+        self._retries = retries
+        self._session: aiohttp.ClientSession | None = None
+        self.request_errors = 0
+        self.on_error: Callable[[str], None] | None = None  # node name of each failed request
+        # node -> (address, ETag, inventory): an agent whose generation did not move
+        # answers 304 to If-None-Match, so an unchanged fleet costs one tiny reply per node.
+        self._inventories: dict[str, tuple[str, str, LiveNode]] = {}
+
+    async def __aenter__(self) -> AgentClient:
+        connector = aiohttp.TCPConnector(limit=0, ttl_dns_cache=300)
+        headers = {"Authorization": f"Bearer {self._token}"} if self._token else {}
+        self._session = aiohttp.ClientSession(
+            connector=connector, timeout=self._timeout, headers=headers
+        )
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self._probe.close()
+        if self._session is not None:
+            await self._session.close()
+
+    # one request ---------------------------------------------------------------------------
+
+    async def _call(
+        self,
+        node: str,
+        method: str,
+        path: str,
+        *,
+        json: Any = None,
+        data: bytes | None = None,
+        ok: Iterable[int] = (200, 201),
+        allow: Iterable[int] = (),
+        headers: Mapping[str, str] | None = None,
+        response_headers: dict[str, str] | None = None,
+    ) -> tuple[int, Any]:
+        session = self._session
+        if session is None:
+            raise RuntimeError("AgentClient used outside 'async with'")
+        base = self.addresses.get(node)
+        if base is None:
+            raise AgentError(node, "no address known for this node")
+        url = base.rstrip("/") + path
+        extra = dict(headers or {})
+        if data is not None:
+            extra["Content-Type"] = "application/wasm"
+        last: Exception | None = None
+        for attempt in range(self._retries + 1):
+            try:
+                async with (
+                    self._limit,
+                    session.request(
+                        method, url, json=json, data=data, headers=extra or None
+                    ) as resp,
+                ):
+                    body = await _body(resp)
+                    if response_headers is not None:  # names in lower case
+                        response_headers.update((k.lower(), v) for k, v in resp.headers.items())
+                    if resp.status == 401:
+                        raise AgentAuthError(node, "401 unauthorized: check the agent token", 401)
+                    if resp.status in ok or resp.status in allow:
+                        return resp.status, body
+                    message = body.get("error") if isinstance(body, dict) else None
+                    error = AgentError(
+                        node, f"{method} {path} -> {resp.status}: {message or body}", resp.status
+                    )
+                    if resp.status < 500:
+                        raise error
+                    last = error
+            except _RETRYABLE as exc:
+                last = AgentError(node, f"unreachable at {base}: {exc.__class__.__name__} {exc}")
+            if attempt < self._retries:
+                await asyncio.sleep(0.05 * 2**attempt)
+        self.request_errors += 1
+        if self.on_error is not None:
+            self.on_error(node)
+        assert last is not None
+        raise last if isinstance(last, AgentError) else AgentError(node, str(last))
+
+    # the agent API ---------------------------------------------------------------------------
+
+    async def inventory(self, node: str) -> LiveNode:
+        base = self.addresses.get(node, "")
+        cached = self._inventories.get(node)
+        if cached is not None and cached[0] != base:
+            cached = None
+        got: dict[str, str] = {}
+        status, body = await self._call(
+            node,
+            "GET",
+            "/inventory",
+            allow=(304,) if cached else (),
+            headers={"If-None-Match": cached[1]} if cached else None,
+            response_headers=got,
+        )
+        if status == 304 and cached is not None:
+            return cached[2]
+        try:
+            live = LiveNode.from_wire(node, WireInventory.model_validate(body))
+        except ValidationError as exc:
+            raise AgentError(node, f"invalid inventory: {exc.errors()[0]['msg']}") from exc
+        etag = got.get("etag")
+        if etag:
+            self._inventories[node] = (base, etag, live)
+        else:
+            self._inventories.pop(node, None)
+        return live
+
+    async def ensure_module(self, node: str, sha256: str, wasm: bytes) -> None:
+        status, _ = await self._call(node, "HEAD", f"/modules/{sha256}", allow=(404,))
+        if status == 404:
+            await self._call(node, "PUT", f"/modules/{sha256}", data=wasm)
+
+    async def load_version(self, node: str, function: str, version: str, body: Any) -> None:
+        await self._call(node, "PUT", f"/functions/{function}/versions/{version}", json=body)
+
+    async def set_traffic(
+        self,
+        node: str,
+        function: str,
+        weights: list[tuple[str, float]],
+        sticky_header: str | None = None,
+        rules: list[dict[str, str]] | None = None,
+    ) -> None:
+        body: dict[str, Any] = {
+            "weights": [{"version": v, "percent": p} for v, p in weights],
+            "rules": rules or [],
+        }
+        if sticky_header:
+            body["stickyHeader"] = sticky_header
+        await self._call(node, "PUT", f"/functions/{function}/traffic", json=body)
+
+    async def health(self, node: str, function: str, version: str, timeout_ms: int) -> WireHealth:
+        _, body = await self._call(
+            node,
+            "POST",
+            f"/functions/{function}/versions/{version}/health",
+            json={"timeoutMs": timeout_ms},
+        )
+        return WireHealth.model_validate(body)
+
+    async def metrics(self, node: str, function: str) -> Mapping[str, Any]:
+        _, body = await self._call(node, "GET", f"/functions/{function}/metrics")
+        versions = body.get("versions", {}) if isinstance(body, dict) else {}
+        return versions if isinstance(versions, dict) else {}
+
+    async def delete_version(self, node: str, function: str, version: str) -> None:
+        await self._call(node, "DELETE", f"/functions/{function}/versions/{version}", allow=(404,))
+
+    async def delete_function(self, node: str, function: str) -> None:
+        await self._call(node, "DELETE", f"/functions/{function}", allow=(404,))
+
+    # many nodes ------------------------------------------------------------------------------
+
+    async def live_state(self, nodes: Iterable[str]) -> LiveState:
+        """Every node's inventory; an unreachable node is recorded in `errors`, not raised."""
+        names = sorted(set(nodes))
+        known = {
+            n: (c[0], c[1])
+            for n in names
+            if (c := self._inventories.get(n)) is not None and c[0] == self.addresses.get(n)
+        }
+        same = await self._probe.unchanged(known) if known else set()
+        results: dict[str, LiveNode | Exception] = {n: self._inventories[n][2] for n in same}
+        results |= await gather_nodes([n for n in names if n not in same], self.inventory)
+        live = {n: r for n in names if isinstance(r := results[n], LiveNode)}
+        errors = {n: str(r) for n in names if isinstance(r := results[n], Exception)}
+        return LiveState(nodes=live, errors=errors)
+
+
+async def gather_nodes(
+    nodes: Iterable[str], call: Callable[[str], Awaitable[T]]
+) -> dict[str, T | Exception]:
+    """Run `call(node)` for every node concurrently; exceptions come back as values."""
+    names = list(nodes)
+    results = await asyncio.gather(*(call(n) for n in names), return_exceptions=True)
+    out: dict[str, T | Exception] = {}
+    for name, result in zip(names, results, strict=True):
+        if isinstance(result, BaseException) and not isinstance(result, Exception):
+            raise result
+        out[name] = result
+    return out
+
+
+async def _body(resp: aiohttp.ClientResponse) -> Any:
+    if resp.method == "HEAD":
+        return None
+    if resp.content_type == "application/json":
+        try:
+            return await resp.json()
+        except (ValueError, aiohttp.ContentTypeError):
+            return await resp.text()
+    return await resp.text()

@@ -1,0 +1,337 @@
+"""The manifest kinds of `apiVersion: gitopsd/v1`, as pydantic models.
+
+Field names are snake_case in Python and camelCase in YAML (the aliases); the loader accepts
+only the aliases. Every model is strict (no coercion: YAML already typed each scalar), frozen,
+and refuses unknown fields.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
+
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field
+from pydantic.alias_generators import to_camel
+
+from gitopsd.manifest.durations import Duration
+from gitopsd.manifest.strategy_options import MetricName, RollingOptions, StrategyOptions
+
+API_VERSION = "gitopsd/v1"
+KINDS = ("EdgeNode", "EdgeFunction")
+
+NAME_PATTERN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
+_NAME = re.compile(NAME_PATTERN)
+_LABEL_KEY = re.compile(r"^[A-Za-z0-9]([-A-Za-z0-9_./]*[A-Za-z0-9])?$")
+_LABEL_VALUE = re.compile(r"^([A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?)?$")
+# The version travels in the X-Gitopsd-Version response header: keep it header-safe.
+_VERSION = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]*$")
+_HEADER_TOKEN = re.compile(r"^[A-Za-z0-9!#$%&'*+.^_`|~-]+$")
+_HEX64 = re.compile(r"^[0-9a-fA-F]{64}$")
+
+
+def _check_name(value: str) -> str:
+    if len(value) > 63 or not _NAME.match(value):
+        raise ValueError(
+            f"invalid name {value!r}: use a lowercase DNS label (a-z, 0-9 and '-', "
+            "at most 63 characters, starting and ending with a letter or digit)"
+        )
+    return value
+
+
+def _check_label_key(value: str) -> str:
+    if len(value) > 63 or not _LABEL_KEY.match(value):
+        raise ValueError(
+            f"invalid label key {value!r}: use letters, digits, '-', '_', '.', '/' "
+            "(at most 63 characters, starting and ending with a letter or digit)"
+        )
+    return value
+
+
+def _check_label_value(value: str) -> str:
+    if len(value) > 63 or not _LABEL_VALUE.match(value):
+        raise ValueError(
+            f"invalid label value {value!r}: use letters, digits, '-', '_', '.' "
+            "(at most 63 characters, starting and ending with a letter or digit)"
+        )
+    return value
+
+
+def _version_is_text(value: Any) -> Any:
+    # YAML reads `version: 1.10` as the float 1.1: say so instead of "not a valid string".
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        raise ValueError(f'version must be a string: quote it, as in "{value}"')
+    return value
+
+
+def _check_version(value: str) -> str:
+    if not _VERSION.match(value):
+        raise ValueError(
+            f"invalid version {value!r}: use letters, digits, '.', '_', '+' and '-' "
+            '(like "1.2.0")'
+        )
+    return value
+
+
+def _check_header(value: str) -> str:
+    if not _HEADER_TOKEN.match(value):
+        raise ValueError(f"invalid HTTP header name {value!r}")
+    return value
+
+
+def _check_sha256(value: str) -> str:
+    if not _HEX64.match(value):
+        raise ValueError("sha256 must be 64 hexadecimal digits")
+    return value.lower()
+
+
+def _check_address(value: str) -> str:
+    try:
+        parts = urlsplit(value)
+        port = parts.port  # raises ValueError when out of range or not a number
+    except ValueError as exc:
+        raise ValueError(f"invalid address {value!r}: {exc}") from None
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError(f"invalid address {value!r}: use an http:// or https:// URL with a host")
+    if parts.username or parts.password or parts.query or parts.fragment:
+        raise ValueError(
+            f"invalid address {value!r}: no credentials, query or fragment "
+            "(the agent token comes from the fleet config)"
+        )
+    del port
+    return value.rstrip("/")
+
+
+Name = Annotated[
+    str,
+    AfterValidator(_check_name),
+    Field(json_schema_extra={"pattern": NAME_PATTERN, "maxLength": 63}),
+]
+"""A lowercase DNS label, the form of every node, function and region name."""
+
+LabelKey = Annotated[
+    str, AfterValidator(_check_label_key), Field(json_schema_extra={"maxLength": 63})
+]
+LabelValue = Annotated[
+    str, AfterValidator(_check_label_value), Field(json_schema_extra={"maxLength": 63})
+]
+Labels = dict[LabelKey, LabelValue]
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(
+        extra="forbid",
+        frozen=True,
+        strict=True,
+        allow_inf_nan=False,
+        alias_generator=to_camel,
+        validate_by_name=True,
+        validate_by_alias=True,
+        serialize_by_alias=True,
+    )
+
+
+class Metadata(_Model):
+    """`metadata`: the object's name (unique per kind) and free-form labels."""
+
+    name: Name = Field(
+        description="Unique among the objects of its kind: a lowercase DNS label "
+        "(a-z, 0-9 and '-', at most 63 characters)."
+    )
+    labels: Labels = Field(
+        default_factory=dict,
+        description="Free-form key/value labels; an EdgeFunction's `targets.selector` matches "
+        "the labels of EdgeNodes.",
+    )
+
+
+class EdgeNodeSpec(_Model):
+    """`spec` of an EdgeNode: where its agent listens and which region it serves."""
+
+    address: Annotated[str, AfterValidator(_check_address)] = Field(
+        description="Base URL of the node's agent, http:// or https://, with no credentials, "
+        "query or fragment; two nodes may not share an address."
+    )
+    region: Name = Field(
+        description="Region the node serves; matched by `targets.regions` and ordered by the "
+        "regional strategy."
+    )
+
+
+class Targets(_Model):
+    """Which nodes run the function: those in `regions` whose labels match `selector`.
+
+    Both absent: every node.
+    """
+
+    regions: Annotated[tuple[Name, ...], Field(min_length=1, strict=False)] | None = Field(
+        None, description="Only nodes in one of these regions. Absent: any region."
+    )
+    selector: Labels | None = Field(
+        None,
+        description="Only nodes whose labels include every key/value pair given. "
+        "Absent: any labels.",
+    )
+
+
+class HealthCheck(_Model):
+    """How a deployed version is judged healthy: call `function`, expect `expect` on stdout."""
+
+    function: Annotated[str, Field(min_length=1, max_length=256)] = Field(
+        "health_check",
+        description="Exported function the agent calls to check a version; the module must "
+        "export it.",
+    )
+    expect: Annotated[str, Field(max_length=4096)] = Field(
+        "OK",
+        description="What the health function must write to stdout (compared after stripping "
+        "surrounding whitespace).",
+    )
+    timeout: Annotated[Duration, Field(gt=0)] = Field(
+        5.0,
+        description="Time limit of one health-check call (the rolling and blue-green "
+        "`healthCheckTimeout` options replace it).",
+    )
+    success_threshold: Annotated[int, Field(ge=1, le=100)] = Field(
+        1,
+        description="Passing calls in a row needed before a node counts as healthy (the "
+        "canary's `successThreshold` replaces it).",
+    )
+    failure_threshold: Annotated[int, Field(ge=1, le=100)] = Field(
+        3,
+        description="Failed calls after which the node fails its health check (the canary's "
+        "`failureThreshold` replaces it).",
+    )
+
+
+class Limits(_Model):
+    """Per-call resource limits enforced by the agent."""
+
+    memory_mib: Annotated[int, Field(ge=1, le=4096)] = Field(
+        64,
+        alias="memoryMiB",
+        description="Cap on the linear memory of one call, in MiB; also what the blue-green "
+        "capacity check needs free on every node.",
+    )
+    timeout_ms: Annotated[int, Field(ge=1, le=60_000)] = Field(
+        100,
+        description="Wall-clock limit of one call in milliseconds; a call over it is stopped "
+        "and answers 504.",
+    )
+
+
+class RollbackTrigger(_Model):
+    """Roll back when `metric` of the new version goes above `threshold`."""
+
+    metric: MetricName = Field(
+        description="Metric of the new version from the agents: error_rate, crash_rate and "
+        "timeout_rate in % of requests, avg/p95/p99_latency_ms, memory_mib (peak)."
+    )
+    threshold: Annotated[float, Field(ge=0)] = Field(
+        description="The analysis fails when the metric is above this value (% for the rates, "
+        "milliseconds for latencies, MiB for memory_mib)."
+    )
+
+
+class AutoRollback(_Model):
+    """Metric gates checked while a rollout runs; any trigger rolls the function back."""
+
+    triggers: Annotated[tuple[RollbackTrigger, ...], Field(strict=False)] = Field(
+        (),
+        description="Checked at every analysis step of a rollout; a breach fails the "
+        "analysis and the strategy rolls back. Empty: no metric gate.",
+    )
+
+
+class EdgeFunctionSpec(_Model):
+    """`spec` of an EdgeFunction: the module, where it runs and how a new version rolls out."""
+
+    version: Annotated[
+        str,
+        BeforeValidator(_version_is_text),
+        Field(min_length=1, max_length=128),
+        AfterValidator(_check_version),
+    ] = Field(
+        description="Version of this release (quote it: \"1.10\"); letters, digits, '.', "
+        "'_', '+' and '-'. A new version (or module, limits, healthCheck, stickyHeader, "
+        "targets) starts a rollout."
+    )
+    module: Annotated[str, Field(min_length=1, max_length=4096)] = Field(
+        description="Path of the .wasm or .wat file, relative to this manifest file; "
+        "must stay inside the synced path."
+    )
+    sha256: (
+        Annotated[
+            str, AfterValidator(_check_sha256), Field(json_schema_extra={"pattern": _HEX64.pattern})
+        ]
+        | None
+    ) = Field(None, description="Optional pin: hex sha256 of the compiled module bytes.")
+    targets: Targets = Field(
+        default_factory=Targets, description="Which nodes run the function. Default: every node."
+    )
+    health_check: HealthCheck = Field(
+        default_factory=HealthCheck,
+        description="How a newly deployed version is judged healthy before it gets traffic.",
+    )
+    limits: Limits = Field(
+        default_factory=Limits, description="Per-call resource limits enforced by the agent."
+    )
+    strategy: StrategyOptions = Field(
+        default_factory=RollingOptions,
+        description="How a new version rolls out: `type` picks the strategy, the other keys "
+        "are that strategy's options.",
+    )
+    auto_rollback: AutoRollback = Field(
+        default_factory=AutoRollback,
+        description="Metric gates judged at every analysis step of a rollout.",
+    )
+    approval: Literal["auto", "manual"] = Field(
+        "auto",
+        description="`manual`: a new rollout waits in DRAFT until `gitopsd approve FUNCTION`.",
+    )
+    self_heal: bool = Field(
+        True,
+        description="Correct drift (`true`) or only report it (`false`). Not read yet: "
+        "the current reconcile corrects drift either way.",
+    )
+    sticky_header: Annotated[str, AfterValidator(_check_header), Field(max_length=128)] = Field(
+        "X-User-Id",
+        description="Request header whose value keeps one user on one version while traffic "
+        "is split between versions.",
+    )
+    depends_on: Annotated[tuple[Name, ...], Field(strict=False)] = Field(
+        (),
+        description="Functions rolled out before this one in the same pass; if one of them "
+        "does not end COMPLETED, this one is BLOCKED.",
+    )
+
+
+class EdgeNodeManifest(_Model):
+    """A `kind: EdgeNode` document."""
+
+    api_version: Literal["gitopsd/v1"] = Field(description="Always `gitopsd/v1`.")
+    kind: Literal["EdgeNode"] = Field(description="`EdgeNode`: an edge agent of the fleet.")
+    metadata: Metadata = Field(description="The node's name and labels.")
+    spec: EdgeNodeSpec = Field(description="Where the node's agent listens and its region.")
+
+
+class EdgeFunctionManifest(_Model):
+    """A `kind: EdgeFunction` document."""
+
+    api_version: Literal["gitopsd/v1"] = Field(description="Always `gitopsd/v1`.")
+    kind: Literal["EdgeFunction"] = Field(
+        description="`EdgeFunction`: a WebAssembly function and how its versions roll out."
+    )
+    metadata: Metadata = Field(description="The function's name and labels.")
+    spec: EdgeFunctionSpec = Field(
+        description="The module, where it runs and how a new version rolls out."
+    )
+
+
+Manifest = Annotated[EdgeNodeManifest | EdgeFunctionManifest, Field(discriminator="kind")]
+"""Any gitopsd/v1 document, told apart by `kind`."""
+
+MANIFEST_MODELS: dict[str, type[EdgeNodeManifest] | type[EdgeFunctionManifest]] = {
+    "EdgeNode": EdgeNodeManifest,
+    "EdgeFunction": EdgeFunctionManifest,
+}

@@ -1,0 +1,394 @@
+"""One reconcile pass: source → manifest → diff → rollouts → report, as small steps.
+
+`Reconciler.read` answers "what would change" (used by `diff`); `Reconciler.apply` carries it
+out (used by `sync` and the daemon). A bad commit is an outcome, not a crash: it gets a
+failure note and nothing of it is applied.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+from gitopsd.clock import Clock
+from gitopsd.diff import Action, Change, ChangeSet, diff
+from gitopsd.errors import AgentError, InvalidManifests
+from gitopsd.fleet.client import AgentClient, gather_nodes
+from gitopsd.fleet.live import LiveFunction, LiveState
+from gitopsd.log import get_logger
+from gitopsd.manifest.desired import DesiredFunction, DesiredState
+from gitopsd.manifest.loader import load_snapshot
+from gitopsd.report.notes import CommitOutcome, FunctionOutcome
+from gitopsd.rollout.engine import Engine, EventSink
+from gitopsd.rollout.hold import hold_reason
+from gitopsd.rollout.spec import HealthSpec, RolloutSpec, TargetNode
+from gitopsd.rollout.steps import RolloutState, outcome_from_json, step_from_json
+from gitopsd.source.git import SourceSpec
+from gitopsd.source.reader import take_snapshot
+from gitopsd.source.snapshot import Snapshot
+from gitopsd.store.sqlite import RolloutRow, SqliteStore
+
+
+@dataclass(frozen=True)
+class ReadResult:
+    """Desired and live state of one pass, and their diff."""
+
+    snapshot: Snapshot
+    desired: DesiredState
+    live: LiveState
+    changes: ChangeSet
+
+
+@dataclass(frozen=True)
+class FunctionResult:
+    """What a pass did with one function."""
+
+    function: str
+    version: str
+    action: str
+    state: str  # a RolloutState, or PRUNED / PRUNE_FAILED / HELD / BLOCKED / DRAFT
+    message: str
+    strategy: str = ""
+    nodes_ok: tuple[str, ...] = ()
+    nodes_failed: tuple[str, ...] = ()
+    failed_step: str | None = None
+    rollout_id: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.state in ("COMPLETED", "PRUNED", "HELD", "DRAFT", "PAUSED_BY_OPERATOR")
+
+    @property
+    def note_status(self) -> str:
+        if self.state in ("DRAFT", "IN_PROGRESS", "PENDING", "PAUSED_BY_OPERATOR"):
+            return "pending"
+        return "success" if self.ok else "failure"
+
+
+@dataclass(frozen=True)
+class SyncReport:
+    """Everything one `apply` did."""
+
+    commit: str
+    changes: ChangeSet
+    results: tuple[FunctionResult, ...] = ()
+    problems: tuple[str, ...] = field(default_factory=tuple)
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems and all(r.ok for r in self.results)
+
+    def outcome(self) -> CommitOutcome:
+        status = "success" if self.ok else "failure"
+        if self.ok and any(r.note_status == "pending" for r in self.results):
+            status = "pending"
+        failed = [r for r in self.results if not r.ok]
+        message = (
+            "; ".join(f"{r.function}: {r.message}" for r in failed) or self.changes.summary
+            if self.results
+            else "fleet already matches this commit"
+        )
+        return CommitOutcome(
+            commit=self.commit,
+            status=status,
+            message=message,
+            functions={
+                r.function: FunctionOutcome(
+                    status=r.note_status,
+                    version=r.version,
+                    strategy=r.strategy,
+                    state=r.state,
+                    nodes_ok=r.nodes_ok,
+                    nodes_failed=r.nodes_failed,
+                    failed_step=r.failed_step,
+                    message=r.message,
+                )
+                for r in self.results
+            },
+        )
+
+
+def waiting_key(function: str) -> str:
+    """Store key of the last reason a function was skipped (held, blocked, stalled...)."""
+    return f"waiting:{function}"
+
+
+def previous_version(lf: LiveFunction, new: str) -> str | None:
+    """The version the rollout starts from on a node: the most-served one other than `new`
+    (a feature flag at 60 % still has its old version serving the other 40 %)."""
+    others = [(pct, v) for v, pct in lf.traffic if v != new and pct > 0]
+    if others:
+        return max(others)[1]
+    return None
+
+
+def build_spec(fn: DesiredFunction, desired: DesiredState, live: LiveState) -> RolloutSpec:
+    """A RolloutSpec for `fn` on its target nodes, with each node's current version."""
+    nodes = []
+    for name in desired.targets_of(fn.name):
+        node = desired.nodes[name]
+        inv = live.nodes.get(name)
+        lf = inv.functions.get(fn.name) if inv else None
+        nodes.append(
+            TargetNode(
+                name=name,
+                region=node.region,
+                address=node.address,
+                old_version=previous_version(lf, fn.spec.version) if lf else None,
+                memory_free_mib=inv.memory_free_mib if inv else None,
+            )
+        )
+    spec = fn.spec
+    hc = spec.health_check
+    return RolloutSpec(
+        function=fn.name,
+        version=spec.version,
+        commit=desired.commit,
+        sha256=fn.module.sha256,
+        strategy=spec.strategy.model_dump(mode="json", by_alias=True),
+        nodes=tuple(nodes),
+        health=HealthSpec(
+            hc.function, hc.expect, hc.timeout, hc.success_threshold, hc.failure_threshold
+        ),
+        memory_mib=float(spec.limits.memory_mib),
+        timeout_ms=int(spec.limits.timeout_ms),
+        sticky_header=spec.sticky_header,
+        triggers=tuple((t.metric, float(t.threshold)) for t in spec.auto_rollback.triggers),
+        approval=spec.approval,
+    )
+
+
+def dependency_order(desired: DesiredState, names: Sequence[str]) -> list[str]:
+    """`names` ordered so that every function comes after what it dependsOn."""
+    order: list[str] = []
+    seen: set[str] = set()
+
+    def visit(name: str) -> None:
+        if name in seen or name not in desired.functions:
+            return
+        seen.add(name)
+        for dep in desired.functions[name].spec.depends_on:
+            visit(dep)
+        if name in names:
+            order.append(name)
+
+    for name in sorted(names):
+        visit(name)
+    return order
+
+
+def summarize_rollout(store: SqliteStore, row: RolloutRow) -> FunctionResult:
+    """FunctionResult of a rollout from its row and journal."""
+    failed: list[str] = []
+    deployed: list[str] = []
+    failed_step: str | None = None
+    for entry in store.journal(row.id):
+        if entry.outcome is None:
+            continue
+        outcome = outcome_from_json(entry.outcome)
+        if entry.step.get("kind") == "deploy":
+            deployed.extend(n for n in entry.step["nodes"] if n not in deployed)
+        for node in outcome.failed_nodes:
+            if node not in failed:
+                failed.append(node)
+        if not outcome.ok and failed_step is None:
+            step = step_from_json(entry.step)
+            failed_step = f"{step.kind} (step {entry.seq}): {outcome.message}"
+    # nodesOk: nodes that got the new version and passed every step on it.
+    ok_nodes = [n for n in deployed if n not in failed]
+    return FunctionResult(
+        function=row.function,
+        version=row.version,
+        action="rollout",
+        state=row.state,
+        message=row.message,
+        strategy=row.strategy,
+        nodes_ok=tuple(ok_nodes),
+        nodes_failed=tuple(failed),
+        failed_step=failed_step,
+        rollout_id=row.id,
+    )
+
+
+class Reconciler:
+    """Reads Git and the fleet, diffs, and rolls changes out through the engine."""
+
+    def __init__(
+        self,
+        store: SqliteStore,
+        state_dir: Path,
+        clock: Clock,
+        token: str | None,
+        timeout: float = 10.0,
+        concurrency: int = 64,
+        on_event: EventSink | None = None,
+        allow_empty: bool = False,
+    ) -> None:
+        self.store = store
+        self.state_dir = state_dir
+        self.clock = clock
+        self.token = token
+        self.timeout = timeout
+        self.concurrency = concurrency
+        self.on_event = on_event
+        self.allow_empty = allow_empty
+
+    def client(self, addresses: Mapping[str, str]) -> AgentClient:
+        return AgentClient(addresses, self.token, self.timeout, self.concurrency)
+
+    def load(self, source: SourceSpec, fetch: bool = True) -> tuple[Snapshot, DesiredState]:
+        """Snapshot and desired state; InvalidManifests carries the snapshot's commit."""
+        snapshot = take_snapshot(source, self.state_dir, fetch=fetch)
+        try:
+            return snapshot, load_snapshot(snapshot)
+        except InvalidManifests as exc:
+            exc.commit = snapshot.commit
+            raise
+
+    async def read(self, source: SourceSpec, fetch: bool = True) -> ReadResult:
+        snapshot, desired = self.load(source, fetch)
+        addresses = {n: node.address for n, node in desired.nodes.items()}
+        async with self.client(addresses) as client:
+            live = await client.live_state(addresses)
+        return ReadResult(snapshot, desired, live, diff(desired, live))
+
+    async def apply(self, read: ReadResult) -> SyncReport:
+        """Resume unfinished rollouts, then roll out every change of `read`, then prune."""
+        desired = read.desired
+        addresses = {n: node.address for n, node in desired.nodes.items()}
+        results: list[FunctionResult] = []
+        async with self.client(addresses) as client:
+            engine = Engine(self.store, client, self.clock, self.on_event)
+            resumed = await self._resume(engine)
+            live, changes = read.live, read.changes
+            results.extend(summarize_rollout(self.store, row) for row in resumed)
+            if resumed:
+                live = await client.live_state(addresses)
+                changes = diff(desired, live)
+            by_name = {c.function: c for c in changes.changes}
+            rollouts = [c.function for c in changes.changes if c.action is not Action.PRUNE]
+            states: dict[str, str] = {}
+            for name in dependency_order(desired, rollouts):
+                result = await self.rollout_function(
+                    engine, desired.functions[name], desired, live, by_name[name], states
+                )
+                states[name] = result.state
+                results.append(result)
+            results.extend(await self.prune_all(client, desired, changes))
+        return SyncReport(desired.commit, changes, tuple(results))
+
+    async def prune_all(
+        self, client: AgentClient, desired: DesiredState, changes: ChangeSet
+    ) -> list[FunctionResult]:
+        """Undeploy what left Git, unless Git became empty and allowEmpty is not set."""
+        prunes = [c for c in changes.changes if any(n.action is Action.PRUNE for n in c.nodes)]
+        if not desired.functions and prunes and not self.allow_empty:
+            return [
+                FunctionResult(
+                    c.function,
+                    c.version or "",
+                    "prune",
+                    "PRUNE_REFUSED",
+                    "the manifests name no function at all: refusing to prune the whole fleet "
+                    "(set [source] allow_empty = true if that is what you want)",
+                )
+                for c in prunes
+            ]
+        results = []
+        for change in prunes:
+            nodes = [n.node for n in change.nodes if n.action is Action.PRUNE]
+            results.append(await self.prune(client, change, nodes))
+        return results
+
+    async def _resume(self, engine: Engine) -> list[RolloutRow]:
+        resumed = []
+        for row in self.store.active_rollouts():
+            if row.state in (RolloutState.DRAFT, RolloutState.PAUSED):
+                continue
+            get_logger(rollout=row.id).info("resuming rollout", state=row.state)
+            resumed.append(await engine.run(row.id))
+        return resumed
+
+    async def rollout_function(
+        self,
+        engine: Engine,
+        fn: DesiredFunction,
+        desired: DesiredState,
+        live: LiveState,
+        change: Change,
+        states: Mapping[str, str],
+    ) -> FunctionResult:
+        base = FunctionResult(
+            fn.name, fn.spec.version, str(change.action), "", "", strategy=fn.spec.strategy.type
+        )
+        held = hold_reason(self.store, fn.name, fn.spec.version, fn.module.sha256, self.clock.now())
+        if held:
+            return self._waiting(replace(base, state="HELD", message=held))
+        for dep in fn.spec.depends_on:
+            if states.get(dep, "COMPLETED") != "COMPLETED":
+                return self._waiting(
+                    replace(
+                        base, state="BLOCKED", message=f"blocked by dependsOn {dep} ({states[dep]})"
+                    )
+                )
+        self.store.put(waiting_key(fn.name), "")
+        unreachable = [n.node for n in change.nodes if n.action is Action.UNKNOWN]
+        draft = self._open_draft(fn)
+        if draft is not None:
+            rollout_id = draft.id
+        else:
+            spec = build_spec(fn, desired, live)
+            self.store.put_module(fn.module.sha256, fn.module.wasm)
+            rollout_id = engine.create(spec)
+        row = await engine.run(rollout_id)
+        result = summarize_rollout(self.store, row)
+        result = replace(result, action=str(change.action))
+        if row.state == RolloutState.PAUSED and self.store.controls(fn.name).paused:
+            result = replace(result, state="PAUSED_BY_OPERATOR")
+        if unreachable and result.state != "COMPLETED":
+            result = replace(
+                result, message=f"{result.message} (unreachable: {', '.join(unreachable)})"
+            )
+        return result
+
+    def _waiting(self, result: FunctionResult) -> FunctionResult:
+        """Remember why a function was not rolled out, for `gitopsd status`."""
+        self.store.put(waiting_key(result.function), f"{result.state}: {result.message}")
+        return result
+
+    def _open_draft(self, fn: DesiredFunction) -> RolloutRow | None:
+        """An earlier rollout of this very version still waiting for approval, if any."""
+        for row in self.store.active_rollouts():
+            if row.function != fn.name:
+                continue
+            if row.version == fn.spec.version and row.state in ("DRAFT", "APPROVED"):
+                return row
+            if row.state in ("DRAFT", "APPROVED"):
+                self.store.update_rollout(
+                    row.id,
+                    self.clock.now(),
+                    state="FAILED",
+                    message="superseded by a newer commit",
+                    finished_at=self.clock.now(),
+                )
+        return None
+
+    async def prune(
+        self, client: AgentClient, change: Change, nodes: Sequence[str]
+    ) -> FunctionResult:
+        async def one(node: str) -> None:
+            await client.delete_function(node, change.function)
+
+        done = await gather_nodes(nodes, one)
+        failed = tuple(n for n, r in done.items() if isinstance(r, Exception))
+        errors = [str(r) for r in done.values() if isinstance(r, AgentError)]
+        return FunctionResult(
+            function=change.function,
+            version=change.version or "",
+            action="prune",
+            state="PRUNE_FAILED" if failed else "PRUNED",
+            message="; ".join(errors) if failed else f"removed from {', '.join(nodes)}",
+            nodes_ok=tuple(n for n in nodes if n not in failed),
+            nodes_failed=failed,
+        )

@@ -1,0 +1,1 @@
+"""Outcome reporters: git notes on the manifest commit (and, later, forge statuses)."""

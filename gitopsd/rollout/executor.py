@@ -1,0 +1,240 @@
+"""How each step kind is carried out on the fleet. The engine decides *when*; this decides *how*.
+
+Every action here is idempotent on the agents (loading a loaded version, setting the same
+weights, deleting a deleted version), so a step interrupted by a crash is simply run again.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any
+
+from gitopsd.errors import AgentError
+from gitopsd.fleet.client import AgentClient, gather_nodes
+from gitopsd.log import get_logger
+from gitopsd.rollout import analysis
+from gitopsd.rollout.spec import RolloutSpec
+from gitopsd.rollout.steps import (
+    Analyze,
+    Compare,
+    Deploy,
+    HealthCheck,
+    NodeResult,
+    Nodes,
+    Retire,
+    Rollback,
+    SetTraffic,
+    Step,
+    StepOutcome,
+)
+from gitopsd.store.sqlite import SqliteStore
+
+
+class StepExecutor:
+    """Carries out fleet steps of one rollout."""
+
+    def __init__(
+        self, spec: RolloutSpec, client: AgentClient, store: SqliteStore, now: Callable[[], float]
+    ) -> None:
+        self.spec = spec
+        self.client = client
+        self.store = store
+        self.now = now
+        self.log = get_logger(function=spec.function, version=spec.version, commit=spec.commit[:12])
+        # Nodes that could not be reached when the new version was to be deployed: if they are
+        # still unreachable at rollback, they never had the new version to roll back.
+        self.unreached: set[str] = set()
+
+    def remember(self, step: Step, outcome: StepOutcome) -> None:
+        """Learn from every outcome, live or replayed from the journal."""
+        if isinstance(step, Deploy):
+            for r in outcome.nodes:
+                if not r.ok and r.detail.startswith("unreachable"):
+                    self.unreached.add(r.node)
+                elif r.ok:
+                    self.unreached.discard(r.node)
+
+    async def _per_node(self, nodes: Nodes, action: Callable[[str], Awaitable[str]]) -> StepOutcome:
+        """Run `action` on every node; a node whose action raises AgentError has failed."""
+        results = await gather_nodes(nodes, action)
+        out: list[NodeResult] = []
+        for node, result in results.items():
+            if isinstance(result, AgentError):
+                out.append(NodeResult(node, False, result.reason))
+            elif isinstance(result, Exception):
+                raise result
+            else:
+                out.append(NodeResult(node, True, result))
+        ok = all(r.ok for r in out)
+        failed = [f"{r.node}: {r.detail}" for r in out if not r.ok]
+        return StepOutcome(ok=ok, nodes=tuple(out), message="; ".join(failed))
+
+    def _old(self, node: str) -> str | None:
+        old = self.spec.node(node).old_version
+        return old if old != self.spec.version else None
+
+    # deploy / health / traffic ----------------------------------------------------------------
+
+    async def deploy(self, step: Deploy) -> StepOutcome:
+        wasm = self.store.module(self.spec.sha256)
+        if wasm is None:
+            return StepOutcome(ok=False, message=f"module {self.spec.sha256} missing from store")
+
+        async def one(node: str) -> str:
+            await self.client.ensure_module(node, self.spec.sha256, wasm)
+            await self.client.load_version(
+                node, self.spec.function, self.spec.version, self.spec.load_body()
+            )
+            return "loaded"
+
+        return await self._per_node(step.nodes, one)
+
+    async def health(self, step: HealthCheck) -> StepOutcome:
+        h = self.spec.health
+        need = step.success_threshold or h.success_threshold
+        allowed = step.failure_threshold or h.failure_threshold
+        timeout_ms = int((step.timeout or h.timeout) * 1000)
+
+        async def one(node: str) -> str:
+            successes = failures = 0
+            last = ""
+            while successes < need:
+                try:
+                    result = await self.client.health(
+                        node, self.spec.function, self.spec.version, timeout_ms
+                    )
+                    ok, last = result.healthy, result.error or result.output
+                except AgentError as exc:
+                    ok, last = False, str(exc)
+                if ok:
+                    successes += 1
+                    continue
+                successes, failures = 0, failures + 1
+                if failures >= allowed:
+                    raise AgentError(node, f"health check failed {failures}x: {last!r}")
+            return f"healthy ({successes}/{need})"
+
+        return await self._per_node(step.nodes, one)
+
+    def weights(self, node: str, new_percent: float) -> list[tuple[str, float]]:
+        old = self._old(node)
+        if old is None or new_percent >= 100:
+            return [(self.spec.version, 100.0)]
+        if new_percent <= 0:
+            return [(old, 100.0)]
+        return [(self.spec.version, new_percent), (old, 100.0 - new_percent)]
+
+    async def traffic(self, step: SetTraffic) -> StepOutcome:
+        async def one(node: str) -> str:
+            weights = self.weights(node, step.new_percent)
+            await self.client.set_traffic(
+                node, self.spec.function, weights, self.spec.sticky_header
+            )
+            return ", ".join(f"{v}={p:g}%" for v, p in weights)
+
+        return await self._per_node(step.nodes, one)
+
+    # rollback / retire ------------------------------------------------------------------------
+
+    async def rollback(self, step: Rollback) -> StepOutcome:
+        async def one(node: str) -> str:
+            try:
+                return await restore(node)
+            except AgentError as exc:
+                if node in self.unreached and exc.status is None:
+                    return "unreachable, and never received the new version"
+                raise
+
+        async def restore(node: str) -> str:
+            old = self._old(node)
+            if old is None:
+                await self.client.delete_function(node, self.spec.function)
+                return "removed"
+            await self.client.set_traffic(
+                node, self.spec.function, [(old, 100.0)], self.spec.sticky_header
+            )
+            await self.client.delete_version(node, self.spec.function, self.spec.version)
+            return f"back on {old}"
+
+        return await self._per_node(step.nodes, one)
+
+    async def retire(self, step: Retire) -> StepOutcome:
+        async def one(node: str) -> str:
+            old = self._old(node)
+            if old is None:
+                return "nothing to retire"
+            if step.after > 0:
+                self.store.schedule_retirement(
+                    self.spec.function, node, old, self.now() + step.after
+                )
+                return f"{old} kept for {step.after:g}s"
+            await self.client.delete_version(node, self.spec.function, old)
+            return f"{old} unloaded"
+
+        return await self._per_node(step.nodes, one)
+
+    # analysis -----------------------------------------------------------------------------------
+
+    async def _figures(
+        self, nodes: Nodes, version_of: Callable[[str], str | None]
+    ) -> tuple[dict[str, analysis.VersionFigures], dict[str, str]]:
+        """Per node, the figures of the version `version_of(node)`; and who did not answer."""
+        results = await gather_nodes(nodes, lambda n: self.client.metrics(n, self.spec.function))
+        figures: dict[str, analysis.VersionFigures] = {}
+        silent: dict[str, str] = {}
+        for node, result in results.items():
+            version = version_of(node)
+            if isinstance(result, Exception):
+                silent[node] = str(result)
+            elif version is not None and version in result:
+                figures[node] = analysis.summarize(_as_mapping(result[version]))
+        return figures, silent
+
+    async def analyze(self, step: Analyze) -> StepOutcome:
+        """One measurement per node against the triggers, judged with Argo-style limits."""
+        figures, silent = await self._figures(step.nodes, lambda _n: self.spec.version)
+        measurements = [analysis.Measurement(error=f"{n}: {e}") for n, e in silent.items()]
+        # A silent node is tolerated up to the policy's consecutive-error limit.
+        nodes: list[NodeResult] = [
+            NodeResult(n, True, f"no metrics: {e}") for n, e in silent.items()
+        ]
+        for node, fig in figures.items():
+            breaches = tuple(analysis.evaluate_triggers(fig, self.spec.triggers))
+            measurements.append(analysis.Measurement(breaches=breaches))
+            nodes.append(NodeResult(node, not breaches, "; ".join(breaches)))
+        merged = analysis.merge(*figures.values()) if figures else None
+        if merged is not None:
+            overall = tuple(analysis.evaluate_triggers(merged, self.spec.triggers))
+            measurements.append(analysis.Measurement(breaches=overall))
+        verdict, reason = (
+            analysis.AnalysisPolicy().judge(measurements)
+            if measurements
+            else ("pass", "no metrics to judge")
+        )
+        return StepOutcome(
+            ok=verdict != "fail",
+            nodes=tuple(nodes),
+            verdict=verdict,
+            message=reason,
+            figures=analysis.as_dict(merged) if merged else {},
+        )
+
+    async def compare(self, step: Compare) -> StepOutcome:
+        a_figs, a_silent = await self._figures(step.a_nodes, self._old)
+        b_figs, b_silent = await self._figures(step.b_nodes, lambda _n: self.spec.version)
+        if not a_figs or not b_figs:
+            silent = "; ".join([*a_silent.values(), *b_silent.values()]) or "no metrics"
+            return StepOutcome(ok=True, verdict="inconclusive", message=f"no data: {silent}")
+        verdict, reason, figures = analysis.judge_ab(
+            analysis.merge(*a_figs.values()),
+            analysis.merge(*b_figs.values()),
+            step.metric,
+            step.threshold,
+            step.comparison,
+            step.minimum_sample_size,
+        )
+        return StepOutcome(ok=True, verdict=verdict, message=reason, figures=figures)
+
+
+def _as_mapping(value: Any) -> Mapping[str, Any]:
+    return value if isinstance(value, Mapping) else {}

@@ -1,0 +1,105 @@
+"""RolloutSpec: everything the engine needs to run, or resume, one rollout. Stored as JSON in the
+rollout row so that a restarted daemon needs neither Git nor the manifests to finish it."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from gitopsd.rollout.steps import NodeTarget, PlanContext
+
+
+@dataclass(frozen=True)
+class TargetNode:
+    """A node of the rollout with the address to reach it and its version before the rollout."""
+
+    name: str
+    region: str
+    address: str
+    old_version: str | None = None
+    memory_free_mib: float | None = None
+
+
+@dataclass(frozen=True)
+class HealthSpec:
+    """spec.healthCheck of the function."""
+
+    function: str = "health_check"
+    expect: str = "OK"
+    timeout: float = 5.0
+    success_threshold: int = 1
+    failure_threshold: int = 3
+
+
+@dataclass(frozen=True)
+class RolloutSpec:
+    """One function version going to a set of nodes with one strategy."""
+
+    function: str
+    version: str
+    commit: str
+    sha256: str
+    strategy: Mapping[str, Any]  # the strategy options as written in the manifest (by alias)
+    nodes: tuple[TargetNode, ...]
+    health: HealthSpec = field(default_factory=HealthSpec)
+    memory_mib: float = 64.0
+    timeout_ms: int = 100
+    sticky_header: str | None = "X-User-Id"
+    triggers: tuple[tuple[str, float], ...] = ()
+    approval: str = "auto"
+
+    @property
+    def strategy_name(self) -> str:
+        return str(self.strategy.get("type", "rolling"))
+
+    def node(self, name: str) -> TargetNode:
+        for n in self.nodes:
+            if n.name == name:
+                return n
+        raise KeyError(name)
+
+    @property
+    def addresses(self) -> dict[str, str]:
+        return {n.name: n.address for n in self.nodes}
+
+    def plan_context(self) -> PlanContext:
+        return PlanContext(
+            function=self.function,
+            version=self.version,
+            nodes=tuple(
+                NodeTarget(n.name, n.region, n.old_version, n.memory_free_mib) for n in self.nodes
+            ),
+            memory_mib=self.memory_mib,
+        )
+
+    def load_body(self) -> dict[str, Any]:
+        """The agent's `PUT /functions/{fn}/versions/{v}` body."""
+        return {
+            "sha256": self.sha256,
+            "limits": {"memoryMiB": self.memory_mib, "timeoutMs": self.timeout_ms},
+            "healthCheck": {"function": self.health.function, "expect": self.health.expect},
+            "stickyHeader": self.sticky_header,
+        }
+
+    def to_json(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["strategy"] = dict(self.strategy)
+        return data
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> RolloutSpec:
+        return cls(
+            function=data["function"],
+            version=data["version"],
+            commit=data["commit"],
+            sha256=data["sha256"],
+            strategy=dict(data["strategy"]),
+            nodes=tuple(TargetNode(**n) for n in data["nodes"]),
+            health=HealthSpec(**data["health"]),
+            memory_mib=data["memory_mib"],
+            timeout_ms=data["timeout_ms"],
+            sticky_header=data["sticky_header"],
+            triggers=tuple((str(m), float(t)) for m, t in data["triggers"]),
+            approval=data.get("approval", "auto"),
+        )

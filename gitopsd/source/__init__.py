@@ -1,0 +1,1 @@
+"""Git side of the data flow: repository → Snapshot(commit, files)."""

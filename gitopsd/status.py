@@ -1,0 +1,122 @@
+"""`gitopsd status`: per function what Git wants, what each node serves, and why a rollout
+is waiting. Built from the state store, the desired state (when a source is known) and the
+agents' inventories (when they answer)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from datetime import UTC, datetime
+from typing import Any
+
+from gitopsd.fleet.live import LiveState
+from gitopsd.manifest.desired import DesiredState
+from gitopsd.reconcile import summarize_rollout, waiting_key
+from gitopsd.store.sqlite import RolloutRow, SqliteStore
+
+
+def clock_text(ts: float) -> str:
+    return datetime.fromtimestamp(ts, UTC).strftime("%H:%M:%S UTC")
+
+
+def why_waiting(store: SqliteStore, function: str, row: RolloutRow | None) -> str | None:
+    """One sentence an operator can act on, or None when nothing is pending."""
+    controls = store.controls(function)
+    if controls.held:
+        return f"held: {controls.held_reason}"
+    recorded = store.get(waiting_key(function)) or None
+    if row is None:
+        return recorded
+    if row.state == "DRAFT":
+        return f"waiting for approval: run `gitopsd approve {function}`"
+    if row.state == "PAUSED":
+        if controls.paused:
+            return f"paused by an operator: run `gitopsd resume {function}`"
+        return f"paused: {row.message}"
+    if row.state in ("ROLLED_BACK", "FAILED"):
+        failed = summarize_rollout(store, row).failed_step
+        return f"{row.state.lower().replace('_', ' ')}: {failed or row.message}"
+    if row.state == "COMPLETED":
+        return recorded
+    journal = store.journal(row.id)
+    current = journal[-1] if journal and journal[-1].outcome is None else None
+    if current is None:
+        return f"{row.state.lower()}: {row.step or 'starting'}"
+    kind = current.step.get("kind")
+    if kind == "wait" and current.deadline is not None:
+        return f"{current.step.get('reason')} until {clock_text(current.deadline)}"
+    if kind == "gate":
+        return f"waiting for `gitopsd promote {function}`: {current.step.get('reason')}"
+    return f"running: {row.step}"
+
+
+def _node_rows(function: str, live: LiveState, regions: Mapping[str, str]) -> list[dict[str, Any]]:
+    rows = []
+    for name in sorted(set(live.nodes) | set(live.errors), key=lambda n: (regions.get(n, ""), n)):
+        inv = live.nodes.get(name)
+        if inv is None:
+            rows.append(
+                {
+                    "node": name,
+                    "region": regions.get(name, ""),
+                    "reachable": False,
+                    "error": live.errors.get(name, ""),
+                    "traffic": [],
+                }
+            )
+            continue
+        lf = inv.functions.get(function)
+        traffic = [{"version": v, "percent": p} for v, p in (lf.traffic if lf else ())]
+        rows.append(
+            {
+                "node": name,
+                "region": inv.region or regions.get(name, ""),
+                "reachable": True,
+                "traffic": traffic,
+            }
+        )
+    return rows
+
+
+def function_status(
+    store: SqliteStore,
+    function: str,
+    desired: DesiredState | None,
+    live: LiveState,
+) -> dict[str, Any]:
+    """The JSON document `gitopsd status --output json` prints for one function."""
+    rows = store.rollouts(function, limit=1)
+    row = rows[0] if rows else None
+    fn = desired.functions.get(function) if desired else None
+    regions = {n: d.region for n, d in desired.nodes.items()} if desired else {}
+    nodes = [n for n in _node_rows(function, live, regions) if not n["reachable"] or n["traffic"]]
+    live_versions = sorted({t["version"] for n in nodes for t in n["traffic"] if t["percent"]})
+    return {
+        "function": function,
+        "desiredVersion": fn.spec.version if fn else None,
+        "liveVersions": live_versions,
+        "nodes": nodes,
+        "rollout": None
+        if row is None
+        else {
+            "id": row.id,
+            "version": row.version,
+            "commit": row.commit,
+            "strategy": row.strategy,
+            "state": row.state,
+            "step": row.step,
+            "message": row.message,
+            "updatedAt": datetime.fromtimestamp(row.updated_at, UTC).isoformat(timespec="seconds"),
+        },
+        "waiting": why_waiting(store, function, row),
+        "held": store.controls(function).held,
+        "paused": store.controls(function).paused,
+    }
+
+
+def all_functions(store: SqliteStore, desired: DesiredState | None, live: LiveState) -> list[str]:
+    names = {r.function for r in store.rollouts(limit=10_000)}
+    if desired:
+        names |= set(desired.functions)
+    for inv in live.nodes.values():
+        names |= set(inv.functions)
+    return sorted(names)

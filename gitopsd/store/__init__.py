@@ -1,0 +1,1 @@
+"""Durable state: rollouts, their step journal, history, operator controls, module bytes."""

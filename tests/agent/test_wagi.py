@@ -1,0 +1,51 @@
+"""The WAGI ABI: environment in, CGI-style output out (pure)."""
+
+from __future__ import annotations
+
+import pytest
+
+from gitopsd.agent.wagi import DEFAULT_CONTENT_TYPE, BadResponse, environment, parse_output
+
+
+def test_environment_names() -> None:
+    env = dict(
+        environment(
+            function="f",
+            version="1.0.0",
+            method="POST",
+            path="/fn/f",
+            query="a=1",
+            body_length=3,
+            headers=[("X-User-Id", "u1"), ("content-type", "text/plain")],
+        )
+    )
+    assert env == {
+        "REQUEST_METHOD": "POST",
+        "PATH_INFO": "/fn/f",
+        "QUERY_STRING": "a=1",
+        "CONTENT_LENGTH": "3",
+        "X_GITOPSD_FUNCTION": "f",
+        "X_GITOPSD_VERSION": "1.0.0",
+        "HTTP_X_USER_ID": "u1",
+        "HTTP_CONTENT_TYPE": "text/plain",
+    }
+
+
+def test_plain_output_is_the_body() -> None:
+    response = parse_output(b"hello: world\n\nnot headers")
+    assert (response.status, response.content_type) == (200, DEFAULT_CONTENT_TYPE)
+    assert response.body == b"hello: world\n\nnot headers"
+
+
+def test_cgi_header_block() -> None:
+    response = parse_output(b"Content-Type: text/plain\r\nStatus: 404 Not Found\r\n\r\nnope")
+    assert (response.status, response.content_type, response.body) == (404, "text/plain", b"nope")
+
+
+def test_header_block_without_end_is_body() -> None:
+    assert parse_output(b"status: 201").body == b"status: 201"
+
+
+def test_bad_status_is_an_error() -> None:
+    with pytest.raises(BadResponse):
+        parse_output(b"status: 99 odd\n\n")

@@ -1,0 +1,50 @@
+"""`python -m bench --quick` still runs every figure end to end (so the benchmark cannot rot).
+
+No timing is asserted here: the figures and their targets are for `make bench` to judge on
+a quiet machine, not for a test suite sharing two cores with other tests.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from bench.cli import FIGURES
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.mark.timeout(600)
+def test_quick_bench_writes_every_figure_with_numbers(tmp_path: Path) -> None:
+    out = tmp_path / "results.json"
+    done = subprocess.run(
+        [sys.executable, "-m", "bench", "--quick", "--output", str(out)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=540,
+        check=False,
+    )
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    doc = json.loads(out.read_text())
+    assert doc["quick"] is True
+    assert doc["errors"] == {}
+    seen = {row["id"] for row in doc["rows"]}
+    assert seen == set(FIGURES)
+    for row in doc["rows"]:
+        assert row["measure"] and row["unit"] and row["target"]
+        assert isinstance(row["median"], float) and math.isfinite(row["median"]), row
+        assert row["median"] > 0, row
+        assert row["samples"] and all(isinstance(s, float) for s in row["samples"]), row
+        if row["baseline"] is not None:
+            assert math.isfinite(row["baseline"]) and row["baseline"] > 0, row
+            assert isinstance(row["ratio"], float), row
+        assert row["verdict"] in ("ok", "MISS", "-"), row
+    # The table went to stdout, one line per row under the header.
+    assert "id  measure" in done.stdout
+    assert "P1" in done.stdout and "P9" in done.stdout
