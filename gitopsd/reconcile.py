@@ -13,7 +13,7 @@ from pathlib import Path
 
 from gitopsd.clock import Clock
 from gitopsd.diff import Action, Change, ChangeSet, diff
-from gitopsd.errors import AgentError, InvalidManifests
+from gitopsd.errors import AgentError, GitopsdError, InvalidManifests
 from gitopsd.fleet.client import AgentClient, gather_nodes
 from gitopsd.fleet.live import LiveFunction, LiveState
 from gitopsd.log import get_logger
@@ -137,6 +137,7 @@ def build_spec(fn: DesiredFunction, desired: DesiredState, live: LiveState) -> R
                 address=node.address,
                 old_version=previous_version(lf, fn.spec.version) if lf else None,
                 memory_free_mib=inv.memory_free_mib if inv else None,
+                serving_new=lf is not None and lf.percent(fn.spec.version) >= 100,
             )
         )
     spec = fn.spec
@@ -267,7 +268,15 @@ class Reconciler:
                 live = await client.live_state(addresses)
                 changes = diff(desired, live)
             by_name = {c.function: c for c in changes.changes}
-            rollouts = [c.function for c in changes.changes if c.action is not Action.PRUNE]
+            # A resumed rollout that just ended decided its version's fate in this pass; going
+            # again would expose a version that was just rolled back to users a second time.
+            decided = {(r.function, r.version) for r in resumed}
+            rollouts = [
+                c.function
+                for c in changes.changes
+                if c.action is not Action.PRUNE
+                and (c.function, desired.functions[c.function].spec.version) not in decided
+            ]
             states: dict[str, str] = {}
             for name in dependency_order(desired, rollouts):
                 result = await self.rollout_function(
@@ -276,7 +285,23 @@ class Reconciler:
                 states[name] = result.state
                 results.append(result)
             results.extend(await self.prune_all(client, desired, changes))
+            await self.retire_due(client)
         return SyncReport(desired.commit, changes, tuple(results))
+
+    async def retire_due(self, client: AgentClient) -> None:
+        """Unload blue versions whose retention period ended. The agent refuses (409) to
+        unload a version that serves traffic again, e.g. after an operator rollback to it."""
+        for function, node, version in self.store.due_retirements(self.clock.now()):
+            try:
+                await client.delete_version(node, function, version)
+            except GitopsdError as exc:
+                unreachable = isinstance(exc, AgentError) and exc.status is None
+                if unreachable and node in client.addresses:
+                    continue  # try again on a later pass
+                get_logger(function=function, node=node).info(
+                    "retirement dropped", version=version, reason=str(exc)
+                )
+            self.store.cancel_retirement(function, node, version)
 
     async def prune_all(
         self, client: AgentClient, desired: DesiredState, changes: ChangeSet

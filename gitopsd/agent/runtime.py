@@ -40,6 +40,13 @@ from gitopsd.errors import ModuleError
 
 WASM_MAGIC = b"\0asm"
 MIB = 1024 * 1024
+TABLE_ELEMENTS_PER_MIB = 4096  # 64 MiB of memory allows 262,144 table elements (~4 MiB)
+
+
+def table_limit(memory_bytes: int) -> int:
+    """Table elements a call may hold, in proportion to its memory limit (min. 10,000, far
+    above what compilers emit for indirect-call tables)."""
+    return max(10_000, memory_bytes // MIB * TABLE_ELEMENTS_PER_MIB)
 
 
 class Outcome(enum.Enum):
@@ -257,7 +264,9 @@ class Runtime:
         context = wasi.CallContext(stdin, env, args, self.stdout_cap)
         start, cpu_start = time.perf_counter(), time.thread_time()
         store = wasmtime.Store(self.engine)
-        store.set_limits(memory_size=memory_bytes)
+        # Tables live outside linear memory (8-16 bytes per element): without their own cap a
+        # `table.grow` loop allocates hundreds of MB whatever the memory limit says.
+        store.set_limits(memory_size=memory_bytes, table_elements=table_limit(memory_bytes))
         if ticks is None:
             # +1: the first tick may come at once, so N ticks only guarantee N-1 periods.
             ticks = max(1, math.ceil(timeout_ms / self.tick_ms)) + 1

@@ -276,7 +276,11 @@ class Daemon:
         started = time.perf_counter()
         try:
             result = await self._pass()
-        except (SourceError, GitopsdError, OSError) as exc:
+        except Exception as exc:
+            if not isinstance(exc, SourceError | GitopsdError | OSError):
+                # A bug or an unforeseen library error: stay up on the last good state and
+                # leave the traceback for the bug report rather than exit.
+                log.exception("unexpected error in a reconcile pass")
             self.metrics.observe_reconcile("error", time.perf_counter() - started)
             state.failures += 1
             state.last_error = str(exc)
@@ -540,12 +544,8 @@ class Daemon:
             self.forges.submit(outcome.commit, function, state, description)
 
     async def _retire_due(self) -> None:
-        """Unload blue versions whose retention period ended (if they still serve nothing)."""
         assert self.client is not None
-        for function, node, version in self.store.due_retirements(self.clock.now()):
-            with contextlib.suppress(GitopsdError):
-                await self.client.delete_version(node, function, version)
-            self.store.cancel_retirement(function, node, version)
+        await self.reconciler.retire_due(self.client)
 
 
 def run_daemon(config_path: Path | None, state_dir: Path | None, token_file: Path | None) -> int:

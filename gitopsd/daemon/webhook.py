@@ -1,12 +1,13 @@
 """Webhook receiver for GitHub, Gitea and GitLab push events.
 
-Order of checks, cheapest and safest first: size (the body is read with a hard cap before
-anything parses it), signature (constant-time), replay (delivery id seen before), then JSON.
-A valid push to the watched branch asks the daemon for a reconcile now.
+Order of checks, cheapest and safest first: size and time (the body is read with a hard cap
+and a deadline before anything parses it), signature (constant-time), replay (delivery id
+seen before), then JSON. A valid push to the watched branch asks the daemon for a reconcile now.
 """
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import hmac
 import json
@@ -18,6 +19,9 @@ from aiohttp import web
 from gitopsd.log import get_logger
 
 MAX_BODY = 1024 * 1024
+# A forge sends its whole delivery at once (GitHub gives up after 10 s); a body trickling in
+# slower than this holds a connection for nothing.
+BODY_TIMEOUT = 5.0
 FORGES = ("github", "gitea", "gitlab")
 
 
@@ -108,10 +112,14 @@ class WebhookReceiver:
         if (request.content_length or 0) > MAX_BODY:
             return self._refuse(413, f"body over {MAX_BODY} bytes", forge)
         body = bytearray()
-        async for chunk in request.content.iter_chunked(64 * 1024):
-            body.extend(chunk)
-            if len(body) > MAX_BODY:
-                return self._refuse(413, f"body over {MAX_BODY} bytes", forge)
+        try:
+            async with asyncio.timeout(BODY_TIMEOUT):
+                async for chunk in request.content.iter_chunked(64 * 1024):
+                    body.extend(chunk)
+                    if len(body) > MAX_BODY:
+                        return self._refuse(413, f"body over {MAX_BODY} bytes", forge)
+        except TimeoutError:
+            return self._refuse(408, f"body not received within {BODY_TIMEOUT:g}s", forge)
         headers = {k.lower(): v for k, v in request.headers.items()}
         if not signature_ok(forge, self.secret, bytes(body), headers):
             return self._refuse(401, "bad or missing signature", forge)

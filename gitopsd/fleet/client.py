@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from types import TracebackType
 from typing import Any, TypeVar
@@ -17,6 +18,8 @@ from gitopsd.fleet.wire import WireHealth, WireInventory
 
 T = TypeVar("T")
 _RETRYABLE = (aiohttp.ClientConnectionError, asyncio.TimeoutError)
+# The largest answer read from an agent: an inventory of 2,000 functions is ~0.5 MB.
+MAX_ANSWER_BYTES = 8 << 20
 
 
 class AgentClient:
@@ -95,7 +98,12 @@ class AgentClient:
                         method, url, json=json, data=data, headers=extra or None
                     ) as resp,
                 ):
-                    body = await _body(resp)
+                    try:
+                        body = await _body(resp)
+                    except _TooLarge as exc:
+                        raise AgentError(
+                            node, f"{method} {path}: answer refused, {exc}", resp.status
+                        ) from None
                     if response_headers is not None:  # names in lower case
                         response_headers.update((k.lower(), v) for k, v in resp.headers.items())
                     if resp.status == 401:
@@ -179,7 +187,10 @@ class AgentClient:
             f"/functions/{function}/versions/{version}/health",
             json={"timeoutMs": timeout_ms},
         )
-        return WireHealth.model_validate(body)
+        try:
+            return WireHealth.model_validate(body)
+        except ValidationError as exc:
+            raise AgentError(node, f"invalid health answer: {exc.errors()[0]['msg']}") from exc
 
     async def metrics(self, node: str, function: str) -> Mapping[str, Any]:
         _, body = await self._call(node, "GET", f"/functions/{function}/metrics")
@@ -224,12 +235,24 @@ async def gather_nodes(
     return out
 
 
+class _TooLarge(Exception):
+    """An agent's answer exceeds MAX_ANSWER_BYTES."""
+
+
 async def _body(resp: aiohttp.ClientResponse) -> Any:
+    """The answer's JSON (or text), read only up to MAX_ANSWER_BYTES: a broken or hostile
+    agent must not be able to grow the controller by sending a huge body."""
     if resp.method == "HEAD":
         return None
+    if resp.content_length is not None and resp.content_length > MAX_ANSWER_BYTES:
+        raise _TooLarge(f"{resp.content_length} bytes")
+    raw = await resp.content.read(MAX_ANSWER_BYTES + 1)
+    if len(raw) > MAX_ANSWER_BYTES:
+        raise _TooLarge(f"more than {MAX_ANSWER_BYTES} bytes")
+    text = raw.decode(resp.get_encoding() if resp.charset else "utf-8", errors="replace")
     if resp.content_type == "application/json":
         try:
-            return await resp.json()
-        except (ValueError, aiohttp.ContentTypeError):
-            return await resp.text()
-    return await resp.text()
+            return json.loads(text)
+        except ValueError:
+            return text
+    return text

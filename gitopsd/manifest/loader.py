@@ -22,6 +22,7 @@ from gitopsd.manifest.models import (
     MANIFEST_MODELS,
     EdgeFunctionManifest,
     EdgeNodeManifest,
+    agent_identity,
 )
 from gitopsd.manifest.modules import ModuleCompiler, ModuleRefused
 from gitopsd.manifest.problems import validation_problems
@@ -237,7 +238,7 @@ class _Load:
                 labels=MappingProxyType(dict(meta.labels)),
                 source=doc.source,
             )
-            other = by_address.setdefault(spec.address, node)
+            other = by_address.setdefault(agent_identity(spec.address), node)
             if other is not node:
                 # Two names for one agent would make the diff fight itself.
                 self.problem(

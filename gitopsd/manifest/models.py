@@ -102,6 +102,18 @@ def _check_address(value: str) -> str:
     return value.rstrip("/")
 
 
+_DEFAULT_PORTS = {"http": 80, "https": 443}
+
+
+def agent_identity(address: str) -> str:
+    """The agent an address reaches, written one way: scheme and host are case-insensitive
+    and a scheme's default port may be left out, so `HTTP://Edge-1:80` is `http://edge-1`."""
+    parts = urlsplit(address)
+    scheme = parts.scheme.lower()
+    port = parts.port or _DEFAULT_PORTS.get(scheme)
+    return f"{scheme}://{(parts.hostname or '').lower()}:{port}{parts.path.rstrip('/')}"
+
+
 Name = Annotated[
     str,
     AfterValidator(_check_name),

@@ -141,11 +141,17 @@ class StepExecutor:
             try:
                 return await restore(node)
             except AgentError as exc:
-                if node in self.unreached and exc.status is None:
-                    return "unreachable, and never received the new version"
+                # A load never moves traffic off an existing version, so a node whose deploy
+                # got no answer still serves its old one. A *first* version serves at once:
+                # the lost answer may hide a load, and only reaching the node can tell.
+                had_old = self.spec.node(node).old_version is not None
+                if node in self.unreached and exc.status is None and had_old:
+                    return "unreachable; its traffic never moved to the new version"
                 raise
 
         async def restore(node: str) -> str:
+            if self.spec.node(node).serving_new:
+                return f"left on {self.spec.version}, which it served before this rollout"
             old = self._old(node)
             if old is None:
                 await self.client.delete_function(node, self.spec.function)

@@ -19,6 +19,9 @@ class TargetNode:
     address: str
     old_version: str | None = None
     memory_free_mib: float | None = None
+    # Served the new version alone before the rollout (a rollout re-run because another node
+    # was unreachable): rolling back must leave such a node as it was, not remove the function.
+    serving_new: bool = False
 
 
 @dataclass(frozen=True)

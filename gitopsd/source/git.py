@@ -105,6 +105,10 @@ def fetch_mirror(repo: pygit2.Repository, url: str) -> None:
     """Fetch every branch and tag, forced: a force-push upstream replaces the mirror's ref."""
     try:
         repo.remotes["origin"].fetch(HEAD_REFSPECS, prune=pygit2.enums.FetchPrune.PRUNE)
+        # libgit2 also fills refs/remotes/origin/* from the remote's configured refspec and
+        # never prunes them: a branch deleted upstream would live on there and be resolved.
+        for name in [r for r in repo.references if r.startswith("refs/remotes/")]:
+            repo.references.delete(name)
     except (pygit2.GitError, KeyError) as exc:
         raise SourceError(f"source {url}: fetch failed: {exc}") from exc
 
@@ -128,6 +132,17 @@ def resolve_commit(repo: pygit2.Repository, ref: str) -> pygit2.Commit:
 
 def read_snapshot(repo: pygit2.Repository, commit: pygit2.Commit, root: str) -> Snapshot:
     """Every file below `root` in `commit`'s tree, keyed by path relative to `root`."""
+    try:
+        return _read_tree(repo, commit, root)
+    except (pygit2.GitError, KeyError) as exc:
+        # A damaged pack or a missing object: the commit cannot be read whole.
+        raise SourceError(
+            f"repository {repo.path}: cannot read commit {commit.id}: {exc} "
+            "(damaged object store? `git fsck` tells)"
+        ) from exc
+
+
+def _read_tree(repo: pygit2.Repository, commit: pygit2.Commit, root: str) -> Snapshot:
     tree = commit.tree
     if root:
         try:

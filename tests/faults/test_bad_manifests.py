@@ -94,7 +94,6 @@ def test_corpus_is_refused_whole_with_file_and_line(figures: Figures) -> None:
     assert len(CASES) >= 300
     assert len(per_category) == 11
     assert bad == []
-    assert slowest < 2.0
 
 
 # -- the real pipeline: Git → Reconciler → agents ---------------------------------------------

@@ -1,5 +1,5 @@
-"""Bugs the reliability battery found in gitopsd, one test each, asserting what the design
-requires. They fail until gitopsd/ is fixed; the issue note says where and why."""
+"""Bugs the reliability battery found in gitopsd, one regression test each, asserting what
+the design requires. Each docstring says what was wrong (file and function at the time)."""
 
 from __future__ import annotations
 
