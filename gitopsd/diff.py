@@ -46,6 +46,15 @@ class Change:
     def pending_nodes(self) -> tuple[str, ...]:
         return tuple(n.node for n in self.nodes if n.action is not Action.OK)
 
+    @property
+    def only_unreachable(self) -> tuple[str, ...]:
+        """The nodes that differ when all of them are unreachable (else ()): nothing is known
+        to be wrong, and a rollout could only fail on them and roll back the healthy rest."""
+        pending = [n for n in self.nodes if n.action is not Action.OK]
+        if self.action is Action.PRUNE or not all(n.action is Action.UNKNOWN for n in pending):
+            return ()
+        return tuple(n.node for n in pending)
+
     def to_json(self) -> dict[str, Any]:
         return {
             "function": self.function,

@@ -61,7 +61,8 @@ class FunctionResult:
 
     @property
     def note_status(self) -> str:
-        if self.state in ("DRAFT", "IN_PROGRESS", "PENDING", "PAUSED_BY_OPERATOR"):
+        waiting = ("DRAFT", "IN_PROGRESS", "PENDING", "PAUSED_BY_OPERATOR", "WAITING_FOR_NODES")
+        if self.state in waiting:
             return "pending"
         return "success" if self.ok else "failure"
 
@@ -114,6 +115,14 @@ def waiting_key(function: str) -> str:
     return f"waiting:{function}"
 
 
+def waiting_for(change: Change) -> str:
+    """Why a change whose only differing nodes are unreachable is not rolled out."""
+    return (
+        f"waiting for unreachable nodes ({', '.join(change.only_unreachable)}); the rest of "
+        "the fleet already runs this version"
+    )
+
+
 def previous_version(lf: LiveFunction, new: str) -> str | None:
     """The version the rollout starts from on a node: the most-served one other than `new`
     (a feature flag at 60 % still has its old version serving the other 40 %)."""
@@ -138,6 +147,7 @@ def build_spec(fn: DesiredFunction, desired: DesiredState, live: LiveState) -> R
                 old_version=previous_version(lf, fn.spec.version) if lf else None,
                 memory_free_mib=inv.memory_free_mib if inv else None,
                 serving_new=lf is not None and lf.percent(fn.spec.version) >= 100,
+                unseen=inv is None,
             )
         )
     spec = fn.spec
@@ -357,6 +367,10 @@ class Reconciler:
                         base, state="BLOCKED", message=f"blocked by dependsOn {dep} ({states[dep]})"
                     )
                 )
+        if change.only_unreachable:
+            return self._waiting(
+                replace(base, state="WAITING_FOR_NODES", message=waiting_for(change))
+            )
         self.store.put(waiting_key(fn.name), "")
         unreachable = [n.node for n in change.nodes if n.action is Action.UNKNOWN]
         draft = self._open_draft(fn)

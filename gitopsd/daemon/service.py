@@ -41,6 +41,7 @@ from gitopsd.reconcile import (
     Reconciler,
     SyncReport,
     summarize_rollout,
+    waiting_for,
     waiting_key,
 )
 from gitopsd.report.forges import ForgeReporter, outcome_statuses, reporter_from_config
@@ -408,8 +409,8 @@ class Daemon:
                     detail=change.reason,
                 )
                 continue
-            why_not = self._why_not_start(
-                fn.name, fn.spec.version, fn.module.sha256, desired.commit
+            why_not = (waiting_for(change) if change.only_unreachable else "") or (
+                self._why_not_start(fn.name, fn.spec.version, fn.module.sha256, desired.commit)
             )
             if why_not:
                 self.log.debug("not starting a rollout", function=fn.name, reason=why_not)

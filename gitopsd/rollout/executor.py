@@ -69,6 +69,16 @@ class StepExecutor:
         failed = [f"{r.node}: {r.detail}" for r in out if not r.ok]
         return StepOutcome(ok=ok, nodes=tuple(out), message="; ".join(failed))
 
+    def _untouched(self, node: str) -> bool:
+        """Whether a node whose deploy got no answer surely serves what it served before.
+
+        A load never moves traffic off an existing version, and a node that was down when
+        the rollout was planned most likely never saw it. But a *first* version serves at
+        once, so a lost answer from a node seen up may hide a load only reaching it can undo.
+        """
+        target = self.spec.node(node)
+        return target.old_version is not None or target.unseen
+
     def _old(self, node: str) -> str | None:
         old = self.spec.node(node).old_version
         return old if old != self.spec.version else None
@@ -141,11 +151,7 @@ class StepExecutor:
             try:
                 return await restore(node)
             except AgentError as exc:
-                # A load never moves traffic off an existing version, so a node whose deploy
-                # got no answer still serves its old one. A *first* version serves at once:
-                # the lost answer may hide a load, and only reaching the node can tell.
-                had_old = self.spec.node(node).old_version is not None
-                if node in self.unreached and exc.status is None and had_old:
+                if node in self.unreached and exc.status is None and self._untouched(node):
                     return "unreachable; its traffic never moved to the new version"
                 raise
 

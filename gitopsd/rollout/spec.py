@@ -22,6 +22,8 @@ class TargetNode:
     # Served the new version alone before the rollout (a rollout re-run because another node
     # was unreachable): rolling back must leave such a node as it was, not remove the function.
     serving_new: bool = False
+    # Its inventory could not be read when the rollout was planned: it was down already.
+    unseen: bool = False
 
 
 @dataclass(frozen=True)

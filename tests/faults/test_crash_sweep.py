@@ -40,8 +40,8 @@ from tests.rollout.livesupport import push
 
 STRATEGIES = {
     "rolling": "{type: rolling, batchSize: 1, batchDelay: PT0.2S}",
-    # Blue kept 0 s: `sync` never retires a kept blue (test_found_bugs.py), and a sweep of
-    # dozens of versions would fill the agents' memory budget with blues.
+    # Blue unloaded at once: dozens of versions in a row would otherwise keep a blue each
+    # for its retention period (retirement itself is tested in test_found_bugs.py).
     "blue-green": "{type: blue-green, switchDelay: PT0.2S, blueRetentionPeriod: PT0S}",
     "canary": "{type: canary, stages: [30, 60, 100], evaluationPeriod: PT1S, autoPromote: true}",
     "regional": "{type: regional, interRegionDelay: PT0.2S}",
