@@ -115,6 +115,23 @@ def waiting_key(function: str) -> str:
     return f"waiting:{function}"
 
 
+def retry_key(function: str) -> str:
+    """Store key of the failure-paused rollout (pauseOnFailure) an operator asked to retry."""
+    return f"retry-paused:{function}"
+
+
+def ended_paused(store: SqliteStore, row: RolloutRow) -> bool:
+    """True for a rollout its strategy ended PAUSED (pauseOnFailure), not an operator's pause:
+    resuming it cannot continue it, only roll the version out again."""
+    journal = store.journal(row.id)
+    return bool(
+        row.state == "PAUSED"
+        and journal
+        and journal[-1].outcome is not None
+        and journal[-1].step.get("kind") == "finish"
+    )
+
+
 def waiting_for(change: Change) -> str:
     """Why a change whose only differing nodes are unreachable is not rolled out."""
     return (

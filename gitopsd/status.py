@@ -10,7 +10,7 @@ from typing import Any
 
 from gitopsd.fleet.live import LiveState
 from gitopsd.manifest.desired import DesiredState
-from gitopsd.reconcile import summarize_rollout, waiting_key
+from gitopsd.reconcile import ended_paused, summarize_rollout, waiting_key
 from gitopsd.store.sqlite import RolloutRow, SqliteStore
 
 
@@ -31,6 +31,11 @@ def why_waiting(store: SqliteStore, function: str, row: RolloutRow | None) -> st
     if row.state == "PAUSED":
         if controls.paused:
             return f"paused by an operator: run `gitopsd resume {function}`"
+        if ended_paused(store, row):
+            return (
+                f"paused after a failure: {row.message}; "
+                f"run `gitopsd resume {function}` to roll {row.version} out again"
+            )
         return f"paused: {row.message}"
     if row.state in ("ROLLED_BACK", "FAILED"):
         failed = summarize_rollout(store, row).failed_step

@@ -16,7 +16,7 @@ from gitopsd.cli.output import echo, render_changes, render_event
 from gitopsd.clock import SystemClock
 from gitopsd.errors import ConfigError, InvalidManifests
 from gitopsd.fleet.client import AgentClient
-from gitopsd.reconcile import Reconciler, SyncReport, build_spec
+from gitopsd.reconcile import Reconciler, SyncReport, build_spec, ended_paused, retry_key
 from gitopsd.report.notes import CommitOutcome, refused_outcome
 from gitopsd.report.publish import publish
 from gitopsd.rollout.engine import EventSink
@@ -300,8 +300,16 @@ def run_control(ctx: Ctx, action: str, function: str) -> str:
     if action == "resume":
         store.set_control(function, now, paused=0, held=0, held_reason="")
         for row in active:
-            if row.state == "PAUSED":
-                store.update_rollout(row.id, now, state="IN_PROGRESS", message="resumed")
+            if row.state != "PAUSED":
+                continue
+            if ended_paused(store, row):
+                # pauseOnFailure ended it: close it (FAILED: not all nodes took the version),
+                # and the daemon rolls the version out anew.
+                message = f"{row.message}; resumed by an operator: rolled out again"
+                store.update_rollout(row.id, now, state="FAILED", message=message, finished_at=now)
+                store.put(retry_key(function), row.id)
+                return f"{function}: resumed; {row.version} will be rolled out again"
+            store.update_rollout(row.id, now, state="IN_PROGRESS", message="resumed")
         return f"{function}: resumed"
     if action == "promote":
         if not active:

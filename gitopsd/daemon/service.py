@@ -40,6 +40,8 @@ from gitopsd.reconcile import (
     FunctionResult,
     Reconciler,
     SyncReport,
+    ended_paused,
+    retry_key,
     summarize_rollout,
     waiting_for,
     waiting_key,
@@ -63,6 +65,9 @@ MAX_BACKOFF = 300.0
 LAST_ERROR_KEY = "daemon:last_error"  # shown by `gitopsd status` while the daemon retries
 
 
+CONTROLS_CHECK_SECONDS = 1.0
+
+
 @dataclass
 class PassState:
     """What the last passes learnt: enough to make an unchanged pass almost free."""
@@ -70,6 +75,7 @@ class PassState:
     desired: DesiredState | None = None
     bad_commit: str | None = None
     generations: tuple[tuple[str, int], ...] = ()
+    controls_stamp: float = 0.0
     failures: int = 0
     passes: int = 0
     last_error: str = ""
@@ -104,6 +110,7 @@ class Daemon:
         self.client: AgentClient | None = None
         self.engine: Engine | None = None
         self.ready = False
+        self._controls_seen = 0.0
         self.metrics = Metrics()
         self.forges = ForgeReporter()
 
@@ -213,8 +220,24 @@ class Daemon:
             coalesce=True,
             id="poll",
         )
+        scheduler.add_job(
+            self._check_controls,
+            "interval",
+            seconds=CONTROLS_CHECK_SECONDS,
+            max_instances=1,
+            coalesce=True,
+            id="controls",
+        )
         scheduler.start()
         return scheduler
+
+    async def _check_controls(self) -> None:
+        """`gitopsd resume/approve/...` run in another process and only write the store; one
+        indexed read a second notices them, so an idle daemon acts without waiting a poll."""
+        stamp = self.store.controls_stamp()
+        if stamp != self._controls_seen:
+            self._controls_seen = stamp  # one request per change, even while backing off
+            self.request("operator")
 
     def _start_watch(self) -> asyncio.Task[None] | None:
         if not self.config.source.watch:
@@ -291,7 +314,7 @@ class Daemon:
                 error=str(exc),
                 retry_in=round(backoff, 1),
             )
-            self.notifier.status(f"error: {exc}; retrying in {backoff:.0f}s")
+            self._notify_pass(f"error: {exc}; retrying in {backoff:.0f}s")
             self.store.put(LAST_ERROR_KEY, f"{exc} (retrying in {backoff:.0f}s)")
             return float(backoff)
         self.metrics.observe_reconcile(result, time.perf_counter() - started)
@@ -300,12 +323,17 @@ class Daemon:
             self.store.put(LAST_ERROR_KEY, "")
         state.failures = 0
         state.last_error = ""
-        if not self.ready:
-            self.ready = True
-            self.notifier.ready(self._status_line())
-        else:
-            self.notifier.status(self._status_line())
+        self._notify_pass(self._status_line())
         return float(self.config.source.interval)
+
+    def _notify_pass(self, status: str) -> None:
+        """READY after the first pass, even a failed one: a repository down at boot must not
+        make systemd kill a daemon that is up, serving status and retrying on its own."""
+        if self.ready:
+            self.notifier.status(status)
+            return
+        self.ready = True
+        self.notifier.ready(status)
 
     def _status_line(self) -> str:
         desired = self.pass_state.desired
@@ -339,13 +367,21 @@ class Daemon:
         addresses = {n: node.address for n, node in desired.nodes.items()}
         self.client.addresses = addresses
         live = await self.client.live_state(addresses)
-        unchanged = live.generations() == state.generations and not live.errors
+        # An operator's command (resume, approve...) is written by another process: a change
+        # of the controls makes the pass act even when Git and the fleet did not move.
+        stamp = self.store.controls_stamp()
+        unchanged = (
+            live.generations() == state.generations
+            and not live.errors
+            and stamp == state.controls_stamp
+        )
         if unchanged and not state.rollouts and commit == desired.commit:
             await self._retire_due()
             return "noop"
         changes = diff(desired, live)
         await self._act(desired, live, changes)
         state.generations = live.generations() if not state.rollouts else ()
+        state.controls_stamp = stamp
         await self._retire_due()
         return "changed" if changes.changes else "ok"
 
@@ -409,9 +445,9 @@ class Daemon:
                     detail=change.reason,
                 )
                 continue
-            why_not = (waiting_for(change) if change.only_unreachable else "") or (
-                self._why_not_start(fn.name, fn.spec.version, fn.module.sha256, desired.commit)
-            )
+            why_not = self._why_not_start(
+                fn.name, fn.spec.version, fn.module.sha256, desired.commit
+            ) or (waiting_for(change) if change.only_unreachable else "")
             if why_not:
                 self.log.debug("not starting a rollout", function=fn.name, reason=why_not)
                 self.store.put(waiting_key(fn.name), why_not)
@@ -453,10 +489,14 @@ class Daemon:
         last = rows[0]
         if (last.version, last.context.get("sha256")) != (version, sha256):
             return ""
+        if self.store.get(retry_key(function)) == last.id:
+            return ""  # an operator resumed a rollout pauseOnFailure had ended: roll out anew
         if last.state == "DRAFT":
             return "waiting for `gitopsd approve`"
+        if last.state == "PAUSED" and ended_paused(self.store, last):
+            return f"paused after a failure: {last.message}; `gitopsd resume {function}` retries"
         if last.state == "PAUSED":
-            return "paused by operator"
+            return "paused by operator (`gitopsd resume` continues)"
         if last.state in ("ROLLED_BACK", "FAILED") and last.commit == commit:
             return f"stalled: {version} ended {last.state} at this commit; push a new commit"
         return ""

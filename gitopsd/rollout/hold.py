@@ -12,8 +12,12 @@ def _key(function: str) -> str:
 
 
 def hold(store: SqliteStore, function: str, now: float, reason: str, desired: str) -> None:
-    """Hold `function`; `desired` names what Git asked for at that moment ("version sha")."""
-    store.put(_key(function), desired)
+    """Hold `function`; `desired` names what Git asked for at that moment ("version sha").
+
+    A second rollback while held keeps the first `desired`: Git has not changed since, and the
+    latest rollout is now the operator's own rollback, not what Git asks for."""
+    if not (store.controls(function).held and store.get(_key(function)) is not None):
+        store.put(_key(function), desired)
     store.set_control(function, now, held=1, held_reason=reason)
 
 

@@ -261,6 +261,11 @@ class SqliteStore:
 
     # controls -----------------------------------------------------------------------------
 
+    def controls_stamp(self) -> float:
+        """When an operator last changed any control (pause, resume, approve...), 0 if never."""
+        rows = self._rows("SELECT max(updated_at) AS stamp FROM controls")
+        return float(rows[0]["stamp"] or 0.0) if rows else 0.0
+
     def controls(self, function: str) -> Controls:
         rows = self._rows("SELECT * FROM controls WHERE function = ?", (function,))
         if not rows:

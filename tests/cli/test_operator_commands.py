@@ -126,6 +126,21 @@ def test_rollback_returns_every_node_and_holds_until_git_changes(
     assert all(r["durationSeconds"] is not None for r in rows)
 
 
+def test_a_second_rollback_while_held_keeps_the_hold(
+    repo: GitRemote, fleet: Fleet, gitopsd: Gitopsd
+) -> None:
+    for version in ("1.0.0", "2.0.0", "3.0.0"):
+        push(repo, "fn", version, BLUE_GREEN)
+        assert gitopsd("sync", "--once").code == 0
+    assert gitopsd("rollback", "fn").code == 0
+    assert gitopsd("rollback", "fn", "--to", "1.0.0").code == 0
+    assert set(fleet.serving("fn").values()) == {"1.0.0"}
+    sync = gitopsd("sync", "--once")  # Git still asks for 3.0.0, as when the hold was set
+    assert sync.code == 0 and "HELD" in sync.out, sync.out
+    assert set(fleet.serving("fn").values()) == {"1.0.0"}
+    assert status(gitopsd, "fn")["held"] is True
+
+
 def test_schema_and_shell_completion(gitopsd: Gitopsd) -> None:
     schema = json.loads(gitopsd("schema").out)
     assert {"EdgeNode", "EdgeFunction"} <= set(json.dumps(schema).split('"'))

@@ -247,6 +247,68 @@ def test_ready_is_notified_after_the_first_reconcile(
     wait_for(lambda: serves(fleet, "hello", "1.0.0"), what="first rollout")
 
 
+def test_ready_is_notified_even_when_the_first_pass_fails(
+    tmp_path: Path, repo: GitRemote, fleet: Fleet
+) -> None:
+    """Git down at boot: the daemon is up (status, metrics, retries), so systemd must not
+    kill it at its start timeout; STATUS says what is wrong."""
+    hidden = repo.bare.with_name("hidden.git")
+    repo.bare.rename(hidden)
+    daemon = DaemonProcess(tmp_path / "d", repo, fleet, interval="PT1S")
+    path = str(tmp_path / "notify.sock")
+    try:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
+            sock.bind(path)
+            sock.settimeout(30)
+            daemon.start(env={"NOTIFY_SOCKET": path})
+            ready = sock.recv(4096).decode()
+        assert "READY=1" in ready and "STATUS=error:" in ready, ready
+        assert "no such directory" in ready
+        hidden.rename(repo.bare)
+        wait_for(lambda: serves(fleet, "hello", "1.0.0"), timeout=30, what="recovery")
+    finally:
+        daemon.close()
+
+
+def test_a_rollout_paused_by_a_failed_batch_waits_for_resume_then_retries(
+    daemon: DaemonProcess, repo: GitRemote, fleet: Fleet
+) -> None:
+    from click.testing import CliRunner
+
+    from gitopsd.cli.main import cli
+
+    def gitopsd(*args: str) -> str:
+        res = CliRunner().invoke(cli, [*args, "--state-dir", str(daemon.state)])
+        assert res.exit_code == 0, res.output
+        return res.stdout
+
+    daemon.start()
+    wait_for(lambda: serves(fleet, "hello", "1.0.0"), what="first sync")
+    fleet.stop("edge-c")  # the last batch's agent: its deploy fails
+    push(repo, "hello", "2.0.0", "{type: rolling, batchSize: 1, pauseOnFailure: true}")
+    db = daemon.state / "gitopsd.db"
+    wait_for(lambda: _rollout_state(db, "2.0.0") == "PAUSED", what="failure-paused rollout")
+
+    def waiting() -> str:
+        doc = json.loads(gitopsd("status", "hello", "--output", "json"))
+        return str(doc["functions"][0]["waiting"])
+
+    wait_for(lambda: "paused after a failure" in waiting(), what="the reason in status")
+    assert "2.0.0" not in fleet.serving("hello").values()  # edge-c's batch came first
+    fleet.start("edge-c")
+    assert "will be rolled out again" in gitopsd("resume", "hello")
+    wait_for(lambda: serves(fleet, "hello", "2.0.0"), timeout=30, what="the retry")
+
+    def states() -> list[str]:
+        with sqlite3.connect(db) as conn:
+            rows = conn.execute(
+                "SELECT state FROM rollouts WHERE version = '2.0.0' ORDER BY created_at"
+            ).fetchall()
+        return [state for (state,) in rows]
+
+    wait_for(lambda: states() == ["FAILED", "COMPLETED"], what=f"retry completed: {states()}")
+
+
 def test_new_commit_during_a_rollout_supersedes_it(
     daemon: DaemonProcess, repo: GitRemote, fleet: Fleet
 ) -> None:
