@@ -303,8 +303,9 @@ class EdgeFunctionSpec(_Model):
     )
     self_heal: bool = Field(
         True,
-        description="Correct drift (`true`) or only report it (`false`). Not read yet: "
-        "the current reconcile corrects drift either way.",
+        description="Correct drift (`true`) or only report it (`false`), in the daemon: a node "
+        "that lost or changed the version Git names is put back. `gitopsd sync` always "
+        "applies Git.",
     )
     sticky_header: Annotated[str, AfterValidator(_check_header), Field(max_length=128)] = Field(
         "X-User-Id",
