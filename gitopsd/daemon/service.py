@@ -314,7 +314,7 @@ class Daemon:
                 error=str(exc),
                 retry_in=round(backoff, 1),
             )
-            self._notify_pass(f"error: {exc}; retrying in {backoff:.0f}s")
+            self.notifier.status(f"error: {exc}; retrying in {backoff:.0f}s")
             self.store.put(LAST_ERROR_KEY, f"{exc} (retrying in {backoff:.0f}s)")
             return float(backoff)
         self.metrics.observe_reconcile(result, time.perf_counter() - started)
@@ -327,8 +327,8 @@ class Daemon:
         return float(self.config.source.interval)
 
     def _notify_pass(self, status: str) -> None:
-        """READY after the first pass, even a failed one: a repository down at boot must not
-        make systemd kill a daemon that is up, serving status and retrying on its own."""
+        """READY after the first *successful* pass: `systemctl start` returns once Git and
+        the fleet have been read. Failed passes before it only send STATUS= lines."""
         if self.ready:
             self.notifier.status(status)
             return

@@ -48,3 +48,7 @@ def test_quick_bench_writes_every_figure_with_numbers(tmp_path: Path) -> None:
     # The table went to stdout, one line per row under the header.
     assert "id  measure" in done.stdout
     assert "P1" in done.stdout and "P9" in done.stdout
+    # ... and says where the many agent endpoints ran, next to the figures.
+    assert "gitopsd agent --count N --base-port P" in done.stdout
+    assert "notes:" in done.stdout
+    assert doc["fleet"] and doc["machine"]["cpus"]

@@ -247,11 +247,11 @@ def test_ready_is_notified_after_the_first_reconcile(
     wait_for(lambda: serves(fleet, "hello", "1.0.0"), what="first rollout")
 
 
-def test_ready_is_notified_even_when_the_first_pass_fails(
+def test_ready_waits_for_a_successful_pass_and_failures_show_in_status(
     tmp_path: Path, repo: GitRemote, fleet: Fleet
 ) -> None:
-    """Git down at boot: the daemon is up (status, metrics, retries), so systemd must not
-    kill it at its start timeout; STATUS says what is wrong."""
+    """Git down at boot: STATUS= says what is wrong while the daemon retries; READY=1 comes
+    with the first pass that read Git and the fleet."""
     hidden = repo.bare.with_name("hidden.git")
     repo.bare.rename(hidden)
     daemon = DaemonProcess(tmp_path / "d", repo, fleet, interval="PT1S")
@@ -261,11 +261,15 @@ def test_ready_is_notified_even_when_the_first_pass_fails(
             sock.bind(path)
             sock.settimeout(30)
             daemon.start(env={"NOTIFY_SOCKET": path})
-            ready = sock.recv(4096).decode()
-        assert "READY=1" in ready and "STATUS=error:" in ready, ready
-        assert "no such directory" in ready
-        hidden.rename(repo.bare)
-        wait_for(lambda: serves(fleet, "hello", "1.0.0"), timeout=30, what="recovery")
+            first = sock.recv(4096).decode()
+            assert first.startswith("STATUS=error:") and "no such directory" in first, first
+            assert "READY=1" not in first
+            hidden.rename(repo.bare)
+            messages = [sock.recv(4096).decode()]
+            while "READY=1" not in messages[-1]:
+                messages.append(sock.recv(4096).decode())
+        assert "STATUS=commit " in messages[-1], messages
+        wait_for(lambda: serves(fleet, "hello", "1.0.0"), timeout=30, what="first rollout")
     finally:
         daemon.close()
 
