@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import shutil
 import sys
 import tempfile
@@ -11,7 +12,7 @@ import time
 import traceback
 from pathlib import Path
 
-from bench.harness import FLEET_NOTE, RESULTS, Context, Row, table, write_results
+from bench.harness import FLEET_NOTE, RESULTS, Context, Row, notes, table, write_results
 
 FIGURES = {
     "P1": "bench.p1_push_latency",
@@ -53,9 +54,12 @@ def main(argv: list[str] | None = None) -> int:
             _log(f"{figure} ...")
             ctx = Context(args.quick, work / figure.lower(), _log)
             ctx.work.mkdir(parents=True, exist_ok=True)
+            load = os.getloadavg()[0]
             try:
                 module = importlib.import_module(FIGURES[figure])
                 got: list[Row] = module.run(ctx)
+                for row in got:
+                    row.extra.setdefault("loadavg_1min_before", round(load, 2))
                 rows.extend(got)
             except Exception as exc:  # one broken figure must not hide the others
                 errors[figure] = f"{type(exc).__name__}: {exc}"
@@ -67,6 +71,8 @@ def main(argv: list[str] | None = None) -> int:
             shutil.rmtree(work, ignore_errors=True)
     print()
     print(table(rows))
+    print()
+    print(notes(rows))
     for figure, error in errors.items():
         print(f"{figure}: FAILED TO RUN: {error}")
     print(f"\nwrote {args.output} in {time.monotonic() - started:.0f}s", flush=True)

@@ -121,12 +121,27 @@ def table(rows: Sequence[Row]) -> str:
     return "\n".join(line.rstrip() for line in out)
 
 
+def notes(rows: Sequence[Row]) -> str:
+    """How each figure was taken (where its agents ran, sizes, runs), under the table."""
+    out = ["notes:"]
+    for r in rows:
+        parts = [r.note.rstrip(".")] if r.note else []
+        if r.baseline_measure:
+            parts.append(f"baseline: {r.baseline_measure}")
+        parts.append(f"{len(r.samples)} runs")
+        out.append(f"  {r.id} {r.measure}: {'; '.join(parts)}")
+    cpus = os.cpu_count()
+    out.append(f"  machine: {cpus} CPUs, Python {sys.version.split()[0]}; {FLEET_NOTE}")
+    return "\n".join(out)
+
+
 def machine() -> dict[str, Any]:
     return {
         "python": sys.version.split()[0],
         "platform": platform.platform(),
         "cpus": os.cpu_count(),
         "affinity": sorted(os.sched_getaffinity(0)),
+        "loadavg_at_end": [round(x, 2) for x in os.getloadavg()],
     }
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -41,6 +41,8 @@ class Call:
     path: str
     json: Any
     data: bytes | None
+    started: float = 0.0  # perf_counter when the engine's client sent it
+    ended: float = 0.0  # ... and when its answer was in
 
 
 class RecordingClient(AgentClient):
@@ -54,8 +56,12 @@ class RecordingClient(AgentClient):
     async def _call(  # type: ignore[override]
         self, node: str, method: str, path: str, **kw: Any
     ) -> tuple[int, Any]:
-        self.calls.append(Call(self.step, node, method, path, kw.get("json"), kw.get("data")))
-        return await super()._call(node, method, path, **kw)
+        started = time.perf_counter()
+        try:
+            return await super()._call(node, method, path, **kw)
+        finally:
+            call = Call(self.step, node, method, path, kw.get("json"), kw.get("data"))
+            self.calls.append(replace(call, started=started, ended=time.perf_counter()))
 
 
 @dataclass
@@ -64,6 +70,8 @@ class Result:
     state: str
     calls: list[Call]
     steps: list[tuple[str, float]] = field(default_factory=list)  # (kind, seconds)
+    step_starts: dict[int, float] = field(default_factory=dict)  # seq -> perf_counter
+    step_kinds: dict[int, str] = field(default_factory=dict)  # seq -> step kind
 
 
 class Rollouts:
@@ -107,6 +115,7 @@ class Rollouts:
         change = next(c for c in read.changes.changes if c.function == FUNCTION)
         addresses = {n: node.address for n, node in desired.nodes.items()}
         starts: dict[int, float] = {}
+        kinds: dict[int, str] = {}
         steps: list[tuple[str, float]] = []
         async with RecordingClient(addresses, TOKEN, 10.0, CONCURRENCY) as client:
 
@@ -114,6 +123,7 @@ class Rollouts:
                 if event.outcome is None:
                     client.step = event.seq
                     starts[event.seq] = time.perf_counter()
+                    kinds[event.seq] = event.step.kind
                 else:
                     steps.append((event.step.kind, time.perf_counter() - starts[event.seq]))
                     if after_step is not None:
@@ -125,4 +135,4 @@ class Rollouts:
                 engine, desired.functions[FUNCTION], desired, read.live, change, {}
             )
             took = time.perf_counter() - start
-        return Result(took, result.state, client.calls, steps)
+        return Result(took, result.state, client.calls, steps, starts, kinds)

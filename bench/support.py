@@ -153,11 +153,24 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+def _ephemeral_low() -> int:
+    """The first port of the kernel's ephemeral range (outgoing connections take those)."""
+    with contextlib.suppress(OSError, ValueError, IndexError):
+        return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    return 32768
+
+
 def free_port_range(count: int) -> int:
-    """A base port P with P..P+count-1 all free right now (racy, like any free-port pick)."""
+    """A base port P with P..P+count-1 all free right now (racy, like any free-port pick).
+
+    Picked below the ephemeral range: a fleet's ports stay fixed in Git while agents are
+    stopped and started again, and an outgoing connection (of this bench, the daemon or a
+    test running beside it) could otherwise take one of them meanwhile.
+    """
     rng = random.Random()
+    high = min(_ephemeral_low(), 60000) - count
     for _ in range(200):
-        base = rng.randrange(20000, 60000 - count)
+        base = rng.randrange(10000, high)
         socks: list[socket.socket] = []
         try:
             for i in range(count):
@@ -195,6 +208,12 @@ def rss_mib(pid: int) -> float:
         if line.startswith("VmRSS:"):
             return int(line.split()[1]) / 1024
     raise RuntimeError(f"no VmRSS for {pid}")
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of process `pid` so far (all its threads)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 # processes -------------------------------------------------------------------------------------
