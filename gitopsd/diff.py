@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
-from gitopsd.fleet.live import LiveFunction, LiveState
+from gitopsd.fleet.live import LiveFunction, LiveState, settled_function
 from gitopsd.manifest.desired import DesiredFunction, DesiredState
 
 
@@ -152,37 +152,60 @@ def _settled(desired: DesiredState, live: LiveState) -> set[str]:
     groups: dict[tuple[str, ...], list[str]] = {}
     for name in desired.functions:
         groups.setdefault(desired.targets_of(name), []).append(name)
-    want: dict[str, tuple[tuple[tuple[str, float], ...], str, str, int]] = {}
+    want: dict[str, tuple[LiveFunction, int]] = {}
     node_groups: dict[str, set[int]] = {}
     unsettled: set[str] = set()
     expected: dict[str, int] = {}
     for index, (targets, names) in enumerate(groups.items()):
         for name in names:
             fn = desired.functions[name]
-            version = fn.spec.version
-            want[name] = (((version, 100.0),), version, fn.module.sha256, index)
+            want[name] = (settled_function(fn.spec.version, fn.module.sha256), index)
         for node in targets:
             if node not in live.nodes:
                 unsettled.update(names)
             node_groups.setdefault(node, set()).add(index)
             expected[node] = expected.get(node, 0) + len(names)
+    # Nodes that run exactly the same share one functions table (fleet/live.py): a region of
+    # identical nodes is judged once.
+    judged: dict[tuple[int, frozenset[int]], tuple[int, set[str]]] = {}
     for node, inv in live.nodes.items():
-        mine = node_groups.get(node, set())
-        settled = 0
-        for name, lf in inv.functions.items():
-            w = want.get(name)
-            if w is None:
-                continue  # not in Git: a prune, found by _prunes
-            if w[3] in mine and lf.traffic == w[0] and lf.versions.get(w[1]) == w[2]:
-                settled += 1
-            else:
-                unsettled.add(name)
+        mine = frozenset(node_groups.get(node, ()))
+        key = (id(inv.functions), mine)  # `live` keeps every table alive: ids stay unique
+        if key not in judged:
+            judged[key] = _judge(inv.functions, want, mine)
+        settled, bad = judged[key]
+        unsettled |= bad
         if settled != expected.get(node, 0):
             # Something targeted here is missing from this node: find out which.
             for index, (_targets, names) in enumerate(groups.items()):
                 if index in mine:
                     unsettled.update(n for n in names if n not in inv.functions)
     return set(desired.functions) - unsettled
+
+
+def _judge(
+    functions: Mapping[str, LiveFunction],
+    want: Mapping[str, tuple[LiveFunction, int]],
+    mine: frozenset[int],
+) -> tuple[int, set[str]]:
+    """(functions settled on a node with these groups, functions not settled there)."""
+    settled, unsettled = 0, set()
+    for name, lf in functions.items():
+        w = want.get(name)
+        if w is None:
+            continue  # not in Git: a prune, found by _prunes
+        # Identity first: inventories share one object per distinct state (fleet/live.py).
+        if w[1] in mine and (lf is w[0] or _alike(lf, w[0])):
+            settled += 1
+        else:
+            unsettled.add(name)
+    return settled, unsettled
+
+
+def _alike(lf: LiveFunction, settled: LiveFunction) -> bool:
+    """`lf` serves the settled version alone at 100 %, maybe with other versions loaded."""
+    ((version, sha),) = settled.versions.items()
+    return lf.traffic == settled.traffic and lf.versions.get(version) == sha
 
 
 def _function_change(fn: DesiredFunction, desired: DesiredState, live: LiveState) -> Change | None:
@@ -207,8 +230,9 @@ def _function_change(fn: DesiredFunction, desired: DesiredState, live: LiveState
 
 
 def _prunes(desired: DesiredState, live: LiveState) -> list[Change]:
-    functions = desired.functions
-    if all(name in functions for inv in live.nodes.values() for name in inv.functions):
+    functions = desired.functions.keys()
+    tables = {id(inv.functions): inv.functions for inv in live.nodes.values()}
+    if all(table.keys() <= functions for table in tables.values()):
         return []
     found: dict[str, list[NodeChange]] = {}
     for name, inv in sorted(live.nodes.items()):

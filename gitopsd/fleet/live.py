@@ -52,14 +52,36 @@ class LiveNode:
             generation=inv.generation,
             memory_budget_mib=inv.memory_budget_mib,
             memory_used_mib=inv.memory_used_mib,
-            functions={
-                sys.intern(fn): _shared(
-                    tuple((v, info.sha256) for v, info in wf.versions.items()),
-                    tuple((w.version, w.percent) for w in wf.traffic),
-                )
-                for fn, wf in inv.functions.items()
-            },
+            functions=_shared_table(
+                {
+                    sys.intern(fn): _shared(
+                        tuple((v, info.sha256) for v, info in wf.versions.items()),
+                        tuple((w.version, w.percent) for w in wf.traffic),
+                    )
+                    for fn, wf in inv.functions.items()
+                }
+            ),
         )
+
+
+class FunctionTable(dict[str, LiveFunction]):
+    """A node's functions; nodes that run exactly the same share one table (read-only by
+    convention), so `diff` can judge a whole region of identical nodes once."""
+
+
+_TABLES: weakref.WeakValueDictionary[tuple[tuple[str, int], ...], FunctionTable] = (
+    weakref.WeakValueDictionary()
+)
+
+
+def _shared_table(functions: dict[str, LiveFunction]) -> FunctionTable:
+    # ids are stable keys: every LiveFunction named here is kept alive by the table itself.
+    key = tuple((name, id(lf)) for name, lf in functions.items())
+    found = _TABLES.get(key)
+    if found is None:
+        found = FunctionTable(functions)
+        _TABLES[key] = found
+    return found
 
 
 # One LiveFunction per distinct (versions, traffic), shared by every node that runs exactly
@@ -68,6 +90,12 @@ class LiveNode:
 _SHARED: weakref.WeakValueDictionary[
     tuple[tuple[tuple[str, str], ...], tuple[tuple[str, float], ...]], LiveFunction
 ] = weakref.WeakValueDictionary()
+
+
+def settled_function(version: str, sha256: str) -> LiveFunction:
+    """The shared LiveFunction of a node that runs `version` alone at 100 %: the state Git
+    asks for once a rollout is over, so `diff` can test most pairs by identity (`is`)."""
+    return _shared(((version, sha256),), ((version, 100.0),))
 
 
 def _shared(
