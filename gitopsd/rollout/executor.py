@@ -7,6 +7,7 @@ weights, deleting a deleted version), so a step interrupted by a crash is simply
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import replace
 from typing import Any
 
 from gitopsd.errors import AgentError
@@ -147,6 +148,10 @@ class StepExecutor:
     # rollback / retire ------------------------------------------------------------------------
 
     async def rollback(self, step: Rollback) -> StepOutcome:
+        """Every node back on its old version first, then the new version unloaded: users
+        are back once the flips are done, and no flip waits behind another node's unload."""
+        flipped: list[str] = []
+
         async def one(node: str) -> str:
             try:
                 return await restore(node)
@@ -165,10 +170,23 @@ class StepExecutor:
             await self.client.set_traffic(
                 node, self.spec.function, [(old, 100.0)], self.spec.sticky_header
             )
-            await self.client.delete_version(node, self.spec.function, self.spec.version)
+            flipped.append(node)
             return f"back on {old}"
 
-        return await self._per_node(step.nodes, one)
+        async def unload(node: str) -> str:
+            await self.client.delete_version(node, self.spec.function, self.spec.version)
+            return f"{self.spec.version} unloaded"
+
+        flips = await self._per_node(step.nodes, one)
+        unloads = {r.node: r for r in (await self._per_node(tuple(flipped), unload)).nodes}
+        results = tuple(
+            r
+            if r.node not in unloads or unloads[r.node].ok
+            else replace(r, ok=False, detail=f"{r.detail}, but {unloads[r.node].detail}")
+            for r in flips.nodes
+        )
+        failed = [f"{r.node}: {r.detail}" for r in results if not r.ok]
+        return StepOutcome(ok=not failed, nodes=results, message="; ".join(failed))
 
     async def retire(self, step: Retire) -> StepOutcome:
         async def one(node: str) -> str:
