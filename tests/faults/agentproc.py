@@ -8,6 +8,7 @@ import json
 import re
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -48,6 +49,16 @@ class AgentProcess:
                 break
         assert self.url, "the agent never reported listening"
         self.auth = {"Authorization": f"Bearer {TOKEN}"}
+        # Keep reading its log: a full pipe would block the agent's next log line, and with
+        # it the agent's event loop (the bombs log a warning per call).
+        self.log = root / "agent.log"
+        threading.Thread(target=self._drain, daemon=True).start()
+
+    def _drain(self) -> None:
+        assert self.proc.stderr is not None
+        with self.log.open("a") as out:
+            for line in self.proc.stderr:
+                out.write(line)
 
     def kib(self, field: str) -> int:
         status = Path(f"/proc/{self.proc.pid}/status").read_text()
