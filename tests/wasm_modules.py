@@ -133,17 +133,30 @@ def handler_wat(reply: str = "hello", health: str = "OK", behaviour: str = "ok")
     behaviour: "ok" writes `reply` to stdout; "echo" writes `reply` then copies stdin to
     stdout; "trap" hits `unreachable`; "exit1" calls proc_exit(1); "loop" spins forever;
     "grow" grows memory until refused, then traps; "env" writes the value of the
-    environment variable X_GITOPSD_VERSION. The export `health_check` writes `health`.
+    environment variable X_GITOPSD_VERSION; "busy:N" spins N loop iterations, then replies as
+    "ok". The export `health_check` writes `health`.
     """
+    if behaviour.startswith("busy:"):  # spin N iterations, then reply as "ok"
+        spins = int(behaviour.removeprefix("busy:"))
+        body = (
+            f"(local.set $n (i32.const {spins}))\n"
+            "    (loop $spin (local.set $n (i32.sub (local.get $n) (i32.const 1)))\n"
+            "      (br_if $spin (i32.gt_s (local.get $n) (i32.const 0))))\n    " + _BODIES["ok"]
+        )
+        return _module(reply, health, body, "(local $n i32)")
     if behaviour not in _BODIES:
         raise ValueError(f"unknown behaviour {behaviour!r}; pick one of {', '.join(BEHAVIOURS)}")
+    return _module(reply, health, _BODIES[behaviour])
+
+
+def _module(reply: str, health: str, body: str, locals_: str = "") -> str:
     reply_b, health_b = reply.encode(), health.encode()
     reply_ptr = _DATA_OFFSET
     health_ptr = reply_ptr + len(reply_b)
     end = health_ptr + len(health_b)
     # Four fixed pages (data, buffer, environ strings) plus whatever the strings need.
     pages = max(4, 2 + -(-end // _PAGE) + 2)
-    body = _BODIES[behaviour].format(reply_ptr=reply_ptr, reply_len=len(reply_b))
+    body = body.format(reply_ptr=reply_ptr, reply_len=len(reply_b))
     return f"""(module
 {_IMPORTS}
   (memory (export "memory") {pages})
@@ -153,7 +166,7 @@ def handler_wat(reply: str = "hello", health: str = "OK", behaviour: str = "ok")
 {_WRITE}
 {_ECHO}
 {_ENV}
-  (func (export "_start")
+  (func (export "_start") {locals_}
     {body})
   (func (export "health_check")
     (call $write (i32.const 1) (i32.const {health_ptr}) (i32.const {len(health_b)})))

@@ -184,17 +184,38 @@ def _show_limit(metric: str, value: float) -> str:
     return f"{value:g}{unit}"
 
 
-def evaluate_triggers(figures: VersionFigures, triggers: Iterable[tuple[str, float]]) -> list[str]:
+def evaluate_triggers(
+    figures: VersionFigures,
+    triggers: Iterable[tuple[str, float]],
+    baseline: VersionFigures | None = None,
+) -> list[str]:
     """One message per autoRollback trigger whose metric is above its threshold.
 
-    E.g. `error_rate 12.0% > 5%`. Raises ValueError for an unknown metric.
+    E.g. `error_rate 12.0% > 5%`. Raises ValueError for an unknown metric. With a `baseline`
+    (the old version on the same nodes), a latency breach counts only when the new version is
+    also significantly slower than the old one (one-sided Mann-Whitney, p < 0.05, enough
+    samples on both sides): a node that is slow for everyone does not fail the new version.
     """
     breaches = []
+    slower = None
     for metric, threshold in triggers:
         value = figures.metric(metric)
-        if value > threshold:
-            breaches.append(f"{metric} {_show(metric, value)} > {_show_limit(metric, threshold)}")
+        if value <= threshold:
+            continue
+        if metric in LATENCY_METRICS and baseline is not None:
+            slower = _slower_than(figures, baseline) if slower is None else slower
+            if not slower:
+                continue
+        breaches.append(f"{metric} {_show(metric, value)} > {_show_limit(metric, threshold)}")
     return breaches
+
+
+def _slower_than(new: VersionFigures, old: VersionFigures) -> bool:
+    """True unless the samples show the new version is *not* significantly slower."""
+    if min(len(new.samples), len(old.samples)) < MIN_RANK_SAMPLES:
+        return True  # too little to tell: the threshold alone decides
+    result = mann_whitney_u(new.samples, old.samples)
+    return result.z > 0 and result.p_value / 2 < SIGNIFICANCE
 
 
 @dataclass(frozen=True)

@@ -220,21 +220,45 @@ class StepExecutor:
                 figures[node] = analysis.summarize(_as_mapping(result[version]))
         return figures, silent
 
+    async def _figures_and_baseline(
+        self, nodes: Nodes
+    ) -> tuple[
+        dict[str, analysis.VersionFigures], dict[str, str], dict[str, analysis.VersionFigures]
+    ]:
+        """The new version's figures per node, who did not answer, and the old version's
+        figures on the same nodes (from the same metrics answer: one call per node)."""
+        results = await gather_nodes(nodes, lambda n: self.client.metrics(n, self.spec.function))
+        new: dict[str, analysis.VersionFigures] = {}
+        old: dict[str, analysis.VersionFigures] = {}
+        silent: dict[str, str] = {}
+        for node, result in results.items():
+            if isinstance(result, Exception):
+                silent[node] = str(result)
+                continue
+            if self.spec.version in result:
+                new[node] = analysis.summarize(_as_mapping(result[self.spec.version]))
+            previous = self._old(node)
+            if previous is not None and previous in result:
+                old[node] = analysis.summarize(_as_mapping(result[previous]))
+        return new, silent, old
+
     async def analyze(self, step: Analyze) -> StepOutcome:
-        """One measurement per node against the triggers, judged with Argo-style limits."""
-        figures, silent = await self._figures(step.nodes, lambda _n: self.spec.version)
+        """One measurement per node against the triggers, judged with Argo-style limits; the
+        old version's latency on the same nodes is the baseline of latency triggers."""
+        figures, silent, old = await self._figures_and_baseline(step.nodes)
         measurements = [analysis.Measurement(error=f"{n}: {e}") for n, e in silent.items()]
         # A silent node is tolerated up to the policy's consecutive-error limit.
         nodes: list[NodeResult] = [
             NodeResult(n, True, f"no metrics: {e}") for n, e in silent.items()
         ]
         for node, fig in figures.items():
-            breaches = tuple(analysis.evaluate_triggers(fig, self.spec.triggers))
+            breaches = tuple(analysis.evaluate_triggers(fig, self.spec.triggers, old.get(node)))
             measurements.append(analysis.Measurement(breaches=breaches))
             nodes.append(NodeResult(node, not breaches, "; ".join(breaches)))
         merged = analysis.merge(*figures.values()) if figures else None
         if merged is not None:
-            overall = tuple(analysis.evaluate_triggers(merged, self.spec.triggers))
+            baseline = analysis.merge(*old.values()) if old else None
+            overall = tuple(analysis.evaluate_triggers(merged, self.spec.triggers, baseline))
             measurements.append(analysis.Measurement(breaches=overall))
         verdict, reason = (
             analysis.AnalysisPolicy().judge(measurements)

@@ -145,3 +145,22 @@ def test_feature_flag_widens_past_half_and_keeps_the_old_version(
             for w in big_fleet.inventory("edge-us-east-1")["functions"]["fn"]["traffic"]
         )
         assert traffic == {"2.0.0": percent, "1.0.0": 100 - percent}
+
+
+def test_canary_latency_trigger_judges_the_new_version_against_the_old_one(
+    repo: GitRemote, big_fleet: Fleet, tmp_path: Path
+) -> None:
+    """Both versions are over the latency threshold (the node is slow for everyone), but the
+    new one is faster: the Mann-Whitney baseline keeps that from failing the canary."""
+    strategy = "{type: canary, stages: [50, 100], evaluationPeriod: PT5M}"
+    slow = "  autoRollback: {triggers: [{metric: avg_latency_ms, threshold: 0.01}]}\n"
+    hook = traffic_before_judging(big_fleet, "fn", 12)
+    sync = Syncer(tmp_path / "state", repo, HookClock(), hook)
+    push(repo, "fn", "1.0.0", strategy, behaviour="busy:4000000", extra=slow)
+    sync()  # 1.0.0 itself breaches the threshold: no baseline for a first version
+    push(repo, "fn", "1.0.1", "{type: blue-green}", behaviour="busy:4000000")
+    assert [r.state for r in sync().results] == ["COMPLETED"]  # no triggers: lands anyway
+    push(repo, "fn", "2.0.0", strategy, behaviour="busy:1000000", extra=slow)
+    report = sync()
+    assert [r.state for r in report.results] == ["COMPLETED"], report.results
+    assert serving(big_fleet, "fn") == {"2.0.0"}

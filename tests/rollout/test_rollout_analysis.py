@@ -191,3 +191,41 @@ def test_higher_is_better_and_zero_baseline():
     assert judge_ab(a, b, "error_rate", 10.0, "lower_is_better", 100)[0] == "A"
     assert judge_ab(a, b, "error_rate", 10.0, "higher_is_better", 100)[0] == "B"
     assert judge_ab(a, a, "error_rate", 10.0, "lower_is_better", 100)[0] == "inconclusive"
+
+
+def _latency(samples: list[float]) -> VersionFigures:
+    return VersionFigures(
+        requests=len(samples),
+        latency_sum_ms=sum(samples),
+        latency_count=len(samples),
+        samples=tuple(samples),
+    )
+
+
+SLOW_TRIGGER = [("avg_latency_ms", 100.0)]
+
+
+def test_a_latency_breach_on_a_node_slow_for_both_versions_is_not_the_new_versions_fault():
+    old = _latency([150.0 + i for i in range(20)])
+    new = _latency([151.5 + i for i in range(20)])
+    assert evaluate_triggers(new, SLOW_TRIGGER) == ["avg_latency_ms 161.0 ms > 100 ms"]
+    assert evaluate_triggers(new, SLOW_TRIGGER, baseline=old) == []
+
+
+def test_a_latency_breach_counts_when_the_new_version_is_significantly_slower():
+    old = _latency([40.0 + i for i in range(20)])
+    new = _latency([150.0 + i for i in range(20)])
+    breaches = evaluate_triggers(new, SLOW_TRIGGER, baseline=old)
+    assert breaches == ["avg_latency_ms 159.5 ms > 100 ms"]
+
+
+def test_with_too_few_samples_the_threshold_alone_decides():
+    old = _latency([150.0, 151.0, 152.0])
+    new = _latency([150.0, 151.0, 152.0])
+    assert evaluate_triggers(new, SLOW_TRIGGER, baseline=old) != []
+
+
+def test_the_baseline_never_excuses_error_rates():
+    old = VersionFigures(requests=100, errors=50, samples=tuple(float(i) for i in range(20)))
+    new = VersionFigures(requests=100, errors=50, samples=tuple(float(i) for i in range(20)))
+    assert evaluate_triggers(new, [("error_rate", 5.0)], baseline=old) == ["error_rate 50.0% > 5%"]
