@@ -107,7 +107,10 @@ async def test_bombs_are_contained_and_the_agent_keeps_serving(
     rounds = scale(4, 40)
     results: dict[str, Any] = {}
     async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=60)) as session:
-        status, _ = await agent.load(session, "healthy", handler_wasm("fine"), 16, 100)
+        # timeoutMs is wall-clock (epoch ticks): on a test machine whose 2 cores also run the
+        # bombs and another test worker, 100 ms can pass before a healthy call gets a core.
+        # What is asserted is that it is served, not how fast (the figures say that).
+        status, _ = await agent.load(session, "healthy", handler_wasm("fine"), 16, 2000)
         assert status == 200
         for name, (module, _limit_bytes, _expected) in REFUSED_AT_LOAD.items():
             status, text = await agent.load(session, name, module, 16)
