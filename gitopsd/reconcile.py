@@ -420,12 +420,17 @@ class Reconciler:
                 continue
             if row.version == fn.spec.version and row.state in ("DRAFT", "APPROVED"):
                 return row
-            if row.state in ("DRAFT", "APPROVED"):
+            # A rollout pauseOnFailure ended is over: left "active", a later `abort` of the
+            # function would revive it and roll its nodes back under the new rollout.
+            paused = ended_paused(self.store, row)
+            if row.state in ("DRAFT", "APPROVED") or paused:
                 self.store.update_rollout(
                     row.id,
                     self.clock.now(),
                     state="FAILED",
-                    message="superseded by a newer commit",
+                    message=f"{row.message}; closed: a new rollout of {fn.name} started"
+                    if paused
+                    else "superseded by a newer commit",
                     finished_at=self.clock.now(),
                 )
         return None

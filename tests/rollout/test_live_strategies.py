@@ -111,6 +111,16 @@ def test_rolling_pause_on_failure_keeps_earlier_batches(
         for n in ("edge-ap-south-1", "edge-ap-south-2", "edge-eu-central-1", "edge-eu-central-2")
     } == {"2.0.0"}
 
+    # The agents are back: the next sync rolls 2.0.0 out anew and closes the paused rollout,
+    # so that nothing (an `abort`, a resume) can revive it under the new one.
+    big_fleet.start("edge-us-east-1")
+    big_fleet.start("edge-us-east-2")
+    assert [r.state for r in sync().results] == ["COMPLETED"]
+    assert serving(big_fleet, "fn") == {"2.0.0"}
+    assert [r for r in sync.store.active_rollouts() if r.function == "fn"] == []
+    states = [r.state for r in sync.store.rollouts("fn") if r.version == "2.0.0"]
+    assert sorted(states) == ["COMPLETED", "FAILED"]
+
 
 def test_feature_flag_split_and_stickiness(
     repo: GitRemote, fleet: Fleet, big_fleet: Fleet, tmp_path: Path
