@@ -253,7 +253,8 @@ async def _body(resp: aiohttp.ClientResponse) -> Any:
     raw = await resp.content.read(MAX_ANSWER_BYTES + 1)
     if len(raw) > MAX_ANSWER_BYTES:
         raise _TooLarge(f"more than {MAX_ANSWER_BYTES} bytes")
-    text = raw.decode(resp.get_encoding() if resp.charset else "utf-8", errors="replace")
+    # JSON is UTF-8 (RFC 8259); a charset named by a broken agent is not trusted.
+    text = raw.decode("utf-8", errors="replace")
     if resp.content_type == "application/json":
         try:
             return json.loads(text)
