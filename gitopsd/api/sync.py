@@ -11,6 +11,7 @@ thread, never from inside a running event loop (RuntimeError).
 from __future__ import annotations
 
 import asyncio
+import os
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -18,6 +19,7 @@ from pathlib import Path
 
 from gitopsd.api._run import ensure_no_loop, run_blocking
 from gitopsd.clock import Clock, SystemClock
+from gitopsd.config import default_state_dir, read_secret
 from gitopsd.diff import Change
 from gitopsd.errors import GitopsdError, InvalidManifests
 from gitopsd.log import get_logger
@@ -59,7 +61,7 @@ class GitOpsSynchronizer:
         branch: str = "main",
         path: str = "/",
         *,
-        state_dir: str | Path,
+        state_dir: str | Path | None = None,
         token: str | None = None,
         clock: Clock | None = None,
         notes: bool = True,
@@ -68,7 +70,11 @@ class GitOpsSynchronizer:
         on_event: EventSink | None = None,
     ) -> None:
         self.source = SourceSpec(repo_url, branch, path)
-        self.state_dir = Path(state_dir)
+        # The same defaults as the CLI: $GITOPSD_STATE_DIR (or ~/.local/state/gitopsd) and
+        # the token file named by $GITOPSD_AGENT_TOKEN_FILE.
+        self.state_dir = Path(state_dir) if state_dir is not None else default_state_dir()
+        if token is None and os.environ.get("GITOPSD_AGENT_TOKEN_FILE"):
+            token = read_secret(Path(os.environ["GITOPSD_AGENT_TOKEN_FILE"]), "agent token")
         self.clock: Clock = clock or SystemClock()
         self.notes = notes
         self.reconciler = Reconciler(

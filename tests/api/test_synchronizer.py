@@ -7,6 +7,8 @@ import queue
 import threading
 from pathlib import Path
 
+import pytest
+
 from gitopsd.api import Change, GitOpsSynchronizer, SyncResult
 from tests.fleetfixture import TOKEN, Fleet
 from tests.gitrepo import GitRemote
@@ -68,3 +70,21 @@ def test_watch_syncs_a_new_push(remote: GitRemote, fleet: Fleet, tmp_path: Path)
     assert diff_after == []
     assert set(fleet.serving("hello").values()) == {"2.0.0"}
     assert seen.empty()
+
+
+def test_the_documented_signature_works_with_the_clis_defaults(
+    remote: GitRemote, fleet: Fleet, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`GitOpsSynchronizer(repo_url, branch, path)` as design.md writes it: the state dir
+    and the agents' token come from the same environment as the CLI's."""
+    monkeypatch.setenv("GITOPSD_STATE_DIR", str(tmp_path / "env-state"))
+    monkeypatch.setenv("GITOPSD_AGENT_TOKEN_FILE", str(fleet.token_file))
+    remote.write("nodes.yaml", fleet.manifests())
+    push_function(remote, "hello", "1.0.0")
+    sync = GitOpsSynchronizer(str(remote.bare), "main", "/")
+    try:
+        assert sync.sync().success
+    finally:
+        sync.close()
+    assert set(fleet.serving("hello").values()) == {"1.0.0"}
+    assert (tmp_path / "env-state" / "gitopsd.db").exists()
