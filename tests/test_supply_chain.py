@@ -93,9 +93,10 @@ def test_only_commits_signed_by_an_allowed_key_are_applied(
     assert gitopsd("sync", "--once").code == 0
     assert set(fleet.serving("fn").values()) == {"1.0.0"}
     posted = [s for s in forge.seen if s["path"] == f"/repos/acme/edge/statuses/{good}"]
-    assert {(s["body"]["context"], s["body"]["state"]) for s in posted} == {
-        ("gitopsd/fn", "success")
-    }
+    assert [(s["body"]["context"], s["body"]["state"]) for s in posted] == [
+        ("gitopsd/fn", "pending"),  # when the rollout starts
+        ("gitopsd/fn", "success"),
+    ]
     assert all(s["auth"] == f"Bearer {FORGE_TOKEN}" for s in posted)
 
     for version, key in (("2.0.0", None), ("3.0.0", keys.ssh_stranger)):

@@ -14,10 +14,18 @@ import click
 from gitopsd.cli.context import Ctx
 from gitopsd.cli.output import echo, render_changes, render_event
 from gitopsd.clock import SystemClock
+from gitopsd.diff import Action
 from gitopsd.errors import ConfigError, InvalidManifests
 from gitopsd.fleet.client import AgentClient
-from gitopsd.reconcile import Reconciler, SyncReport, build_spec, ended_paused, retry_key
-from gitopsd.report.notes import CommitOutcome, refused_outcome
+from gitopsd.reconcile import (
+    ReadResult,
+    Reconciler,
+    SyncReport,
+    build_spec,
+    ended_paused,
+    retry_key,
+)
+from gitopsd.report.notes import CommitOutcome, FunctionOutcome, refused_outcome
 from gitopsd.report.publish import publish
 from gitopsd.rollout.engine import EventSink
 from gitopsd.rollout.preview import preview
@@ -102,6 +110,27 @@ async def _report(ctx: Ctx, source: SourceSpec, outcome: CommitOutcome, forges: 
         await forges.post_all(outcome.commit, function, state, description)
 
 
+def pending_outcome(read: ReadResult) -> CommitOutcome | None:
+    """The "pending" note of the rollouts a pass is about to start (None: it starts none)."""
+    starting = [
+        c for c in read.changes.changes if c.action is not Action.PRUNE and not c.only_unreachable
+    ]
+    if not starting:
+        return None
+    functions = {
+        c.function: FunctionOutcome(
+            status="pending",
+            version=c.version or "",
+            strategy=read.desired.functions[c.function].spec.strategy.type,
+            state="IN_PROGRESS",
+            message="rollout started",
+        )
+        for c in starting
+    }
+    names = ", ".join(functions)
+    return CommitOutcome(read.desired.commit, "pending", f"rolling out {names}", functions)
+
+
 async def _sync_and_report(ctx: Ctx, rec: Reconciler, source: SourceSpec, forges: Any) -> bool:
     try:
         read = await rec.read(source)
@@ -118,6 +147,9 @@ async def _sync_and_report(ctx: Ctx, rec: Reconciler, source: SourceSpec, forges
         await _report(ctx, source, outcome, forges)
         raise
     render_changes(read.changes)
+    pending = pending_outcome(read)
+    if pending is not None:  # the commit says "pending" while its rollouts run
+        await _report(ctx, source, pending, forges)
     report: SyncReport = await rec.apply(read)
     outcome = report.outcome()
     if report.results or not read.changes.changes:

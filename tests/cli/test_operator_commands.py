@@ -7,6 +7,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -152,3 +153,33 @@ def test_schema_and_shell_completion(gitopsd: Gitopsd) -> None:
         check=False,
     )
     assert "_gitopsd_completion" in done.stdout and "COMPREPLY" in done.stdout
+
+
+def test_sync_marks_the_commit_pending_while_its_rollout_runs(
+    repo: GitRemote, fleet: Fleet, tmp_path: Path
+) -> None:
+    """A `sync --once` whose canary waits an hour: meanwhile the commit's note says pending."""
+    push(repo, "fn", "1.0.0", BLUE_GREEN)
+    config = tmp_path / "gitopsd.toml"
+    config.write_text(f'[source]\nurl = "{repo.bare}"\n')
+    assert Gitopsd(tmp_path / "state", fleet.token_file, config)("sync", "--once").code == 0
+    sha = push(repo, "fn", "2.0.0", "{type: canary, stages: [34, 100], evaluationPeriod: PT1H}")
+    argv = [sys.executable, "-m", "gitopsd.cli.main", "sync", "--once", "--config", str(config)]
+    argv += ["--state-dir", str(tmp_path / "state"), "--agent-token-file", str(fleet.token_file)]
+    proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 60
+        note: dict[str, object] = {}
+        while time.monotonic() < deadline and note.get("status") != "pending":
+            try:
+                note = json.loads(repo.note(sha))
+            except RuntimeError:
+                time.sleep(0.1)
+        assert note.get("status") == "pending", note
+        functions = note["functions"]
+        assert isinstance(functions, dict)
+        assert functions["fn"]["version"] == "2.0.0"
+        assert functions["fn"]["state"] == "IN_PROGRESS"
+    finally:
+        proc.kill()
+        proc.wait(10)
