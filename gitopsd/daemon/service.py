@@ -52,7 +52,7 @@ from gitopsd.report.publish import publish
 from gitopsd.rollout.engine import Engine
 from gitopsd.rollout.hold import hold_reason
 from gitopsd.source.git import SourceSpec
-from gitopsd.source.reader import current_commit
+from gitopsd.source.reader import current_commit, is_plain_directory
 from gitopsd.source.verify import SignatureRefused
 from gitopsd.store.sqlite import SqliteStore
 
@@ -120,6 +120,11 @@ class Daemon:
         config = load_config(self.config_path)
         if not config.source.url:
             raise GitopsdError("the daemon needs [source] url in its config file")
+        if is_plain_directory(config.source.url):
+            raise GitopsdError(
+                f"[source] url {config.source.url} is a plain directory: the daemon follows "
+                "the commits of a Git repository (`gitopsd validate` reads plain directories)"
+            )
         return config
 
     def _token(self) -> str | None:

@@ -357,3 +357,23 @@ def test_unreachable_repository_keeps_last_good_state_and_recovers(
         wait_for(lambda: "cannot reconcile" not in status_note(), what="error cleared")
     finally:
         daemon.close()
+
+
+def test_a_plain_directory_source_is_refused_at_start(tmp_path: Path) -> None:
+    """The daemon follows commits; a directory without Git would fail every pass."""
+    import subprocess
+    import sys
+
+    plain = tmp_path / "manifests"
+    plain.mkdir()
+    config = tmp_path / "gitopsd.toml"
+    config.write_text(f'[source]\nurl = "{plain}"\n[state]\ndir = "{tmp_path / "state"}"\n')
+    done = subprocess.run(
+        [sys.executable, "-m", "gitopsd.cli.main", "run", "--config", str(config)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 2, done.stderr
+    assert "is a plain directory" in done.stderr
