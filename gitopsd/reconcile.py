@@ -81,10 +81,13 @@ class SyncReport:
         return not self.problems and all(r.ok for r in self.results)
 
     def outcome(self) -> CommitOutcome:
-        status = "success" if self.ok else "failure"
+        failed = [r for r in self.results if not r.ok]
+        # Nodes that are down leave the commit unfinished, not failed: it completes once
+        # they answer.
+        waiting = all(r.state == "WAITING_FOR_NODES" for r in failed) and not self.problems
+        status = "success" if self.ok else "pending" if waiting else "failure"
         if self.ok and any(r.note_status == "pending" for r in self.results):
             status = "pending"
-        failed = [r for r in self.results if not r.ok]
         message = (
             "; ".join(f"{r.function}: {r.message}" for r in failed) or self.changes.summary
             if self.results

@@ -45,9 +45,12 @@ def test_an_agent_down_does_not_turn_a_rollout_of_the_live_version_into_a_remova
     sync = Syncer(tmp_path / "state", remote, HookClock())
     assert sync().ok
     fleet.stop("edge-c")
-    sync()  # edge-c unreachable: the diff asks for an update of fn
+    report = sync()  # edge-c unreachable: the diff asks for an update of fn
     serving = fleet.serving("fn")
     assert serving["edge-a"] == serving["edge-b"] == "2.0.0", serving
+    # Since then: nothing is rolled out while only unreachable nodes differ
+    assert [r.state for r in report.results] == ["WAITING_FOR_NODES"]
+    assert not report.ok and report.outcome().status == "pending"
 
 
 def test_invalid_json_from_the_health_endpoint_fails_the_node_not_the_controller(
