@@ -205,21 +205,6 @@ class StepExecutor:
 
     # analysis -----------------------------------------------------------------------------------
 
-    async def _figures(
-        self, nodes: Nodes, version_of: Callable[[str], str | None]
-    ) -> tuple[dict[str, analysis.VersionFigures], dict[str, str]]:
-        """Per node, the figures of the version `version_of(node)`; and who did not answer."""
-        results = await gather_nodes(nodes, lambda n: self.client.metrics(n, self.spec.function))
-        figures: dict[str, analysis.VersionFigures] = {}
-        silent: dict[str, str] = {}
-        for node, result in results.items():
-            version = version_of(node)
-            if isinstance(result, Exception):
-                silent[node] = str(result)
-            elif version is not None and version in result:
-                figures[node] = analysis.summarize(_as_mapping(result[version]))
-        return figures, silent
-
     async def _figures_and_baseline(
         self, nodes: Nodes
     ) -> tuple[
@@ -274,8 +259,8 @@ class StepExecutor:
         )
 
     async def compare(self, step: Compare) -> StepOutcome:
-        a_figs, a_silent = await self._figures(step.a_nodes, self._old)
-        b_figs, b_silent = await self._figures(step.b_nodes, lambda _n: self.spec.version)
+        _, a_silent, a_figs = await self._figures_and_baseline(step.a_nodes)  # A: old version
+        b_figs, b_silent, _ = await self._figures_and_baseline(step.b_nodes)  # B: new version
         if not a_figs or not b_figs:
             silent = "; ".join([*a_silent.values(), *b_silent.values()]) or "no metrics"
             return StepOutcome(ok=True, verdict="inconclusive", message=f"no data: {silent}")
