@@ -35,11 +35,20 @@ def rollouts_of(db: Path, function: str, version: str) -> list[Row]:
     if not db.exists():
         return []
     with _connect(db) as conn:
+        if not _has_schema(conn):
+            return []  # killed after the file appeared, before its schema was committed
         rows = conn.execute(
             "SELECT * FROM rollouts WHERE function = ? AND version = ? ORDER BY created_at",
             (function, version),
         ).fetchall()
     return [dict(r) for r in rows]
+
+
+def _has_schema(conn: sqlite3.Connection) -> bool:
+    found = conn.execute(
+        "SELECT COUNT(*) FROM sqlite_master WHERE type = 'table' AND name = 'rollouts'"
+    ).fetchone()
+    return bool(found[0])
 
 
 def journal_of(db: Path, rollout_id: str) -> list[Row]:
