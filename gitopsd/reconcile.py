@@ -265,8 +265,10 @@ class Reconciler:
         self.on_event = on_event
         self.allow_empty = allow_empty
 
-    def client(self, addresses: Mapping[str, str]) -> AgentClient:
-        return AgentClient(addresses, self.token, self.timeout, self.concurrency)
+    def client(self, addresses: Mapping[str, str], watch_seconds: float = 0.0) -> AgentClient:
+        return AgentClient(
+            addresses, self.token, self.timeout, self.concurrency, watch_seconds=watch_seconds
+        )
 
     def load(self, source: SourceSpec, fetch: bool = True) -> tuple[Snapshot, DesiredState]:
         """Snapshot and desired state; InvalidManifests carries the snapshot's commit."""

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 import random
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -88,9 +88,12 @@ class Registry:
     def __init__(self, generation: int = 0) -> None:
         self.generation = generation
         self.functions: dict[str, Function] = {}
+        self.on_change: Callable[[], None] | None = None  # told after every bump
 
     def _changed(self) -> None:
         self.generation += 1
+        if self.on_change is not None:
+            self.on_change()
 
     def function(self, name: str) -> Function:
         """The function called `name`, or NotFound."""

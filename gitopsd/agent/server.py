@@ -24,6 +24,7 @@ from gitopsd.errors import GitopsdError, ModuleError
 SERVICE: web.AppKey[AgentService] = web.AppKey("service", AgentService)
 TOKEN: web.AppKey[bytes] = web.AppKey("token", bytes)
 VERSION_HEADER = "X-Gitopsd-Version"
+MAX_INVENTORY_WAIT_S = 300.0  # longest `GET /inventory?wait=` an agent holds
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 Model = TypeVar("Model", bound=BaseModel)
@@ -154,12 +155,39 @@ async def post_health(request: web.Request) -> web.Response:
 
 
 async def inventory(request: web.Request) -> web.Response:
-    """`GET /inventory`; 304 when `If-None-Match` names the current ETag (generation)."""
+    """`GET /inventory`; 304 when `If-None-Match` names the current ETag (generation).
+
+    With `?wait=SECONDS` and a matching `If-None-Match`, the answer is held until the
+    inventory changes (200 at once) or the wait ends (304): a controller keeps one such
+    request open per agent and learns of every change without asking again and again.
+    """
     service = request.app[SERVICE]
+    wait = _wait_seconds(request)
+    asked = request.headers.getall("If-None-Match", ())
     etag = service.inventory_etag()
-    if etag in request.headers.getall("If-None-Match", ()):
+    if wait and etag in asked:
+        await service.inventory_moved(etag, wait)
+        if service.stopping:  # the controller must not take a stopping agent for unchanged
+            return _error(503, "agent stopping")
+        etag = service.inventory_etag()
+    if etag in asked:
         return web.Response(status=304, headers={"ETag": etag})
     return web.json_response(service.inventory(), headers={"ETag": etag})
+
+
+def _wait_seconds(request: web.Request) -> float:
+    raw = request.query.get("wait")
+    if raw is None:
+        return 0.0
+    try:
+        wait = float(raw)
+    except ValueError:
+        wait = -1.0
+    if not 0 <= wait <= MAX_INVENTORY_WAIT_S:
+        raise AgentRequestError(
+            f"wait must be a number of seconds from 0 to {MAX_INVENTORY_WAIT_S:g}, not {raw!r}"
+        )
+    return wait
 
 
 async def function_metrics(request: web.Request) -> web.Response:
@@ -212,6 +240,11 @@ def create_app(service: AgentService, token: str) -> web.Application:
     )
     app[SERVICE] = service
     app[TOKEN] = token.encode()
+
+    async def release_held(_app: web.Application) -> None:
+        service.stop_holding()
+
+    app.on_shutdown.append(release_held)
     router = app.router
     router.add_get("/healthz", healthz)
     router.add_route("HEAD", "/modules/{sha}", head_module)

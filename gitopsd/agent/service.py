@@ -7,6 +7,7 @@ the link check, file writes) runs in threads, WASM calls on the runtime's pool.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import random
 import secrets
@@ -51,6 +52,11 @@ class AgentService:
         # Part of the inventory's ETag: a restarted agent (same generation, maybe other
         # labels or budget) must not be taken for the one a controller cached.
         self._boot = secrets.token_hex(6)
+        # Set (and replaced) on every change of state: wakes the controllers' held
+        # `GET /inventory?wait=` requests. Also set when the agent stops.
+        self._moved = asyncio.Event()
+        self.stopping = False
+        self.registry.on_change = self._announce
 
     # --- start-up -------------------------------------------------------------------
 
@@ -81,6 +87,7 @@ class AgentService:
             self.registry.restore(fname, sfn, versions)
         if dropped:
             self.registry.generation += 1
+            self._announce()
             await self._persist()
         self.log.info(
             "agent.restored",
@@ -288,6 +295,27 @@ class AgentService:
     def inventory_etag(self) -> str:
         """ETag of `inventory()`: it changes whenever the generation does, or on a restart."""
         return f'"{self._boot}-{self.registry.generation}"'
+
+    async def inventory_moved(self, etag: str, wait: float) -> None:
+        """Return once the inventory's ETag is no longer `etag`, after `wait` seconds at most,
+        or at once when the agent is stopping (the held request must not delay the stop)."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + wait
+        while self.inventory_etag() == etag and not self.stopping:
+            left = deadline - loop.time()
+            if left <= 0:
+                return
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._moved.wait(), left)
+
+    def _announce(self) -> None:
+        moved, self._moved = self._moved, asyncio.Event()
+        moved.set()
+
+    def stop_holding(self) -> None:
+        """The agent stops: release every held inventory request now."""
+        self.stopping = True
+        self._announce()
 
     def function_metrics(self, function: str) -> dict[str, Any]:
         """Metrics of every loaded version of one function."""

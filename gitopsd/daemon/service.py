@@ -66,6 +66,9 @@ LAST_ERROR_KEY = "daemon:last_error"  # shown by `gitopsd status` while the daem
 
 
 CONTROLS_CHECK_SECONDS = 1.0
+# How long an agent holds the daemon's inventory request: also the longest a silently
+# vanished agent (no TCP reset) can look unchanged to an idle daemon.
+INVENTORY_WATCH_S = 30.0
 
 
 @dataclass
@@ -77,6 +80,7 @@ class PassState:
     generations: tuple[tuple[str, int], ...] = ()
     controls_stamp: float = 0.0
     failures: int = 0
+    unreachable_passes: int = 0  # passes in a row that could not read every agent
     passes: int = 0
     last_error: str = ""
     rollouts: dict[str, asyncio.Task[FunctionResult]] = field(default_factory=dict)
@@ -170,7 +174,8 @@ class Daemon:
 
     def request(self, reason: str) -> None:
         """Ask for a reconcile pass as soon as the current one (if any) ends."""
-        self.reasons.append(reason)
+        if reason not in self.reasons:
+            self.reasons.append(reason)
         self.wake.set()
 
     def _on_signal(self, sig: signal.Signals) -> None:
@@ -191,8 +196,7 @@ class Daemon:
         for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
             loop.add_signal_handler(sig, self._on_signal, sig)
         async with contextlib.AsyncExitStack() as stack:
-            self.client = await stack.enter_async_context(self.reconciler.client({}))
-            self.client.on_error = self.metrics.agent_request_error
+            self.client = await stack.enter_async_context(self.open_client())
             self.forges = reporter_from_config(self.config.status.forges)
             stack.push_async_callback(self.forges.aclose)
             self.engine = Engine(self.store, self.client, self.clock)
@@ -209,6 +213,18 @@ class Daemon:
                     await asyncio.wait([watch], timeout=5)
         self.log.info("stopped")
         return 0
+
+    def open_client(self) -> AgentClient:
+        """The daemon's fleet client: it holds one inventory request per agent, so an
+        unchanged pass asks no agent anything and a change on any agent wakes the loop."""
+        client = self.reconciler.client({}, watch_seconds=INVENTORY_WATCH_S)
+        client.on_error = self.metrics.agent_request_error
+        client.on_change = self._agent_changed
+        return client
+
+    def _agent_changed(self, node: str) -> None:
+        self.log.debug("agent inventory changed", node=node)
+        self.request("agent")
 
     def _start_scheduler(self) -> Any:
         from apscheduler.schedulers.asyncio import AsyncIOScheduler
@@ -329,7 +345,18 @@ class Daemon:
         state.failures = 0
         state.last_error = ""
         self._notify_pass(self._status_line())
-        return float(self.config.source.interval)
+        return self._next_pass_in()
+
+    def _next_pass_in(self) -> float:
+        """The poll interval, or sooner while agents are unreachable: an agent that comes
+        back is found by a retry with capped exponential backoff (1 s, 2 s ... 5 min), not
+        only by the next poll. The retry asks only the unreachable agents: the others are
+        watched (fleet/watch.py)."""
+        interval = float(self.config.source.interval)
+        tries = self.pass_state.unreachable_passes
+        if not tries:
+            return interval
+        return min(interval, MAX_BACKOFF, 2.0 ** min(tries - 1, 9))
 
     def _notify_pass(self, status: str) -> None:
         """READY after the first *successful* pass: `systemctl start` returns once Git and
@@ -372,6 +399,7 @@ class Daemon:
         addresses = {n: node.address for n, node in desired.nodes.items()}
         self.client.addresses = addresses
         live = await self.client.live_state(addresses)
+        state.unreachable_passes = state.unreachable_passes + 1 if live.errors else 0
         # An operator's command (resume, approve...) is written by another process: a change
         # of the controls makes the pass act even when Git and the fleet did not move.
         stamp = self.store.controls_stamp()

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
-from collections.abc import Awaitable, Callable, Iterable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
 from types import TracebackType
 from typing import Any, TypeVar
 
@@ -14,7 +15,9 @@ from pydantic import ValidationError
 from gitopsd.errors import AgentAuthError, AgentError
 from gitopsd.fleet.live import LiveNode, LiveState
 from gitopsd.fleet.probe import InventoryProbe
+from gitopsd.fleet.watch import InventoryWatch
 from gitopsd.fleet.wire import WireHealth, WireInventory
+from gitopsd.log import get_logger
 
 T = TypeVar("T")
 _RETRYABLE = (aiohttp.ClientConnectionError, asyncio.TimeoutError)
@@ -33,7 +36,10 @@ class AgentClient:
         timeout: float = 10.0,
         concurrency: int = 64,
         retries: int = 2,
+        watch_seconds: float = 0.0,
     ) -> None:
+        """`watch_seconds` > 0 keeps one held inventory request per node (fleet/watch.py):
+        for a long-running client (the daemon), not for one-shot commands."""
         self.addresses = dict(addresses)
         self._token = token
         self._timeout = aiohttp.ClientTimeout(total=timeout)
@@ -49,6 +55,16 @@ class AgentClient:
         # node -> (address, ETag, inventory): an agent whose generation did not move
         # answers 304 to If-None-Match, so an unchanged fleet costs one tiny reply per node.
         self._inventories: dict[str, tuple[str, str, LiveNode]] = {}
+        self.watch = InventoryWatch(self, watch_seconds)
+        # An agent changed by someone else (an operator, another controller, a restart):
+        # called with the node's name so that the daemon can reconcile at once.
+        self.on_change: Callable[[str], None] | None = None
+        # Changes this client makes must not look like someone else's, and a node changed by
+        # this client is read again before its cache is trusted: node -> changes in flight,
+        # node -> tick at the end of its newest change.
+        self._changing: dict[str, int] = {}
+        self._changed_at: dict[str, int] = {}
+        self._ticks = 0
 
     async def __aenter__(self) -> AgentClient:
         connector = aiohttp.TCPConnector(limit=0, ttl_dns_cache=300)
@@ -64,6 +80,7 @@ class AgentClient:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
+        await self.watch.close()
         self._probe.close()
         if self._session is not None:
             await self._session.close()
@@ -134,6 +151,7 @@ class AgentClient:
     # the agent API ---------------------------------------------------------------------------
 
     async def inventory(self, node: str) -> LiveNode:
+        tick = self._tick()
         base = self.addresses.get(node, "")
         cached = self._inventories.get(node)
         if cached is not None and cached[0] != base:
@@ -148,17 +166,93 @@ class AgentClient:
             response_headers=got,
         )
         if status == 304 and cached is not None:
+            self._read(node, tick)
             return cached[2]
+        live = self._remember(node, base, body, got.get("etag"))
+        self._read(node, tick)
+        return live
+
+    def _remember(self, node: str, base: str, body: Any, etag: str | None) -> LiveNode:
+        """Parse an inventory answer and cache it under its ETag."""
         try:
             live = LiveNode.from_wire(node, WireInventory.model_validate(body))
         except ValidationError as exc:
             raise AgentError(node, f"invalid inventory: {exc.errors()[0]['msg']}") from exc
-        etag = got.get("etag")
         if etag:
             self._inventories[node] = (base, etag, live)
         else:
             self._inventories.pop(node, None)
         return live
+
+    # what this client changed ----------------------------------------------------------------
+
+    def _tick(self) -> int:
+        self._ticks += 1
+        return self._ticks
+
+    def _touched(self, node: str) -> bool:
+        return node in self._changing or node in self._changed_at
+
+    def _read(self, node: str, tick: int) -> None:
+        """`node`'s inventory was read by a request that began at `tick`: if no change of
+        this client was in flight or ended after that, the cache is the truth again."""
+        if node not in self._changing and self._changed_at.get(node, -1) < tick:
+            self._changed_at.pop(node, None)
+        if node in self._inventories:
+            self.watch.ensure(node)
+
+    @contextlib.asynccontextmanager
+    async def _change(self, node: str) -> AsyncIterator[None]:
+        self._changing[node] = self._changing.get(node, 0) + 1
+        try:
+            yield
+        finally:
+            left = self._changing[node] - 1
+            if left:
+                self._changing[node] = left
+            else:
+                del self._changing[node]
+            self._changed_at[node] = self._tick()
+
+    # held inventory requests (fleet/watch.py) ------------------------------------------------
+
+    def watch_target(self, node: str) -> tuple[str, str] | None:
+        cached = self._inventories.get(node)
+        if cached is None or cached[0] != self.addresses.get(node):
+            return None
+        return cached[0], cached[1]
+
+    async def held_inventory(self, node: str, base: str, etag: str, seconds: float) -> bool:
+        session = self._session
+        if session is None:
+            raise RuntimeError("AgentClient used outside 'async with'")
+        timeout = aiohttp.ClientTimeout(total=seconds + (self._timeout.total or 10.0))
+        async with session.get(
+            base.rstrip("/") + "/inventory",
+            params={"wait": f"{seconds:g}"},
+            headers={"If-None-Match": etag},
+            timeout=timeout,
+        ) as resp:
+            try:
+                body = await _body(resp)
+            except _TooLarge as exc:
+                raise AgentError(node, f"held inventory answer refused, {exc}") from None
+            if resp.status == 304:
+                return False
+            if resp.status != 200:
+                raise AgentError(node, f"GET /inventory?wait -> {resp.status}", resp.status)
+            new_etag = resp.headers.get("ETag")
+        if self.watch_target(node) != (base, etag):
+            return True  # re-addressed or re-read meanwhile: that read is the newer one
+        self._remember(node, base, body, new_etag)
+        if not self._touched(node) and self.on_change is not None:
+            self.on_change(node)
+        return True
+
+    def watch_lost(self, node: str, reason: str) -> None:
+        get_logger(component="fleet").info("inventory watch ended", node=node, reason=reason)
+        if not self._touched(node) and self.on_change is not None:
+            self.on_change(node)
 
     async def ensure_module(self, node: str, sha256: str, wasm: bytes) -> None:
         status, _ = await self._call(node, "HEAD", f"/modules/{sha256}", allow=(404,))
@@ -166,7 +260,8 @@ class AgentClient:
             await self._call(node, "PUT", f"/modules/{sha256}", data=wasm)
 
     async def load_version(self, node: str, function: str, version: str, body: Any) -> None:
-        await self._call(node, "PUT", f"/functions/{function}/versions/{version}", json=body)
+        async with self._change(node):
+            await self._call(node, "PUT", f"/functions/{function}/versions/{version}", json=body)
 
     async def set_traffic(
         self,
@@ -182,7 +277,8 @@ class AgentClient:
         }
         if sticky_header:
             body["stickyHeader"] = sticky_header
-        await self._call(node, "PUT", f"/functions/{function}/traffic", json=body)
+        async with self._change(node):
+            await self._call(node, "PUT", f"/functions/{function}/traffic", json=body)
 
     async def health(self, node: str, function: str, version: str, timeout_ms: int) -> WireHealth:
         _, body = await self._call(
@@ -202,10 +298,14 @@ class AgentClient:
         return versions if isinstance(versions, dict) else {}
 
     async def delete_version(self, node: str, function: str, version: str) -> None:
-        await self._call(node, "DELETE", f"/functions/{function}/versions/{version}", allow=(404,))
+        async with self._change(node):
+            await self._call(
+                node, "DELETE", f"/functions/{function}/versions/{version}", allow=(404,)
+            )
 
     async def delete_function(self, node: str, function: str) -> None:
-        await self._call(node, "DELETE", f"/functions/{function}", allow=(404,))
+        async with self._change(node):
+            await self._call(node, "DELETE", f"/functions/{function}", allow=(404,))
 
     # many nodes ------------------------------------------------------------------------------
 
@@ -217,7 +317,17 @@ class AgentClient:
             for n in names
             if (c := self._inventories.get(n)) is not None and c[0] == self.addresses.get(n)
         }
-        same = await self._probe.unchanged(known) if known else set()
+        held = self.watch.held
+        # Held at the cached ETag and not changed by us since the last read: no request.
+        watched = {
+            n for n, (_, etag) in known.items() if held.get(n) == etag and not self._touched(n)
+        }
+        asked = {n: known[n] for n in known if n not in watched}
+        tick = self._tick()
+        same = await self._probe.unchanged(asked) if asked else set()
+        for node in same:
+            self._read(node, tick)
+        same |= watched
         results: dict[str, LiveNode | Exception] = {n: self._inventories[n][2] for n in same}
         results |= await gather_nodes([n for n in names if n not in same], self.inventory)
         live = {n: r for n in names if isinstance(r := results[n], LiveNode)}

@@ -129,6 +129,38 @@ def test_drift_is_healed_and_removed_functions_are_pruned(
         daemon.close()
 
 
+def test_a_change_on_an_agent_wakes_the_daemon_without_a_poll(
+    daemon: DaemonProcess, fleet: Fleet
+) -> None:
+    """The poll interval is an hour: only the held inventory request can tell the daemon."""
+    daemon.start()
+    wait_for(lambda: serves(fleet, "hello", "1.0.0"), what="first sync")
+    import urllib.request
+
+    from tests.fleetfixture import TOKEN
+
+    req = urllib.request.Request(
+        f"{fleet.nodes['edge-c'].url}/functions/hello",
+        method="DELETE",
+        headers={"Authorization": f"Bearer {TOKEN}"},
+    )
+    urllib.request.urlopen(req).close()
+    db = daemon.state / "gitopsd.db"
+    wait_for(lambda: _rollouts_of(db, "hello") == 2, what="a healing rollout")
+    wait_for(lambda: _active_rollouts(db) == 0, what="the healing rollout to end")
+    assert serves(fleet, "hello", "1.0.0")
+    # An agent that stops is noticed at once; while it is down the daemon retries it with
+    # backoff (not only at the next poll), so it is healed soon after it comes back empty.
+    fleet.stop("edge-a")
+    wait_for(lambda: 'node="edge-a"' in daemon.metrics(), what="the daemon to find edge-a down")
+    import shutil
+
+    shutil.rmtree(fleet.nodes["edge-a"].data_dir)
+    fleet.start("edge-a")
+    wait_for(lambda: _rollouts_of(db, "hello") == 3, what="a second healing rollout")
+    wait_for(lambda: serves(fleet, "hello", "1.0.0"), what="restarted agent healed")
+
+
 def test_empty_manifest_set_prunes_nothing_without_allow_empty(
     daemon: DaemonProcess, repo: GitRemote, fleet: Fleet
 ) -> None:
@@ -172,6 +204,15 @@ def _rollout_state(db: Path, version: str) -> str | None:
 def _rollouts_of(db: Path, function: str) -> int:
     with sqlite3.connect(db) as conn:
         row = conn.execute("SELECT count(*) FROM rollouts WHERE function = ?", (function,))
+        return int(row.fetchone()[0])
+
+
+def _active_rollouts(db: Path) -> int:
+    with sqlite3.connect(db) as conn:
+        row = conn.execute(
+            "SELECT count(*) FROM rollouts"
+            " WHERE state NOT IN ('COMPLETED', 'ROLLED_BACK', 'FAILED')"
+        )
         return int(row.fetchone()[0])
 
 
