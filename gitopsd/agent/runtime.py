@@ -35,7 +35,7 @@ from dataclasses import dataclass, field, replace
 
 import wasmtime
 
-from gitopsd.agent import wasi
+from gitopsd.agent import wasi, wasm_ffi
 from gitopsd.errors import ModuleError
 
 WASM_MAGIC = b"\0asm"
@@ -94,6 +94,7 @@ class Prepared:
     pre: wasmtime.InstancePre | None  # None when the module does not link
     link_error: str | None
     exports: frozenset[str]
+    nullary: frozenset[str] = frozenset()  # exports without parameters or results
     pace: Pace = field(default_factory=Pace)
 
 
@@ -180,8 +181,10 @@ class Runtime:
             pre = self._linker.instantiate_pre(module)
         except wasmtime.WasmtimeError as exc:
             link_error = f"module does not link: {_first_line(exc)}"
-        exports = frozenset(e.name for e in module.exports if isinstance(e.type, wasmtime.FuncType))
-        prepared = Prepared(digest, len(wasm), module, pre, link_error, exports)
+        funcs = [(e.name, e.type) for e in module.exports if isinstance(e.type, wasmtime.FuncType)]
+        exports = frozenset(name for name, _ in funcs)
+        nullary = frozenset(name for name, ty in funcs if not ty.params and not ty.results)
+        prepared = Prepared(digest, len(wasm), module, pre, link_error, exports, nullary)
         with self._lock:
             self._live[digest] = prepared
             self._cache[digest] = prepared
@@ -277,15 +280,9 @@ class Runtime:
             if prepared.pre is None:
                 raise _MissingExport(prepared.link_error or "module does not link")
             instance = prepared.pre.instantiate(store)
-            exports = instance.exports(store)
-            found = exports.get("memory")
-            if isinstance(found, wasmtime.Memory):
-                memory = context.memory = found
+            memory = context.memory = _memory(store, instance)
             if export is not None:
-                func = exports.get(export)
-                if not isinstance(func, wasmtime.Func):
-                    raise _MissingExport(f"module has no function export `{export}`")
-                func(store)
+                _call_export(store, instance, prepared, export)
         except Exception as exc:  # every failure of the module is a result, not a crash
             outcome, error = _classify(exc, context)
         finally:
@@ -306,6 +303,26 @@ class Runtime:
             memory_bytes=memory.data_len(store) if memory is not None else 0,
             cpu_ms=(time.thread_time() - cpu_start) * 1000,
         )
+
+
+def _memory(store: wasmtime.Store, instance: wasmtime.Instance) -> wasmtime.Memory | None:
+    if wasm_ffi.AVAILABLE:
+        return wasm_ffi.memory(store, instance)
+    found = instance.exports(store).get("memory")
+    return found if isinstance(found, wasmtime.Memory) else None
+
+
+def _call_export(
+    store: wasmtime.Store, instance: wasmtime.Instance, prepared: Prepared, export: str
+) -> None:
+    """Call `export` (handlers and health checks take and return nothing: the fast path)."""
+    if wasm_ffi.AVAILABLE and export in prepared.nullary:
+        wasm_ffi.call_nullary(store, instance, export)
+        return
+    func = instance.exports(store).get(export)
+    if not isinstance(func, wasmtime.Func):
+        raise _MissingExport(f"module has no function export `{export}`")
+    func(store)
 
 
 class _MissingExport(Exception):

@@ -27,6 +27,8 @@ from typing import Any
 
 import wasmtime
 
+from gitopsd.agent import wasm_ffi
+
 MODULE = "wasi_snapshot_preview1"
 
 # errno values of WASI preview 1
@@ -423,8 +425,12 @@ def _valtype(code: str) -> wasmtime.ValType:
 
 
 def define(linker: wasmtime.Linker) -> None:
-    """Define every wasi_snapshot_preview1 function in the linker."""
+    """Define every wasi_snapshot_preview1 function in the linker (with raw values through
+    the C API when wasm_ffi can, else through wasmtime-py's `define_func`)."""
     for name, (params, results) in SIGNATURES.items():
-        ty = wasmtime.FuncType([_valtype(c) for c in params], [_valtype(c) for c in results])
         func, access_caller = IMPLEMENTED.get(name, (_enosys, False))
+        if wasm_ffi.AVAILABLE:
+            wasm_ffi.define_unchecked(linker, MODULE, name, params, results, func, access_caller)
+            continue
+        ty = wasmtime.FuncType([_valtype(c) for c in params], [_valtype(c) for c in results])
         linker.define_func(MODULE, name, ty, func, access_caller=access_caller)

@@ -1,0 +1,160 @@
+"""The hot path of a call through wasmtime's C API, below wasmtime-py's object layer.
+
+Measured on the benchmark VM (bench P7 baseline, trivial handler): the object layer costs
+more than the WebAssembly does. `instance.exports(store)` wraps every export (~60 µs), a
+`Func.__call__` asks for the function's type first (~30 µs), and each host call through
+`Linker.define_func` converts every parameter and the result through `Val` objects
+(~60 µs for one `fd_write`). Here the two exports a call needs are looked up by name, a
+function without parameters or results is called directly, and the WASI host functions
+are defined "unchecked": they read and write raw values.
+
+Only documented C-API entry points are used (`wasmtime_instance_export_get`,
+`wasmtime_func_call`, `wasmtime_linker_define_func_unchecked`, `wasmtime_caller_context`),
+through the bindings wasmtime-py ships. Errors keep wasmtime-py's semantics: a Python
+exception in a host function becomes a trap and is raised again by `call_nullary` (how
+`proc_exit` ends a call). If a future wasmtime-py lacks any of these names, `AVAILABLE` is
+False and the runtime uses the object layer, slower but the same.
+"""
+
+from __future__ import annotations
+
+import ctypes
+from collections.abc import Callable
+from typing import Any
+
+import wasmtime
+
+try:
+    import wasmtime._func as _func_layer
+    from wasmtime import _bindings as _c
+    from wasmtime import _ffi
+    from wasmtime._trap import Trap as _Trap
+
+    _EXTERN_FUNC = _ffi.WASMTIME_EXTERN_FUNC.value
+    _EXTERN_MEMORY = _ffi.WASMTIME_EXTERN_MEMORY.value
+    _UNCHECKED = _c.wasmtime_func_unchecked_callback_t
+    _FINALIZER = ctypes.CFUNCTYPE(None, ctypes.c_void_p)
+    _NO_FINALIZER = _FINALIZER(lambda _data: None)
+    for _name in (
+        "wasmtime_instance_export_get",
+        "wasmtime_func_call",
+        "wasmtime_linker_define_func_unchecked",
+        "wasmtime_caller_context",
+        "wasmtime_extern_t",
+    ):
+        getattr(_c, _name)
+    _func_layer.enter_wasm  # noqa: B018 (checked to exist)
+    AVAILABLE = True
+except (ImportError, AttributeError):  # pragma: no cover - depends on the wasmtime release
+    AVAILABLE = False
+
+# The ctypes callbacks must live as long as the linkers that point at them.
+_CALLBACKS: list[Any] = []
+
+
+class RawCaller:
+    """What a WASI host function needs of its caller: the store context (for memory
+    access) and, rarely, an export by name."""
+
+    __slots__ = ("_context_ptr", "_ptr")
+
+    def __init__(self, ptr: Any) -> None:
+        self._ptr = ptr
+        self._context_ptr = _c.wasmtime_caller_context(ptr)
+
+    def _context(self) -> Any:
+        return self._context_ptr
+
+    def get(self, name: str) -> Any:
+        caller = wasmtime.Caller(self._ptr)
+        try:
+            return caller.get(name)
+        finally:
+            caller._invalidate()
+
+
+def define_unchecked(
+    linker: wasmtime.Linker,
+    module: str,
+    name: str,
+    params: str,
+    results: str,
+    func: Callable[..., Any],
+    access_caller: bool,
+) -> None:
+    """Define `module.name` with raw values: `params` and `results` as in wasi.SIGNATURES
+    ("i" i32, "I" i64); `func` gets a RawCaller first when `access_caller`."""
+    kinds = tuple("i64" if c == "I" else "i32" for c in params)
+    result_kind = ("i64" if results == "I" else "i32") if results else None
+    count = len(kinds)
+
+    def callback(_env: Any, caller: Any, raw: Any, _n: int) -> int | None:
+        try:
+            args = [getattr(raw[i], kinds[i]) for i in range(count)]
+            out = func(RawCaller(caller), *args) if access_caller else func(*args)
+            if result_kind is not None:
+                setattr(raw[0], result_kind, out)
+            return 0
+        except BaseException as exc:  # raised again by call_nullary, as wasmtime-py does
+            _func_layer.LAST_EXCEPTION = exc  # type: ignore[assignment]  # as wasmtime-py does
+            trap = _Trap("python exception")._consume()
+            value: int | None = ctypes.cast(trap, ctypes.c_void_p).value
+            return value
+
+    c_callback = _UNCHECKED(callback)
+    _CALLBACKS.append(c_callback)
+    ty = wasmtime.FuncType([_valtype(c) for c in params], [_valtype(c) for c in results])
+    module_b, name_b = module.encode(), name.encode()
+    error = _c.wasmtime_linker_define_func_unchecked(
+        linker.ptr(),
+        ctypes.create_string_buffer(module_b),
+        len(module_b),
+        ctypes.create_string_buffer(name_b),
+        len(name_b),
+        ty.ptr(),
+        c_callback,
+        None,
+        _NO_FINALIZER,
+    )
+    if error:
+        raise wasmtime.WasmtimeError._from_ptr(error)
+
+
+def _valtype(code: str) -> wasmtime.ValType:
+    return wasmtime.ValType.i64() if code == "I" else wasmtime.ValType.i32()
+
+
+def export(store: wasmtime.Store, instance: wasmtime.Instance, name: bytes) -> Any:
+    """The raw extern `name` of `instance`, or None."""
+    item = _c.wasmtime_extern_t()
+    found = _c.wasmtime_instance_export_get(
+        store._context(),
+        ctypes.byref(instance._instance),
+        ctypes.create_string_buffer(name),
+        len(name),
+        ctypes.byref(item),
+    )
+    return item if found else None
+
+
+def memory(store: wasmtime.Store, instance: wasmtime.Instance) -> wasmtime.Memory | None:
+    """The instance's exported `memory`, if it exports one under that name."""
+    item = export(store, instance, b"memory")
+    if item is None or item.kind != _EXTERN_MEMORY:
+        return None
+    return wasmtime.Memory._from_raw(item.of.memory)
+
+
+def call_nullary(store: wasmtime.Store, instance: wasmtime.Instance, name: str) -> bool:
+    """Call the export `name`, a function without parameters or results; False when the
+    instance has no such function. Traps and host-function exceptions are raised."""
+    item = export(store, instance, name.encode())
+    if item is None or item.kind != _EXTERN_FUNC:
+        return False
+    with _func_layer.enter_wasm(store) as trap:
+        error = _c.wasmtime_func_call(
+            store._context(), ctypes.byref(item.of.func), None, 0, None, 0, trap
+        )
+        if error:
+            raise wasmtime.WasmtimeError._from_ptr(error)
+    return True

@@ -1,0 +1,71 @@
+"""The C-API fast path (agent/wasm_ffi.py) and wasmtime-py's object layer give the same
+results: the runtime falls back to the latter when a wasmtime release lacks the former."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+
+from gitopsd.agent import wasm_ffi
+from gitopsd.agent.runtime import MIB, CallResult, Outcome, Runtime
+from tests.agent.test_runtime import _PROBE
+from tests.wasm_modules import compile_wat, handler_wasm
+
+# An export that takes a parameter: never called through the nullary fast path.
+_WITH_PARAM = """(module
+  (memory (export "memory") 1)
+  (func (export "_start"))
+  (func (export "takes") (param i32)))"""
+
+
+@pytest.fixture(params=["c-api", "object-layer"])
+def runtime(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> Iterator[Runtime]:
+    if request.param == "object-layer":
+        monkeypatch.setattr(wasm_ffi, "AVAILABLE", False)
+    else:
+        assert wasm_ffi.AVAILABLE, "this wasmtime release lacks the C-API fast path"
+    made = Runtime(workers=2)
+    yield made
+    made.close()
+
+
+def run(runtime: Runtime, wasm: bytes, export: str = "_start", **kw: object) -> CallResult:
+    return runtime.call(
+        runtime.compile(wasm),
+        export,
+        memory_bytes=16 * MIB,
+        timeout_ms=500,
+        **kw,  # type: ignore[arg-type]
+    )
+
+
+def test_handlers_behave_the_same_on_both_paths(runtime: Runtime) -> None:
+    assert run(runtime, handler_wasm()).stdout == b"hello"
+    body = bytes(range(256)) * 100
+    assert run(runtime, handler_wasm(behaviour="echo"), stdin=body).stdout == b"hello" + body
+    env = [("X_GITOPSD_VERSION", "3.1.4")]
+    assert run(runtime, handler_wasm(behaviour="env"), env=env).stdout == b"3.1.4"
+    assert run(runtime, handler_wasm(health="fine"), "health_check").stdout == b"fine"
+
+
+def test_failures_are_classified_the_same_on_both_paths(runtime: Runtime) -> None:
+    trap = run(runtime, handler_wasm(behaviour="trap"))
+    assert trap.outcome is Outcome.TRAP and "unreachable" in (trap.error or "")
+    exit1 = run(runtime, handler_wasm(behaviour="exit1"))
+    assert (exit1.outcome, exit1.exit_code) == (Outcome.EXIT, 1)
+    missing = run(runtime, handler_wasm(), "nope")
+    assert missing.outcome is Outcome.TRAP and "nope" in (missing.error or "")
+    loop = run(runtime, handler_wasm(behaviour="loop"))
+    assert loop.outcome is Outcome.TIMEOUT
+    needs_arg = run(runtime, compile_wat(_WITH_PARAM), "takes")
+    assert needs_arg.outcome is Outcome.TRAP
+
+
+def test_wasi_host_functions_answer_the_same_on_both_paths(runtime: Runtime) -> None:
+    result = run(runtime, compile_wat(_PROBE), args=["fn-name"])
+    assert result.outcome is Outcome.OK, result.error
+    # args ok/1, argv[0] "f", clock ok/plausible, random ok, EBADF, ENOSYS, ESPIPE, ok,
+    # EBADF for fd 7, EFAULT for an iovec outside memory
+    assert list(result.stdout[:13]) == [0, 1, 0, ord("f"), 0, 1, 0, 8, 52, 70, 0, 8, 21]
+    assert len(result.stderr) == 64
