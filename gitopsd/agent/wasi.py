@@ -2,8 +2,9 @@
 
 Why not wasmtime's built-in WASI: with `WasiConfig.stdout_custom` a trivial handler cost
 ~173 µs per call here (fresh Store, instantiate, call), against ~72 µs with this `fd_write`
-in Python. The functions are defined store-independently (`Linker.define_func`), so one
-Linker and one `InstancePre` per module serve every call.
+in Python. The functions are defined store-independently (raw values through the C API,
+agent/wasm_ffi.py, or `Linker.define_func`), so one Linker and one `InstancePre` per module
+serve every call.
 
 Each call's I/O lives in a `CallContext` that the runtime installs in a thread-local before
 entering WASM: the host functions run synchronously on the calling thread, so the

@@ -1,12 +1,14 @@
 """`gitopsd run`: the long-running reconcile service.
 
 One loop does every reconcile pass (so passes never overlap); triggers only wake it: the
-APScheduler interval job (with jitter), a watch on a local repository's refs, and webhooks.
+APScheduler interval job (with jitter), a watch on a local repository's refs, webhooks, and
+the agents themselves (the fleet client holds one inventory request per agent, answered when
+that agent changes: fleet/watch.py).
 Each pass is level-triggered: it reads desired (Git) and live (agents) state, diffs them and
 starts, continues or supersedes rollouts, which run as one task per function so that a long
 canary does not hold up the other functions. A pass with the same commit and the same
-inventory generations as the last one costs one cheap ref lookup and one small request per
-agent: no snapshot, no YAML, no diff.
+inventory generations as the last one costs one cheap ref lookup and no request at all to
+an agent whose held inventory request is open: no snapshot, no YAML, no diff.
 
 Policy when a new commit arrives during a rollout of the same function: the running rollout
 stops at its next step boundary (a wait is cut short), rolls its touched nodes back to the
