@@ -104,6 +104,8 @@ def test_drift_is_healed_and_removed_functions_are_pruned(
     try:
         daemon.start()
         wait_for(lambda: serves(fleet, "hello", "1.0.0"), what="first sync")
+        # A hand edit while the first rollout still runs would fail (and roll back) that rollout.
+        wait_for(lambda: _active_rollouts(daemon.state / "gitopsd.db") == 0, what="first rollout")
         # An operator deletes the function on one node by hand: the daemon puts it back.
         import urllib.request
 
@@ -135,6 +137,8 @@ def test_a_change_on_an_agent_wakes_the_daemon_without_a_poll(
     """The poll interval is an hour: only the held inventory request can tell the daemon."""
     daemon.start()
     wait_for(lambda: serves(fleet, "hello", "1.0.0"), what="first sync")
+    # A hand edit while the first rollout still runs would fail (and roll back) that rollout.
+    wait_for(lambda: _active_rollouts(daemon.state / "gitopsd.db") == 0, what="first rollout")
     import urllib.request
 
     from tests.fleetfixture import TOKEN
