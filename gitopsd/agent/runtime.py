@@ -1,9 +1,13 @@
-"""The wasmtime runtime: one Engine, compiled modules cached by sha256, one Store per call.
+"""The wasmtime runtime: one Engine, compiled modules cached by sha256, one instance per call.
 
-Measured costs drove the shape: a fresh Store plus `InstancePre.instantiate` costs ~20 µs
-and a whole trivial call ~80 µs, so every call gets its own Store, which gives per-call
-memory limits and isolation for free; compiling is expensive, so a module is compiled once
-per process (cache by sha256) and shared by every agent in it.
+Measured costs drove the shape. Every call gets a fresh instance (its own linear memory,
+globals and tables: nothing of one call is visible to the next) with the memory limit and
+deadline of its version. Instances live in a Store, and making and dropping a Store costs
+about 30 µs of a ~115 µs trivial call (bench P7), so a thread keeps its Store for up to
+STORE_CALLS calls, as long as the memory its finished instances keep mapped stays under
+STORE_RETAINED_BYTES and every call ended OK; a call that traps, exits non-zero, times out
+or grows its memory past that drops the Store at once. Compiling is expensive, so a module
+is compiled once per process (cache by sha256) and shared by every agent in it.
 
 Wall-clock timeouts use epoch interruption: a ticker thread increments the engine's epoch
 every `tick_ms`, and each Store gets a deadline of enough ticks to cover its timeout.
@@ -12,7 +16,7 @@ Where a call runs (`Runtime.run`): handing a ~80 µs call to a thread pool costs
 the call (thread wake-up and GIL hand-offs: ~3,000 req/s over HTTP against ~5,500 inline),
 so a call first runs inline on the event loop with a budget of one epoch tick. A call that
 outlives the budget is interrupted and run again from scratch on the pool with the rest of
-its timeout; that is safe because a call has no effect outside its own fresh Store (the
+its timeout; that is safe because a call has no effect outside its own fresh instance (the
 WASI host offers no files, sockets or shared state). The module is then run on the pool
 until a pooled call is fast again, so a slow module blocks the loop for at most one tick
 once, and `/healthz` keeps answering while a module spins until its timeout.
@@ -40,6 +44,10 @@ from gitopsd.errors import ModuleError
 
 WASM_MAGIC = b"\0asm"
 MIB = 1024 * 1024
+# A Store serves at most this many calls of one thread, and no more once the memories of
+# its finished instances (kept mapped until the Store goes) reach the byte cap.
+STORE_CALLS = 16
+STORE_RETAINED_BYTES = 4 * MIB
 TABLE_ELEMENTS_PER_MIB = 4096  # 64 MiB of memory allows 262,144 table elements (~4 MiB)
 
 
@@ -129,6 +137,7 @@ class Runtime:
         # compiled module per digest, or each would compile (and map) its own copy.
         self._live: weakref.WeakValueDictionary[str, Prepared] = weakref.WeakValueDictionary()
         self._lock = threading.Lock()
+        self._stores = threading.local()  # .slot: the _StoreSlot of each calling thread
         self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="gitopsd-wasm")
         self._stop = threading.Event()
         self._ticker = threading.Thread(target=self._tick, name="gitopsd-epoch", daemon=True)
@@ -147,8 +156,16 @@ class Runtime:
         self._closed = True
         # The ticker must outlive the calls: it is what ends a spinning module.
         self._pool.shutdown(wait=True, cancel_futures=True)
+        self._stores = threading.local()  # drops every thread's Store
         self._stop.set()
         self._ticker.join()
+
+    def _store_slot(self) -> _StoreSlot:
+        """This thread's Store, a new one when the last was used up or dropped."""
+        slot: _StoreSlot | None = getattr(self._stores, "slot", None)
+        if slot is None or slot.used_up():
+            slot = self._stores.slot = _StoreSlot(wasmtime.Store(self.engine))
+        return slot
 
     def cached(self, sha256: str) -> Prepared | None:
         """The compiled module with this digest, if this process has it."""
@@ -266,7 +283,8 @@ class Runtime:
         """
         context = wasi.CallContext(stdin, env, args, self.stdout_cap)
         start, cpu_start = time.perf_counter(), time.thread_time()
-        store = wasmtime.Store(self.engine)
+        slot = self._store_slot()
+        store = slot.store
         # Tables live outside linear memory (8-16 bytes per element): without their own cap a
         # `table.grow` loop allocates hundreds of MB whatever the memory limit says.
         store.set_limits(memory_size=memory_bytes, table_elements=table_limit(memory_bytes))
@@ -293,6 +311,8 @@ class Runtime:
             # A truncated response must not pass for a good one.
             outcome = Outcome.TRAP
             error = f"module wrote more than the {self.stdout_cap}-byte stdout cap"
+        used = memory.data_len(store) if memory is not None else 0
+        slot.finished(outcome is Outcome.OK, used)
         return CallResult(
             outcome=outcome,
             stdout=bytes(context.stdout),
@@ -300,7 +320,7 @@ class Runtime:
             exit_code=context.exit_code,
             error=error,
             duration_ms=(time.perf_counter() - start) * 1000,
-            memory_bytes=memory.data_len(store) if memory is not None else 0,
+            memory_bytes=used,
             cpu_ms=(time.thread_time() - cpu_start) * 1000,
         )
 
@@ -323,6 +343,26 @@ def _call_export(
     if not isinstance(func, wasmtime.Func):
         raise _MissingExport(f"module has no function export `{export}`")
     func(store)
+
+
+class _StoreSlot:
+    """A Store shared by the calls of one thread, one fresh instance each (module doc)."""
+
+    __slots__ = ("calls", "retained", "store")
+
+    def __init__(self, store: wasmtime.Store) -> None:
+        self.store = store
+        self.calls = 0
+        self.retained = 0
+
+    def finished(self, ok: bool, memory_bytes: int) -> None:
+        self.calls += 1
+        self.retained += memory_bytes
+        if not ok:
+            self.calls = STORE_CALLS  # never reuse a Store after a failed call
+
+    def used_up(self) -> bool:
+        return self.calls >= STORE_CALLS or self.retained >= STORE_RETAINED_BYTES
 
 
 class _MissingExport(Exception):

@@ -69,3 +69,50 @@ def test_wasi_host_functions_answer_the_same_on_both_paths(runtime: Runtime) -> 
     # EBADF for fd 7, EFAULT for an iovec outside memory
     assert list(result.stdout[:13]) == [0, 1, 0, ord("f"), 0, 1, 0, 8, 52, 70, 0, 8, 21]
     assert len(result.stderr) == 64
+
+
+# Each call increments a global and a memory cell, then writes both: 1 and 1 when every
+# call gets a fresh instance, whatever Store it runs in.
+_COUNTER = """(module
+  (import "wasi_snapshot_preview1" "fd_write"
+    (func $fd_write (param i32 i32 i32 i32) (result i32)))
+  (memory (export "memory") 1)
+  (global $calls (mut i32) (i32.const 0))
+  (func (export "_start")
+    (global.set $calls (i32.add (global.get $calls) (i32.const 1)))
+    (i32.store8 (i32.const 64) (i32.add (i32.load8_u (i32.const 64)) (i32.const 1)))
+    (i32.store8 (i32.const 65) (global.get $calls))
+    (i32.store (i32.const 0) (i32.const 64))
+    (i32.store (i32.const 4) (i32.const 2))
+    (drop (call $fd_write (i32.const 1) (i32.const 0) (i32.const 1) (i32.const 8)))))"""
+
+# Grows its memory to 5 MiB (80 pages) before answering: more than a Store may keep.
+_BIG = """(module
+  (memory (export "memory") 1)
+  (func (export "_start") (drop (memory.grow (i32.const 79)))))"""
+
+
+def _store(runtime: Runtime) -> object:
+    return runtime._stores.slot.store
+
+
+def test_calls_sharing_a_store_still_get_fresh_instances(runtime: Runtime) -> None:
+    counter = compile_wat(_COUNTER)
+    first = run(runtime, counter)
+    store = _store(runtime)
+    for _ in range(5):
+        assert run(runtime, counter).stdout == first.stdout == bytes([1, 1])
+    assert _store(runtime) is store  # reused: fresh instances, not fresh Stores
+
+
+def test_a_store_is_dropped_after_a_failure_or_a_large_memory(runtime: Runtime) -> None:
+    counter = compile_wat(_COUNTER)
+    run(runtime, counter)
+    store = _store(runtime)
+    assert run(runtime, handler_wasm(behaviour="trap")).outcome is Outcome.TRAP
+    assert run(runtime, counter).stdout == bytes([1, 1])
+    after_trap = _store(runtime)
+    assert after_trap is not store
+    assert run(runtime, compile_wat(_BIG)).outcome is Outcome.OK
+    run(runtime, counter)
+    assert _store(runtime) is not after_trap
