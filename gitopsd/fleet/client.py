@@ -14,6 +14,7 @@ from pydantic import ValidationError
 
 from gitopsd.errors import AgentAuthError, AgentError
 from gitopsd.fleet.live import LiveNode, LiveState
+from gitopsd.fleet.longpoll import HeldConnection, LongPollError
 from gitopsd.fleet.probe import InventoryProbe
 from gitopsd.fleet.watch import InventoryWatch
 from gitopsd.fleet.wire import WireHealth, WireInventory
@@ -56,6 +57,7 @@ class AgentClient:
         # answers 304 to If-None-Match, so an unchanged fleet costs one tiny reply per node.
         self._inventories: dict[str, tuple[str, str, LiveNode]] = {}
         self.watch = InventoryWatch(self, watch_seconds)
+        self._held: dict[str, HeldConnection] = {}  # node -> connection of its held request
         # An agent changed by someone else (an operator, another controller, a restart):
         # called with the node's name so that the daemon can reconcile at once.
         self.on_change: Callable[[str], None] | None = None
@@ -81,6 +83,8 @@ class AgentClient:
         tb: TracebackType | None,
     ) -> None:
         await self.watch.close()
+        for conn in self._held.values():
+            conn.close()
         self._probe.close()
         if self._session is not None:
             await self._session.close()
@@ -223,6 +227,39 @@ class AgentClient:
         return cached[0], cached[1]
 
     async def held_inventory(self, node: str, base: str, etag: str, seconds: float) -> bool:
+        if base.startswith("http://"):
+            status, new_etag, body = await self._held_raw(node, base, etag, seconds)
+        else:
+            status, new_etag, body = await self._held_aiohttp(node, base, etag, seconds)
+        if status == 304:
+            return False
+        if status != 200:
+            message = body.get("error") if isinstance(body, dict) else None
+            raise AgentError(node, f"GET /inventory?wait -> {status}: {message}", status)
+        if self.watch_target(node) != (base, etag):
+            return True  # re-addressed or re-read meanwhile: that read is the newer one
+        self._remember(node, base, body, new_etag)
+        if not self._touched(node) and self.on_change is not None:
+            self.on_change(node)
+        return True
+
+    async def _held_raw(
+        self, node: str, base: str, etag: str, seconds: float
+    ) -> tuple[int, str | None, Any]:
+        conn = self._held.get(node)
+        if conn is None or conn.base != base:
+            if conn is not None:
+                conn.close()
+            conn = self._held[node] = HeldConnection(base, self._token, MAX_ANSWER_BYTES)
+        try:
+            answer = await conn.get(etag, seconds, self._timeout.total or 10.0)
+        except LongPollError as exc:
+            raise AgentError(node, f"held inventory request: {exc}") from None
+        return answer.status, answer.etag, answer.body
+
+    async def _held_aiohttp(
+        self, node: str, base: str, etag: str, seconds: float
+    ) -> tuple[int, str | None, Any]:
         session = self._session
         if session is None:
             raise RuntimeError("AgentClient used outside 'async with'")
@@ -237,17 +274,7 @@ class AgentClient:
                 body = await _body(resp)
             except _TooLarge as exc:
                 raise AgentError(node, f"held inventory answer refused, {exc}") from None
-            if resp.status == 304:
-                return False
-            if resp.status != 200:
-                raise AgentError(node, f"GET /inventory?wait -> {resp.status}", resp.status)
-            new_etag = resp.headers.get("ETag")
-        if self.watch_target(node) != (base, etag):
-            return True  # re-addressed or re-read meanwhile: that read is the newer one
-        self._remember(node, base, body, new_etag)
-        if not self._touched(node) and self.on_change is not None:
-            self.on_change(node)
-        return True
+            return resp.status, resp.headers.get("ETag"), body
 
     def watch_lost(self, node: str, reason: str) -> None:
         get_logger(component="fleet").info("inventory watch ended", node=node, reason=reason)
