@@ -60,7 +60,11 @@ class HeldConnection:
             raise
 
     async def _get(self, etag: str, seconds: float, grace: float) -> Answer:
-        if self._streams is None or self._streams[1].is_closing():
+        if self._streams is not None and (
+            self._streams[0].at_eof() or self._streams[1].is_closing()
+        ):
+            self.close()  # the agent closed it (a restart, an idle timeout): connect again
+        if self._streams is None:
             async with asyncio.timeout(grace):
                 self._streams = await asyncio.open_connection(self._host, self._port)
         reader, writer = self._streams
@@ -78,8 +82,8 @@ class HeldConnection:
         if length > self._max:
             raise LongPollError(f"answer refused, {length} bytes")
         raw = await reader.readexactly(length) if length else b""
-        if headers.get("connection", "").lower() == "close":
-            self.close()
+        if status not in (200, 304) or headers.get("connection", "").lower() == "close":
+            self.close()  # an agent that answers otherwise may be on its way down
         body = json.loads(raw.decode("utf-8", errors="replace")) if raw else None
         return Answer(status, headers.get("etag"), body)
 

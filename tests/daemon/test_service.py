@@ -155,6 +155,8 @@ def test_a_change_on_an_agent_wakes_the_daemon_without_a_poll(
     assert serves(fleet, "hello", "1.0.0")
     # An agent that stops is noticed at once; while it is down the daemon retries it with
     # backoff (not only at the next poll), so it is healed soon after it comes back empty.
+    service = fleet.nodes["edge-a"].agent.service  # type: ignore[union-attr]
+    wait_for(lambda: bool(service._moved._waiters), what="the daemon's request to be held")
     fleet.stop("edge-a")
     wait_for(lambda: 'node="edge-a"' in daemon.metrics(), what="the daemon to find edge-a down")
     import shutil

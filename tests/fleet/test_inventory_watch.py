@@ -118,6 +118,10 @@ async def test_a_stopped_agent_ends_its_watch_and_a_restart_starts_a_new_one(
     client, changed = watching
     await client.live_state(fleet.nodes)
     await all_held(client, fleet)
+    # Stop it only once its held request is waiting inside it (in this process a request
+    # still in flight at that moment can be left unanswered; a real agent's exit closes it).
+    service = fleet.nodes["edge-c"].agent.service  # type: ignore[union-attr]
+    await until(lambda: bool(service._moved._waiters), "the request to reach the agent")
     await asyncio.to_thread(fleet.stop, "edge-c")
     await until(lambda: "edge-c" in changed, "the lost agent to be reported")
     assert "edge-c" not in client.watch.held
