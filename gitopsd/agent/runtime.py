@@ -14,11 +14,13 @@ every `tick_ms`, and each Store gets a deadline of enough ticks to cover its tim
 
 Where a call runs (`Runtime.run`): handing a ~80 µs call to a thread pool costs more than
 the call (thread wake-up and GIL hand-offs: ~3,000 req/s over HTTP against ~5,500 inline),
-so a call first runs inline on the event loop with a budget of one epoch tick. A call that
-outlives the budget is interrupted and run again from scratch on the pool with the rest of
+so a call first runs inline on the event loop with a budget of INLINE_TICKS epoch ticks (the
+first tick may come at once, so two guarantee one whole tick: with one, about 3 % of trivial
+calls straddled a tick and were run twice, bench P7). A call that outlives the budget is
+interrupted and run again from scratch on the pool with the rest of
 its timeout; that is safe because a call has no effect outside its own fresh instance (the
 WASI host offers no files, sockets or shared state). The module is then run on the pool
-until a pooled call is fast again, so a slow module blocks the loop for at most one tick
+until a pooled call is fast again, so a slow module blocks the loop for at most two ticks
 once, and `/healthz` keeps answering while a module spins until its timeout.
 """
 
@@ -47,6 +49,7 @@ MIB = 1024 * 1024
 # A Store serves at most this many calls of one thread, and no more once the memories of
 # its finished instances (kept mapped until the Store goes) reach the byte cap.
 STORE_CALLS = 16
+INLINE_TICKS = 2  # epoch ticks a call may run on the event loop before it moves to the pool
 STORE_RETAINED_BYTES = 4 * MIB
 TABLE_ELEMENTS_PER_MIB = 4096  # 64 MiB of memory allows 262,144 table elements (~4 MiB)
 
@@ -236,9 +239,9 @@ class Runtime:
         memory_bytes: int,
         timeout_ms: float,
     ) -> CallResult:
-        """`call` without blocking the event loop for more than one epoch tick.
+        """`call` without blocking the event loop for more than INLINE_TICKS epoch ticks.
 
-        Inline first with a one-tick budget, then on the thread pool (see the module
+        Inline first with that budget, then on the thread pool (see the module
         docstring). The result's duration covers both attempts.
         """
         call = functools.partial(
@@ -246,7 +249,7 @@ class Runtime:
         )
         spent = 0.0
         if self.inline and not prepared.pace.pooled:
-            result = call(timeout_ms=timeout_ms, ticks=1)
+            result = call(timeout_ms=timeout_ms, ticks=INLINE_TICKS)
             if result.outcome is not Outcome.TIMEOUT or result.duration_ms >= timeout_ms:
                 return result
             # Out of its inline budget, not of its timeout: finish on the pool. Wall time

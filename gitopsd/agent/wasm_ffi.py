@@ -19,6 +19,7 @@ False and the runtime uses the object layer, slower but the same.
 from __future__ import annotations
 
 import ctypes
+import functools
 from collections.abc import Callable
 from typing import Any
 
@@ -130,11 +131,17 @@ def export(store: wasmtime.Store, instance: wasmtime.Instance, name: bytes) -> A
     found = _c.wasmtime_instance_export_get(
         store._context(),
         ctypes.byref(instance._instance),
-        ctypes.create_string_buffer(name),
+        _name_buffer(name),
         len(name),
         ctypes.byref(item),
     )
     return item if found else None
+
+
+@functools.lru_cache(maxsize=1024)
+def _name_buffer(name: bytes) -> Any:
+    """The C string of an export name (a handful per module: made once, read-only in C)."""
+    return ctypes.create_string_buffer(name)
 
 
 def memory(store: wasmtime.Store, instance: wasmtime.Instance) -> wasmtime.Memory | None:
