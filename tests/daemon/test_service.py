@@ -97,26 +97,31 @@ def test_signed_webhook_applies_a_push_and_attacks_are_refused(
         daemon.close()
 
 
+def delete_by_hand(daemon: DaemonProcess, fleet: Fleet, node: str, function: str) -> None:
+    """Once the first sync has ended, delete `function` on `node` behind the daemon's back
+    (while that rollout still runs, the edit would fail and roll back the rollout)."""
+    wait_for(lambda: serves(fleet, function, "1.0.0"), what="first sync")
+    wait_for(lambda: _active_rollouts(daemon.state / "gitopsd.db") == 0, what="first rollout")
+    import urllib.request
+
+    from tests.fleetfixture import TOKEN
+
+    req = urllib.request.Request(
+        f"{fleet.nodes[node].url}/functions/{function}",
+        method="DELETE",
+        headers={"Authorization": f"Bearer {TOKEN}"},
+    )
+    urllib.request.urlopen(req).close()
+
+
 def test_drift_is_healed_and_removed_functions_are_pruned(
     tmp_path: Path, repo: GitRemote, fleet: Fleet
 ) -> None:
     daemon = DaemonProcess(tmp_path / "d", repo, fleet, interval="PT1S")
     try:
         daemon.start()
-        wait_for(lambda: serves(fleet, "hello", "1.0.0"), what="first sync")
-        # A hand edit while the first rollout still runs would fail (and roll back) that rollout.
-        wait_for(lambda: _active_rollouts(daemon.state / "gitopsd.db") == 0, what="first rollout")
         # An operator deletes the function on one node by hand: the daemon puts it back.
-        import urllib.request
-
-        from tests.fleetfixture import TOKEN
-
-        req = urllib.request.Request(
-            f"{fleet.nodes['edge-b'].url}/functions/hello",
-            method="DELETE",
-            headers={"Authorization": f"Bearer {TOKEN}"},
-        )
-        urllib.request.urlopen(req).close()
+        delete_by_hand(daemon, fleet, "edge-b", "hello")
         db = daemon.state / "gitopsd.db"
         # (The poll may heal it before we look: the second rollout is the proof, not timing.)
         wait_for(lambda: _rollouts_of(db, "hello") == 2, what="a healing rollout")
@@ -136,19 +141,7 @@ def test_a_change_on_an_agent_wakes_the_daemon_without_a_poll(
 ) -> None:
     """The poll interval is an hour: only the held inventory request can tell the daemon."""
     daemon.start()
-    wait_for(lambda: serves(fleet, "hello", "1.0.0"), what="first sync")
-    # A hand edit while the first rollout still runs would fail (and roll back) that rollout.
-    wait_for(lambda: _active_rollouts(daemon.state / "gitopsd.db") == 0, what="first rollout")
-    import urllib.request
-
-    from tests.fleetfixture import TOKEN
-
-    req = urllib.request.Request(
-        f"{fleet.nodes['edge-c'].url}/functions/hello",
-        method="DELETE",
-        headers={"Authorization": f"Bearer {TOKEN}"},
-    )
-    urllib.request.urlopen(req).close()
+    delete_by_hand(daemon, fleet, "edge-c", "hello")
     db = daemon.state / "gitopsd.db"
     wait_for(lambda: _rollouts_of(db, "hello") == 2, what="a healing rollout")
     wait_for(lambda: _active_rollouts(db) == 0, what="the healing rollout to end")
