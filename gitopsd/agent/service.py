@@ -301,12 +301,10 @@ class AgentService:
         or at once when the agent is stopping (the held request must not delay the stop)."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + wait
-        while self.inventory_etag() == etag and not self.stopping:
-            left = deadline - loop.time()
-            if left <= 0:
-                return
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._moved.wait(), left)
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout_at(deadline):  # no extra task per held request
+                while self.inventory_etag() == etag and not self.stopping:
+                    await self._moved.wait()
 
     def _announce(self) -> None:
         moved, self._moved = self._moved, asyncio.Event()

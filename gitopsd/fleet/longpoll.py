@@ -2,8 +2,9 @@
 
 Each agent's held request is answered and sent again every watch period, so for a large
 fleet this is the daemon's main idle cost. Through aiohttp's client a renewal cost ~350 µs
-of CPU here (bench P3, 500 agents: ~180 ms per 30 s); written on a kept-alive connection
-with asyncio streams it is a small fraction of that. Only what an agent sends is understood:
+of CPU here (bench P3, 500 agents: ~180 ms per 30 s); on a kept-alive connection with
+asyncio streams, isolated runs gave 80 to 110 ms per 30 s (the figure is noisy: much of it
+is kernel loopback time that neither path avoids). Only what an agent sends is understood:
 a status line, headers, a body of `Content-Length` bytes. Anything else (chunked encoding,
 https, a body over the cap) is an error that ends the node's watch; the reconcile pass then
 asks that agent through the full client, as it always can.
