@@ -59,6 +59,19 @@ class RunningAgent:
         get_logger(node=self.settings.name).info("agent.stopped")
 
 
+def new_runtime() -> Runtime:
+    """A Runtime for agents; says so in the log when it could not reserve its instance pool."""
+    runtime = Runtime()
+    if not runtime.pooled:
+        get_logger().warning(
+            "agent.instance_pool_off",
+            reason="could not reserve address space for the instance pool (ulimit -v or "
+            "LimitAS=?) or this wasmtime lacks the pooling allocator",
+            effect="every call maps its own memory: slower, same behaviour",
+        )
+    return runtime
+
+
 def _client_url(host: str, port: int) -> str:
     # A wildcard listen address is not something a client can connect to: use loopback.
     if host in ("", "0.0.0.0"):
@@ -79,7 +92,7 @@ async def start_agent(settings: AgentSettings, runtime: Runtime | None = None) -
     lock = DataDirLock(settings.data_dir)
     lock.acquire()
     owns_runtime = runtime is None
-    active = runtime or Runtime()
+    active = runtime or new_runtime()
     runner: web.AppRunner | None = None
     try:
         token = resolve_token(settings.data_dir, settings.token, settings.token_file)
@@ -132,7 +145,7 @@ async def serve(settings: AgentSettings | Sequence[AgentSettings]) -> None:
     signals = (signal.SIGTERM, signal.SIGINT)
     for sig in signals:
         loop.add_signal_handler(sig, stop.set)
-    runtime = Runtime()
+    runtime = new_runtime()
     try:
         agents = await start_agents(many, runtime)
         if len(agents) > 1:

@@ -1,15 +1,23 @@
-"""The wasmtime runtime: one Engine, compiled modules cached by sha256, one instance per call.
+"""The wasmtime runtime: compiled modules cached by sha256, one fresh instance per call.
 
-Measured costs drove the shape. Every call gets a fresh instance (its own linear memory,
-globals and tables: nothing of one call is visible to the next) with the memory limit and
-deadline of its version. Instances live in a Store, and making and dropping a Store costs
-about 30 µs of a ~115 µs trivial call (bench P7), so a thread keeps its Store for up to
-STORE_CALLS calls, as long as the memory its finished instances keep mapped stays under
-STORE_RETAINED_BYTES and every call ended OK; a call that traps, exits non-zero, times out
-or grows its memory past that drops the Store at once. Compiling is expensive, so a module
-is compiled once per process (cache by sha256) and shared by every agent in it.
+Measured costs drove the shape (bench P7, trivial handler). Every call gets a fresh
+instance (its own linear memory, globals and tables: nothing of one call is visible to the
+next) with the memory limit and deadline of its version.
 
-Wall-clock timeouts use epoch interruption: a ticker thread increments the engine's epoch
+- Instances come from wasmtime's pooling allocator (POOL_SLOTS per Runtime, address space
+  reserved once): mapping and unmapping each instance's memory, and page-faulting its first
+  pages in again, cost about half of a ~110 µs call. A module over the pool's per-instance
+  limits (more than one memory or table, a very large instance) runs on a second Engine
+  without a pool, made when the first such module is compiled.
+- Instances live in a Store, and making and dropping one costs too, so the thread running
+  inline calls keeps its Store for up to STORE_CALLS calls, as long as the memory its
+  finished instances keep stays under STORE_RETAINED_BYTES and every call ended OK; a call
+  that traps, exits non-zero, times out or grows its memory past that closes the Store at
+  once (returning its slots to the pool). Threads that call rarely use a Store per call.
+- Compiling is expensive, so a module is compiled once per process (cache by sha256) and
+  shared by every agent in it.
+
+Wall-clock timeouts use epoch interruption: a ticker thread increments every Engine's epoch
 every `tick_ms`, and each Store gets a deadline of enough ticks to cover its timeout.
 
 Where a call runs (`Runtime.run`): handing a ~80 µs call to a thread pool costs more than
@@ -17,10 +25,10 @@ the call (thread wake-up and GIL hand-offs: ~3,000 req/s over HTTP against ~5,50
 so a call first runs inline on the event loop with a budget of INLINE_TICKS epoch ticks (the
 first tick may come at once, so two guarantee one whole tick: with one, about 3 % of trivial
 calls straddled a tick and were run twice, bench P7). A call that outlives the budget is
-interrupted and run again from scratch on the pool with the rest of
-its timeout; that is safe because a call has no effect outside its own fresh instance (the
-WASI host offers no files, sockets or shared state). The module is then run on the pool
-until a pooled call is fast again, so a slow module blocks the loop for at most two ticks
+interrupted and run again from scratch on the worker pool with the
+rest of its timeout; that is safe because a call has no effect outside its own fresh instance (the
+WASI host offers no files, sockets or shared state). The module then runs on the worker pool
+until a call there is fast again, so a slow module blocks the loop for at most two ticks
 once, and `/healthz` keeps answering while a module spins until its timeout.
 """
 
@@ -31,6 +39,7 @@ import enum
 import functools
 import hashlib
 import math
+import mmap
 import threading
 import time
 import weakref
@@ -52,12 +61,69 @@ STORE_CALLS = 16
 INLINE_TICKS = 2  # epoch ticks a call may run on the event loop before it moves to the pool
 STORE_RETAINED_BYTES = 4 * MIB
 TABLE_ELEMENTS_PER_MIB = 4096  # 64 MiB of memory allows 262,144 table elements (~4 MiB)
+MAX_MEMORY_BYTES = 4096 * MIB  # the largest `memoryMiB` a version may ask for (agent API)
+# Instances a Runtime's pool holds at once: the loop thread's kept Store (STORE_CALLS),
+# the worker pool's running calls and load-time checks fit with room to spare. Each slot
+# reserves address space for a 4 GiB memory and a full-size table (~4.4 GiB, not RSS).
+POOL_SLOTS = 96
+POOL_KEEP_RESIDENT = 1 * MIB  # bytes of a freed memory zeroed in place, not page-faulted again
 
 
 def table_limit(memory_bytes: int) -> int:
     """Table elements a call may hold, in proportion to its memory limit (min. 10,000, far
     above what compilers emit for indirect-call tables)."""
     return max(10_000, memory_bytes // MIB * TABLE_ELEMENTS_PER_MIB)
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class Host:
+    """A wasmtime Engine with the WASI host linked in. `pooled`: its instances come from a
+    pool reserved up front (fast), else each is mapped and unmapped on its own."""
+
+    engine: wasmtime.Engine
+    linker: wasmtime.Linker
+    pooled: bool
+
+
+# Address space one pool slot takes: a 4 GiB memory and its guard region, a full table (8 to
+# 16 bytes per element), with a margin (about 4.2 GiB measured with wasmtime 50).
+_SLOT_ADDRESS_SPACE = MAX_MEMORY_BYTES + table_limit(MAX_MEMORY_BYTES) * 16 + 64 * MIB
+
+
+def _can_reserve(size: int) -> bool:
+    """Whether `size` bytes of address space can be reserved now. wasmtime aborts the
+    process when it cannot map its pool (an address-space limit: `ulimit -v`, systemd's
+    `LimitAS=`), so try the same kind of mapping first."""
+    try:
+        probe = mmap.mmap(
+            -1,
+            size,
+            flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS | getattr(mmap, "MAP_NORESERVE", 0),
+            prot=0,  # PROT_NONE: reserved, never touched
+        )
+    except (OSError, OverflowError, ValueError):
+        return False
+    probe.close()
+    return True
+
+
+def make_host(*, pooled: bool, slots: int = POOL_SLOTS) -> Host:
+    """An Engine with epoch interruption and, when `pooled` and this wasmtime can, a pool of
+    `slots` instances that may use every limit a version can ask for."""
+    config = wasmtime.Config()
+    config.epoch_interruption = True
+    pooled = pooled and _can_reserve(slots * _SLOT_ADDRESS_SPACE)
+    pooled = pooled and wasm_ffi.use_pooling(
+        config,
+        slots=slots,
+        memory_bytes=MAX_MEMORY_BYTES,
+        table_elements=table_limit(MAX_MEMORY_BYTES),
+        keep_resident=POOL_KEEP_RESIDENT,
+    )
+    engine = wasmtime.Engine(config)
+    linker = wasmtime.Linker(engine)
+    wasi.define(linker)
+    return Host(engine, linker, pooled)
 
 
 class Outcome(enum.Enum):
@@ -101,6 +167,7 @@ class Prepared:
 
     sha256: str
     size: int
+    host: Host
     module: wasmtime.Module
     pre: wasmtime.InstancePre | None  # None when the module does not link
     link_error: str | None
@@ -124,15 +191,13 @@ class Runtime:
         inline: bool = True,
         stdout_cap: int = 16 * MIB,
         cache_size: int = 256,
+        pool_slots: int = POOL_SLOTS,
     ) -> None:
-        config = wasmtime.Config()
-        config.epoch_interruption = True
-        self.engine = wasmtime.Engine(config)
+        # Every Engine gets the epoch ticks; the one without a pool is made on first need.
+        self._hosts: tuple[Host, ...] = (make_host(pooled=True, slots=pool_slots),)
         self.tick_ms = tick_ms
         self.inline = inline
         self.stdout_cap = stdout_cap
-        self._linker = wasmtime.Linker(self.engine)
-        wasi.define(self._linker)
         self._cache: OrderedDict[str, Prepared] = OrderedDict()
         self._cache_size = cache_size
         # Every compiled module still referenced (by a loaded version of any agent of this
@@ -140,7 +205,7 @@ class Runtime:
         # compiled module per digest, or each would compile (and map) its own copy.
         self._live: weakref.WeakValueDictionary[str, Prepared] = weakref.WeakValueDictionary()
         self._lock = threading.Lock()
-        self._stores = threading.local()  # .slot: the _StoreSlot of each calling thread
+        self._stores = threading.local()  # .slots: each calling thread's _StoreSlot per Host
         self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="gitopsd-wasm")
         self._stop = threading.Event()
         self._ticker = threading.Thread(target=self._tick, name="gitopsd-epoch", daemon=True)
@@ -150,7 +215,8 @@ class Runtime:
     def _tick(self) -> None:
         interval = self.tick_ms / 1000
         while not self._stop.wait(interval):
-            self.engine.increment_epoch()
+            for host in self._hosts:
+                host.engine.increment_epoch()
 
     def close(self) -> None:
         """Wait for running calls, then stop the pool and the epoch ticker. Idempotent."""
@@ -163,11 +229,32 @@ class Runtime:
         self._stop.set()
         self._ticker.join()
 
-    def _store_slot(self) -> _StoreSlot:
-        """This thread's Store, a new one when the last was used up or dropped."""
-        slot: _StoreSlot | None = getattr(self._stores, "slot", None)
+    @property
+    def pooled(self) -> bool:
+        """True when modules that fit run on pooled instances (this wasmtime supports it)."""
+        return self._hosts[0].pooled
+
+    def _unpooled(self) -> Host:
+        """The Engine for modules that do not fit the pool's per-instance limits."""
+        with self._lock:
+            for host in self._hosts:
+                if not host.pooled:
+                    return host
+            host = make_host(pooled=False)
+            self._hosts = (*self._hosts, host)
+            return host
+
+    def _store_slot(self, host: Host, keep: bool) -> _StoreSlot:
+        """A Store of `host` for one call: with `keep`, this thread's kept one (a new one
+        when the last was used up or dropped), else a Store of its own."""
+        if not keep:
+            return _StoreSlot(wasmtime.Store(host.engine), kept=False)
+        slots: dict[Host, _StoreSlot] | None = getattr(self._stores, "slots", None)
+        if slots is None:
+            slots = self._stores.slots = {}
+        slot = slots.get(host)
         if slot is None or slot.used_up():
-            slot = self._stores.slot = _StoreSlot(wasmtime.Store(self.engine))
+            slot = slots[host] = _StoreSlot(wasmtime.Store(host.engine))
         return slot
 
     def cached(self, sha256: str) -> Prepared | None:
@@ -192,19 +279,16 @@ class Runtime:
         # Module() would parse text that does not start with the magic as WAT: refuse it.
         if not wasm.startswith(WASM_MAGIC):
             raise ModuleError("module is not WASM binary (missing \\0asm magic); compile it first")
-        try:
-            module = wasmtime.Module(self.engine, wasm)
-        except wasmtime.WasmtimeError as exc:
-            raise ModuleError(f"module is not valid WASM: {_first_line(exc)}") from exc
+        host, module = self._compile(wasm)
         pre, link_error = None, None
         try:
-            pre = self._linker.instantiate_pre(module)
+            pre = host.linker.instantiate_pre(module)
         except wasmtime.WasmtimeError as exc:
             link_error = f"module does not link: {_first_line(exc)}"
         funcs = [(e.name, e.type) for e in module.exports if isinstance(e.type, wasmtime.FuncType)]
         exports = frozenset(name for name, _ in funcs)
         nullary = frozenset(name for name, ty in funcs if not ty.params and not ty.results)
-        prepared = Prepared(digest, len(wasm), module, pre, link_error, exports, nullary)
+        prepared = Prepared(digest, len(wasm), host, module, pre, link_error, exports, nullary)
         with self._lock:
             self._live[digest] = prepared
             self._cache[digest] = prepared
@@ -213,6 +297,22 @@ class Runtime:
                 # Evicting only drops the cache's reference; loaded versions keep theirs.
                 self._cache.popitem(last=False)
         return prepared
+
+    def _compile(self, wasm: bytes) -> tuple[Host, wasmtime.Module]:
+        host = self._hosts[0]
+        try:
+            return host, wasmtime.Module(host.engine, wasm)
+        except wasmtime.WasmtimeError as exc:
+            error = exc
+        if host.pooled and _valid(host.engine, wasm):
+            # Valid, but over the pool's per-instance limits (several memories or tables,
+            # a very large instance): such a module runs on an Engine without a pool.
+            host = self._unpooled()
+            try:
+                return host, wasmtime.Module(host.engine, wasm)
+            except wasmtime.WasmtimeError as exc:
+                error = exc
+        raise ModuleError(f"module is not valid WASM: {_first_line(error)}") from error
 
     def check(self, prepared: Prepared, memory_bytes: int, timeout_ms: float) -> None:
         """Instantiate once under the version's limits; raise ModuleError if it cannot.
@@ -224,7 +324,9 @@ class Runtime:
             raise ModuleError(prepared.link_error or "module does not link")
         if "_start" not in prepared.exports:
             raise ModuleError("module has no `_start` export (the handler)")
-        result = self.call(prepared, None, memory_bytes=memory_bytes, timeout_ms=timeout_ms)
+        result = self.call(
+            prepared, None, memory_bytes=memory_bytes, timeout_ms=timeout_ms, keep_store=False
+        )
         if not result.ok:
             raise ModuleError(f"module does not instantiate: {result.error}")
 
@@ -258,7 +360,7 @@ class Runtime:
             spent = result.duration_ms
         loop = asyncio.get_running_loop()
         result = await loop.run_in_executor(
-            self._pool, functools.partial(call, timeout_ms=timeout_ms - spent)
+            self._pool, functools.partial(call, timeout_ms=timeout_ms - spent, keep_store=False)
         )
         # Back inline once a pooled call fits well inside a tick again.
         prepared.pace.pooled = result.cpu_ms > self.tick_ms / 4
@@ -277,16 +379,21 @@ class Runtime:
         memory_bytes: int,
         timeout_ms: float,
         ticks: int | None = None,
+        keep_store: bool = True,
     ) -> CallResult:
-        """Instantiate `prepared` in a fresh Store and call `export` (None: instantiate only).
+        """Instantiate `prepared` in a fresh instance and call `export` (None: instantiate
+        only).
 
         Blocking, on the calling thread. Never raises for anything the module does: traps,
         exits, timeouts and memory exhaustion come back as the result's outcome. `ticks`
         overrides the epoch deadline derived from `timeout_ms` (used for the inline budget).
+        `keep_store`: use this thread's kept Store (module docstring); False for threads
+        that call rarely (the worker pool, load-time checks), so that they hold no pool slots
+        between calls.
         """
         context = wasi.CallContext(stdin, env, args, self.stdout_cap)
         start, cpu_start = time.perf_counter(), time.thread_time()
-        slot = self._store_slot()
+        slot = self._store_slot(prepared.host, keep_store)
         store = slot.store
         # Tables live outside linear memory (8-16 bytes per element): without their own cap a
         # `table.grow` loop allocates hundreds of MB whatever the memory limit says.
@@ -316,6 +423,10 @@ class Runtime:
             error = f"module wrote more than the {self.stdout_cap}-byte stdout cap"
         used = memory.data_len(store) if memory is not None else 0
         slot.finished(outcome is Outcome.OK, used)
+        if slot.used_up():
+            # Now, not whenever the garbage collector gets to it: a trap's traceback keeps
+            # the Store in a reference cycle, and its instances hold pool slots.
+            store.close()
         return CallResult(
             outcome=outcome,
             stdout=bytes(context.stdout),
@@ -353,9 +464,9 @@ class _StoreSlot:
 
     __slots__ = ("calls", "retained", "store")
 
-    def __init__(self, store: wasmtime.Store) -> None:
+    def __init__(self, store: wasmtime.Store, kept: bool = True) -> None:
         self.store = store
-        self.calls = 0
+        self.calls = 0 if kept else STORE_CALLS  # a Store not kept serves one call
         self.retained = 0
 
     def finished(self, ok: bool, memory_bytes: int) -> None:
@@ -384,6 +495,8 @@ def _classify(exc: Exception, context: wasi.CallContext) -> tuple[Outcome, str |
         return Outcome.EXIT, f"module exited with code {context.exit_code}"
     if isinstance(exc, _MissingExport):
         return Outcome.TRAP, str(exc)
+    if "maximum concurrent limit" in str(exc):  # the instance pool is exhausted
+        return Outcome.TRAP, f"no free instance slot in the agent: {_first_line(exc)}"
     if isinstance(exc, wasmtime.Trap) and exc.trap_code is wasmtime.TrapCode.INTERRUPT:
         return Outcome.TIMEOUT, "call exceeded its timeout"
     if isinstance(exc, wasi.ProcExit):
@@ -392,6 +505,14 @@ def _classify(exc: Exception, context: wasi.CallContext) -> tuple[Outcome, str |
     if "interrupt" in str(exc):  # an epoch interrupt surfaced as a plain error
         return Outcome.TIMEOUT, "call exceeded its timeout"
     return Outcome.TRAP, f"module trapped: {_first_line(exc)}"
+
+
+def _valid(engine: wasmtime.Engine, wasm: bytes) -> bool:
+    try:
+        wasmtime.Module.validate(engine, wasm)
+    except wasmtime.WasmtimeError:
+        return False
+    return True
 
 
 def _first_line(exc: BaseException) -> str:

@@ -49,6 +49,24 @@ try:
 except (ImportError, AttributeError):  # pragma: no cover - depends on the wasmtime release
     AVAILABLE = False
 
+_POOL_SETTERS = (
+    "total_core_instances",
+    "total_memories",
+    "total_tables",
+    "max_memory_size",
+    "table_elements",
+    "linear_memory_keep_resident",
+)
+POOLING = AVAILABLE and all(
+    hasattr(_c, name)
+    for name in (
+        "wasmtime_pooling_allocation_config_new",
+        "wasmtime_pooling_allocation_config_delete",
+        "wasmtime_pooling_allocation_strategy_set",
+        *(f"wasmtime_pooling_allocation_config_{setter}_set" for setter in _POOL_SETTERS),
+    )
+)
+
 # The ctypes callbacks must live as long as the linkers that point at them.
 _CALLBACKS: list[Any] = []
 
@@ -123,6 +141,33 @@ def define_unchecked(
 
 def _valtype(code: str) -> wasmtime.ValType:
     return wasmtime.ValType.i64() if code == "I" else wasmtime.ValType.i32()
+
+
+def use_pooling(
+    config: wasmtime.Config,
+    *,
+    slots: int,
+    memory_bytes: int,
+    table_elements: int,
+    keep_resident: int,
+) -> bool:
+    """Make engines of `config` take instances from a pre-reserved pool of `slots`
+    instances, memories and tables (wasmtime's pooling allocator) instead of mapping and
+    unmapping each instance's memory. Each memory may grow to `memory_bytes`, each table to
+    `table_elements`; the first `keep_resident` bytes of a freed memory are zeroed, not
+    returned to the kernel, so the next instance does not page-fault them in again.
+    False (config unchanged) when this wasmtime lacks the pooling entry points."""
+    if not POOLING:
+        return False
+    values = (slots, slots, slots, memory_bytes, table_elements, keep_resident)
+    pool = _c.wasmtime_pooling_allocation_config_new()
+    try:
+        for setter, value in zip(_POOL_SETTERS, values, strict=True):
+            getattr(_c, f"wasmtime_pooling_allocation_config_{setter}_set")(pool, value)
+        _c.wasmtime_pooling_allocation_strategy_set(config.ptr(), pool)  # copies `pool`
+    finally:
+        _c.wasmtime_pooling_allocation_config_delete(pool)
+    return True
 
 
 def export(store: wasmtime.Store, instance: wasmtime.Instance, name: bytes) -> Any:

@@ -93,7 +93,7 @@ _BIG = """(module
 
 
 def _store(runtime: Runtime) -> object:
-    return runtime._stores.slot.store
+    return runtime._stores.slots[next(iter(runtime._stores.slots))].store
 
 
 def test_calls_sharing_a_store_still_get_fresh_instances(runtime: Runtime) -> None:
