@@ -50,6 +50,7 @@ except (ImportError, AttributeError):  # pragma: no cover - depends on the wasmt
     AVAILABLE = False
 
 _POOL_SETTERS = (
+    "total_stacks",
     "total_core_instances",
     "total_memories",
     "total_tables",
@@ -159,7 +160,9 @@ def use_pooling(
     False (config unchanged) when this wasmtime lacks the pooling entry points."""
     if not POOLING:
         return False
-    values = (slots, slots, slots, memory_bytes, table_elements, keep_resident)
+    # No stacks: they serve async calls only, which wasmtime-py never makes, and each would
+    # cost the process memory mappings (vm.max_map_count) for its guard page.
+    values = (0, slots, slots, slots, memory_bytes, table_elements, keep_resident)
     pool = _c.wasmtime_pooling_allocation_config_new()
     try:
         for setter, value in zip(_POOL_SETTERS, values, strict=True):

@@ -107,3 +107,23 @@ def test_an_address_space_limit_turns_the_pool_off_instead_of_aborting() -> None
     assert done.returncode == 0, done.stderr
     assert done.stdout.split()[-2:] == ["False", "unpooled"]
     assert "agent.instance_pool_off" in done.stdout + done.stderr  # the operator is told
+
+
+def test_a_pool_costs_the_process_few_memory_mappings() -> None:
+    # Tests and `--count` processes hold many Runtimes; Linux allows 65,530 mappings per
+    # process (vm.max_map_count), and wasmtime aborts when it runs out. A pool with the
+    # default 1,000 async stacks took about 2,000 mappings by itself.
+    def mappings() -> int:
+        with open("/proc/self/maps") as maps:
+            return sum(1 for _ in maps)
+
+    before = mappings()
+    runtimes = [Runtime(workers=1) for _ in range(5)]
+    try:
+        assert all(r.pooled for r in runtimes)
+        ok = [r.compile(handler_wasm("mapped")) for r in runtimes]
+        assert all(call(r, p).stdout == b"mapped" for r, p in zip(runtimes, ok, strict=True))
+        assert mappings() - before < 5 * 100
+    finally:
+        for made in runtimes:
+            made.close()
