@@ -397,7 +397,9 @@ class Runtime:
         store = slot.store
         # Tables live outside linear memory (8-16 bytes per element): without their own cap a
         # `table.grow` loop allocates hundreds of MB whatever the memory limit says.
-        store.set_limits(memory_size=memory_bytes, table_elements=table_limit(memory_bytes))
+        if slot.memory_bytes != memory_bytes:  # a kept Store keeps its limits
+            store.set_limits(memory_size=memory_bytes, table_elements=table_limit(memory_bytes))
+            slot.memory_bytes = memory_bytes
         if ticks is None:
             # +1: the first tick may come at once, so N ticks only guarantee N-1 periods.
             ticks = max(1, math.ceil(timeout_ms / self.tick_ms)) + 1
@@ -407,7 +409,7 @@ class Runtime:
         try:
             if prepared.pre is None:
                 raise _MissingExport(prepared.link_error or "module does not link")
-            instance = prepared.pre.instantiate(store)
+            instance = _instantiate(store, prepared.pre)
             memory = context.memory = _memory(store, instance)
             if export is not None:
                 _call_export(store, instance, prepared, export)
@@ -439,6 +441,12 @@ class Runtime:
         )
 
 
+def _instantiate(store: wasmtime.Store, pre: wasmtime.InstancePre) -> wasmtime.Instance:
+    if wasm_ffi.AVAILABLE:
+        return wasm_ffi.instantiate(store, pre)
+    return pre.instantiate(store)
+
+
 def _memory(store: wasmtime.Store, instance: wasmtime.Instance) -> wasmtime.Memory | None:
     if wasm_ffi.AVAILABLE:
         return wasm_ffi.memory(store, instance)
@@ -462,12 +470,13 @@ def _call_export(
 class _StoreSlot:
     """A Store shared by the calls of one thread, one fresh instance each (module doc)."""
 
-    __slots__ = ("calls", "retained", "store")
+    __slots__ = ("calls", "memory_bytes", "retained", "store")
 
     def __init__(self, store: wasmtime.Store, kept: bool = True) -> None:
         self.store = store
         self.calls = 0 if kept else STORE_CALLS  # a Store not kept serves one call
         self.retained = 0
+        self.memory_bytes = -1  # the memory limit set on the Store (-1: none yet)
 
     def finished(self, ok: bool, memory_bytes: int) -> None:
         self.calls += 1

@@ -66,8 +66,8 @@ class CallContext:
     """The I/O of one call: stdin to read, stdout/stderr collected, environment, exit code."""
 
     __slots__ = (
-        "args",
-        "env",
+        "_args",
+        "_env",
         "exit_code",
         "memory",
         "output_overflow",
@@ -91,12 +91,21 @@ class CallContext:
         self.stderr = bytearray()
         self.stdout_cap = stdout_cap
         self.output_overflow = False
-        self.env = [f"{k}={v}".encode() + b"\0" for k, v in env]
-        self.args = [a.encode() + b"\0" for a in args]
+        self._env = env
+        self._args = args
         self.exit_code: int | None = None
         # The instance's exported memory, set by the runtime after instantiation so host
         # calls skip the export lookup; looked up through the caller when still None.
         self.memory: wasmtime.Memory | None = None
+
+    # Encoded when the module asks: most handlers never read their environment.
+    def env(self) -> list[bytes]:
+        """`NAME=value` entries of environ_get, each ending in NUL."""
+        return [f"{k}={v}".encode() + b"\0" for k, v in self._env]
+
+    def args(self) -> list[bytes]:
+        """Entries of args_get, each ending in NUL."""
+        return [a.encode() + b"\0" for a in self._args]
 
 
 _local = threading.local()
@@ -127,6 +136,8 @@ def _memory(caller: wasmtime.Caller, context: CallContext) -> tuple[int, int]:
         if not isinstance(found, wasmtime.Memory):
             raise _Fault
         memory = context.memory = found
+    if wasm_ffi.AVAILABLE:
+        return wasm_ffi.memory_span(caller._context(), memory)
     base = ctypes.cast(memory.data_ptr(caller), ctypes.c_void_p).value or 0
     return base, memory.data_len(caller)
 
@@ -224,22 +235,22 @@ def _entries_get(entries: list[bytes], caller: wasmtime.Caller, pointers: int, b
 
 def environ_sizes_get(caller: wasmtime.Caller, count: int, size: int) -> int:
     """Number of environment variables and the bytes their `K=V\\0` strings need."""
-    return _sizes_get(_context().env, caller, count, size)
+    return _sizes_get(_context().env(), caller, count, size)
 
 
 def environ_get(caller: wasmtime.Caller, environ: int, environ_buf: int) -> int:
     """Write the environment strings and the array of pointers to them."""
-    return _entries_get(_context().env, caller, environ, environ_buf)
+    return _entries_get(_context().env(), caller, environ, environ_buf)
 
 
 def args_sizes_get(caller: wasmtime.Caller, count: int, size: int) -> int:
     """Number of arguments and the bytes their NUL-terminated strings need."""
-    return _sizes_get(_context().args, caller, count, size)
+    return _sizes_get(_context().args(), caller, count, size)
 
 
 def args_get(caller: wasmtime.Caller, argv: int, argv_buf: int) -> int:
     """Write the argument strings and the array of pointers to them."""
-    return _entries_get(_context().args, caller, argv, argv_buf)
+    return _entries_get(_context().args(), caller, argv, argv_buf)
 
 
 def proc_exit(caller: wasmtime.Caller, code: int) -> None:

@@ -42,9 +42,20 @@ try:
         "wasmtime_linker_define_func_unchecked",
         "wasmtime_caller_context",
         "wasmtime_extern_t",
+        "wasmtime_instance_t",
+        "wasmtime_instance_pre_instantiate",
+        "wasm_trap_t",
     ):
         getattr(_c, _name)
-    _func_layer.enter_wasm  # noqa: B018 (checked to exist)
+    _maybe_raise_host_exception = _func_layer.maybe_raise_last_exn
+    # Own prototypes (indexing the library makes new function objects; wasmtime-py's keep
+    # theirs): the address as a plain int, not a ctypes pointer to cast on every host call.
+    _memory_data = _ffi.dll["wasmtime_memory_data"]
+    _memory_data.restype = ctypes.c_void_p
+    _memory_data.argtypes = [ctypes.c_void_p, ctypes.c_void_p]
+    _memory_data_size = _ffi.dll["wasmtime_memory_data_size"]
+    _memory_data_size.restype = ctypes.c_size_t
+    _memory_data_size.argtypes = [ctypes.c_void_p, ctypes.c_void_p]
     AVAILABLE = True
 except (ImportError, AttributeError):  # pragma: no cover - depends on the wasmtime release
     AVAILABLE = False
@@ -200,16 +211,45 @@ def memory(store: wasmtime.Store, instance: wasmtime.Instance) -> wasmtime.Memor
     return wasmtime.Memory._from_raw(item.of.memory)
 
 
+def memory_span(context: Any, memory: wasmtime.Memory) -> tuple[int, int]:
+    """Base address and size in bytes of `memory`, given a store or caller context."""
+    raw = ctypes.byref(memory._memory)
+    return _memory_data(context, raw) or 0, _memory_data_size(context, raw)
+
+
+def instantiate(store: wasmtime.Store, pre: wasmtime.InstancePre) -> wasmtime.Instance:
+    """`pre.instantiate(store)` without the object layer's context manager."""
+    instance = _c.wasmtime_instance_t()
+    trap = ctypes.POINTER(_c.wasm_trap_t)()
+    error = _c.wasmtime_instance_pre_instantiate(
+        pre.ptr(), store._context(), ctypes.byref(instance), ctypes.byref(trap)
+    )
+    if error or trap:
+        _raise_failure(error, trap)
+    return wasmtime.Instance._from_raw(instance)
+
+
 def call_nullary(store: wasmtime.Store, instance: wasmtime.Instance, name: str) -> bool:
     """Call the export `name`, a function without parameters or results; False when the
     instance has no such function. Traps and host-function exceptions are raised."""
     item = export(store, instance, name.encode())
     if item is None or item.kind != _EXTERN_FUNC:
         return False
-    with _func_layer.enter_wasm(store) as trap:
-        error = _c.wasmtime_func_call(
-            store._context(), ctypes.byref(item.of.func), None, 0, None, 0, trap
-        )
-        if error:
-            raise wasmtime.WasmtimeError._from_ptr(error)
+    trap = ctypes.POINTER(_c.wasm_trap_t)()
+    error = _c.wasmtime_func_call(
+        store._context(), ctypes.byref(item.of.func), None, 0, None, 0, ctypes.byref(trap)
+    )
+    if error or trap:
+        _raise_failure(error, trap)
     return True
+
+
+def _raise_failure(error: Any, trap: Any) -> None:
+    """Raise what wasmtime-py's `enter_wasm` would: a host function's exception (how
+    `proc_exit` ends a call) before the error or trap it turned into."""
+    if error:
+        failure: Exception = wasmtime.WasmtimeError._from_ptr(error)
+    else:
+        failure = _Trap._from_ptr(trap)
+    _maybe_raise_host_exception()
+    raise failure

@@ -116,3 +116,29 @@ def test_a_store_is_dropped_after_a_failure_or_a_large_memory(runtime: Runtime) 
     assert run(runtime, compile_wat(_BIG)).outcome is Outcome.OK
     run(runtime, counter)
     assert _store(runtime) is not after_trap
+
+
+# Grows by 16 pages (1 MiB + one page in all) and answers whether the host allowed it.
+_GROWS_PAST_1_MIB = """(module
+  (import "wasi_snapshot_preview1" "fd_write"
+    (func $fd_write (param i32 i32 i32 i32) (result i32)))
+  (memory (export "memory") 1)
+  (data (i32.const 16) "ny")
+  (func (export "_start")
+    (i32.store (i32.const 0)
+      (i32.add (i32.const 16) (i32.ne (memory.grow (i32.const 16)) (i32.const -1))))
+    (i32.store (i32.const 4) (i32.const 1))
+    (drop (call $fd_write (i32.const 1) (i32.const 0) (i32.const 1) (i32.const 8)))))"""
+
+
+def test_a_kept_store_takes_each_calls_own_memory_limit(runtime: Runtime) -> None:
+    grows = runtime.compile(compile_wat(_GROWS_PAST_1_MIB))
+
+    def grew(limit: int) -> bytes:
+        return runtime.call(grows, "_start", memory_bytes=limit, timeout_ms=500).stdout
+
+    assert grew(2 * MIB) == b"y"
+    store = _store(runtime)
+    assert grew(MIB) == b"n"
+    assert grew(2 * MIB) == b"y"
+    assert _store(runtime) is store  # all three calls shared one Store
