@@ -25,11 +25,11 @@ the call (thread wake-up and GIL hand-offs: ~3,000 req/s over HTTP against ~5,50
 so a call first runs inline on the event loop with a budget of INLINE_TICKS epoch ticks (the
 first tick may come at once, so two guarantee one whole tick: with one, about 3 % of trivial
 calls straddled a tick and were run twice, bench P7). A call that outlives the budget is
-interrupted and run again from scratch on the worker pool with the
-rest of its timeout; that is safe because a call has no effect outside its own fresh instance (the
-WASI host offers no files, sockets or shared state). The module then runs on the worker pool
-until a call there is fast again, so a slow module blocks the loop for at most two ticks
-once, and `/healthz` keeps answering while a module spins until its timeout.
+interrupted and run again from scratch on the worker pool with the rest of its timeout; that
+is safe because a call has no effect outside its own fresh instance (the WASI host offers no
+files, sockets or shared state). The module then runs on the worker pool until a call there
+is fast again, so a slow module blocks the loop for at most two ticks once, and `/healthz`
+keeps answering while a module spins until its timeout.
 """
 
 from __future__ import annotations
@@ -64,7 +64,7 @@ TABLE_ELEMENTS_PER_MIB = 4096  # 64 MiB of memory allows 262,144 table elements 
 MAX_MEMORY_BYTES = 4096 * MIB  # the largest `memoryMiB` a version may ask for (agent API)
 # Instances a Runtime's pool holds at once: the loop thread's kept Store (STORE_CALLS),
 # the worker pool's running calls and load-time checks fit with room to spare. Each slot
-# reserves address space for a 4 GiB memory and a full-size table (~4.4 GiB, not RSS).
+# reserves address space for a 4 GiB memory and a full-size table (~4.2 GiB, not RSS).
 POOL_SLOTS = 96
 POOL_KEEP_RESIDENT = 1 * MIB  # bytes of a freed memory zeroed in place, not page-faulted again
 
@@ -426,8 +426,9 @@ class Runtime:
         used = memory.data_len(store) if memory is not None else 0
         slot.finished(outcome is Outcome.OK, used)
         if slot.used_up():
-            # Now, not whenever the garbage collector gets to it: a trap's traceback keeps
-            # the Store in a reference cycle, and its instances hold pool slots.
+            # Now, not whenever the garbage collector gets to it: the traceback of a host
+            # exception (proc_exit) keeps the Store in a reference cycle, and its instances
+            # hold pool slots.
             store.close()
         return CallResult(
             outcome=outcome,
