@@ -17,6 +17,7 @@ import asyncio
 import json
 import re
 import shutil
+import socket
 import subprocess
 import sys
 import time
@@ -26,7 +27,16 @@ import urllib.request
 from pathlib import Path
 
 from bench.harness import Context, Row, median, percentile
-from bench.support import TOKEN, AgentFleet, cpu_affinity, cpu_seconds, handler_wasm, sha256
+from bench.support import (
+    TOKEN,
+    AgentFleet,
+    cpu_affinity,
+    cpu_seconds,
+    free_port,
+    handler_wasm,
+    sha256,
+    wait_for,
+)
 
 CONNECTIONS = 8
 AGENT_CPU = 1
@@ -183,6 +193,54 @@ def run_client(url: str, seconds: float) -> tuple[float, float, float]:
     return float(rps), float(p50), float(p99)
 
 
+# The floor of any aiohttp agent: one route answering a fixed body, on the agent's loop
+# (uvloop), core and client. Reported beside P7 because this VM's speed for HTTP work
+# drifts by a third within an hour; the ratio to it says how much the agent adds.
+_CEILING_APP = """
+import asyncio, sys
+import uvloop
+from aiohttp import web
+
+async def fn(request):
+    await request.read()
+    return web.Response(body=b"hello from the edge\\n", headers={"X-Gitopsd-Version": "1"})
+
+async def main():
+    app = web.Application()
+    app.router.add_post("/fn/{fn}", fn)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", int(sys.argv[1])).start()
+    await asyncio.Event().wait()
+
+with asyncio.Runner(loop_factory=uvloop.new_event_loop) as r:
+    r.run(main())
+"""
+
+
+def http_ceiling(seconds: float) -> float:
+    """Requests/s of a trivial aiohttp app on core AGENT_CPU, same client as the agent's."""
+    port = free_port()
+    server = subprocess.Popen(
+        ["taskset", "-c", str(AGENT_CPU), sys.executable, "-c", _CEILING_APP, str(port)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        wait_for(lambda: _accepts(port), 30, "trivial aiohttp app", step=0.05)
+        url = f"http://127.0.0.1:{port}/fn/hello"
+        run_client(url, 1)  # warm-up
+        return run_client(url, seconds)[0]
+    finally:
+        server.terminate()
+        server.wait(10)
+
+
+def _accepts(port: int) -> bool:
+    with socket.socket() as probe:
+        return probe.connect_ex(("127.0.0.1", port)) == 0
+
+
 def bare_loop(wasm: bytes, seconds: float) -> float:
     """Calls per second of Runtime.call in a loop, on core AGENT_CPU."""
     from gitopsd.agent.runtime import MIB, Runtime
@@ -238,12 +296,14 @@ def run(ctx: Context) -> list[Row]:
             )
             results.append(got)
     bare = [bare_loop(wasm, min(seconds, 3.0)) for _ in range(reps)]
+    ceiling = http_ceiling(min(seconds, 5.0))
     rps = median([r[0] for r in results])
     p50 = median([r[1] for r in results])
     p99 = median([r[2] for r in results])
     note = (
         f"agent on core {AGENT_CPU} (taskset), load on core {LOAD_CPU}: {tool}, {seconds:g}s runs; "
-        f"agent process busy {median(busy):.0%} of its core"
+        f"agent process busy {median(busy):.0%} of its core; for reference, a trivial aiohttp "
+        f"app on the same core and client: {ceiling:,.0f} req/s"
     )
     return [
         Row(
@@ -257,7 +317,11 @@ def run(ctx: Context) -> list[Row]:
             ok=rps >= 3000,
             samples=[r[0] for r in results],
             baseline_samples=bare,
-            extra={"load_generator": tool, "agent_cpu_share": median(busy)},
+            extra={
+                "load_generator": tool,
+                "agent_cpu_share": median(busy),
+                "trivial_aiohttp_app_rps": ceiling,
+            },
             note=note,
         ),
         Row(
