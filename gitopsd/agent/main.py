@@ -17,6 +17,7 @@ from typing import Any
 
 from aiohttp import web
 
+from gitopsd.agent.data_plane import DataPlane
 from gitopsd.agent.runtime import Runtime
 from gitopsd.agent.server import create_app
 from gitopsd.agent.service import AgentService
@@ -40,6 +41,7 @@ class RunningAgent:
     token: str
     service: AgentService
     _runner: web.AppRunner
+    _plane: DataPlane
     _runtime: Runtime
     _owns_runtime: bool
     _lock: DataDirLock
@@ -51,6 +53,7 @@ class RunningAgent:
             return
         self._closed = True
         try:
+            await self._plane.close(SHUTDOWN_TIMEOUT_S)
             await self._runner.cleanup()
             if self._owns_runtime:
                 await asyncio.to_thread(self._runtime.close)
@@ -94,6 +97,7 @@ async def start_agent(settings: AgentSettings, runtime: Runtime | None = None) -
     owns_runtime = runtime is None
     active = runtime or new_runtime()
     runner: web.AppRunner | None = None
+    plane: DataPlane | None = None
     try:
         token = resolve_token(settings.data_dir, settings.token, settings.token_file)
         service = AgentService(settings, active)
@@ -102,15 +106,18 @@ async def start_agent(settings: AgentSettings, runtime: Runtime | None = None) -
             create_app(service, token), access_log=None, shutdown_timeout=SHUTDOWN_TIMEOUT_S
         )
         await runner.setup()
-        site = web.TCPSite(runner, settings.host, settings.port)
+        assert runner.server is not None
+        plane = DataPlane(service, runner.server)
         try:
-            await site.start()
+            await plane.start(settings.host, settings.port)
         except OSError as exc:
             raise ConfigError(
                 f"cannot listen on {settings.host}:{settings.port}: {exc.strerror or exc}"
             ) from exc
-        port = int(runner.addresses[0][1])
+        port = plane.port
     except BaseException:
+        if plane is not None:
+            await plane.close(0)
         if runner is not None:
             await runner.cleanup()
         if owns_runtime:
@@ -121,7 +128,9 @@ async def start_agent(settings: AgentSettings, runtime: Runtime | None = None) -
     get_logger(node=settings.name).info(
         "agent.listening", url=url, region=settings.region, data_dir=str(settings.data_dir)
     )
-    return RunningAgent(settings, url, port, token, service, runner, active, owns_runtime, lock)
+    return RunningAgent(
+        settings, url, port, token, service, runner, plane, active, owns_runtime, lock
+    )
 
 
 async def start_agents(settings: Sequence[AgentSettings], runtime: Runtime) -> list[RunningAgent]:

@@ -14,16 +14,14 @@ from typing import Any, TypeVar
 from aiohttp import web
 from pydantic import BaseModel, ValidationError
 
-from gitopsd.agent import wagi
+from gitopsd.agent import invocation
 from gitopsd.agent.api import LoadVersion, RunHealth, SetTraffic, explain
 from gitopsd.agent.errors import AgentRequestError, PayloadTooLarge
-from gitopsd.agent.runtime import Outcome
 from gitopsd.agent.service import AgentService
 from gitopsd.errors import GitopsdError, ModuleError
 
 SERVICE: web.AppKey[AgentService] = web.AppKey("service", AgentService)
 TOKEN: web.AppKey[bytes] = web.AppKey("token", bytes)
-VERSION_HEADER = "X-Gitopsd-Version"
 MAX_INVENTORY_WAIT_S = 300.0  # longest `GET /inventory?wait=` an agent holds
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -204,32 +202,23 @@ async def prometheus(request: web.Request) -> web.Response:
 
 
 async def invoke(request: web.Request) -> web.Response:
-    """`POST /fn/{fn}`: route to a version and run its handler with the body on stdin."""
+    """`POST /fn/{fn}` for the requests the data plane's fast path hands over
+    (data_plane.py): chunked bodies, percent-encoded paths, HTTP/1.0 and the like."""
     service = request.app[SERVICE]
-    function = request.match_info["fn"]
-    version = service.route(function, request.headers)
     body = await request.read()
-    call = await service.invoke(
-        function,
-        version,
-        method=request.method,
+    answer = await invocation.answer_call(
+        service,
+        request.match_info["fn"],
         path=request.path,
         query=request.query_string,
-        headers=request.headers.items(),
+        headers=list(request.headers.items()),
+        lookup=request.headers,
         body=body,
     )
-    headers = {VERSION_HEADER: version.name}
-    result = call.result
-    if result.outcome is Outcome.TIMEOUT:
-        return _error(504, f"{function} {version.name}: {result.error}", headers)
-    if not result.ok:
-        return _error(500, f"{function} {version.name}: {result.error}", headers)
-    try:
-        response = wagi.parse_output(result.stdout)
-    except wagi.BadResponse as exc:
-        return _error(500, f"{function} {version.name}: {exc}", headers)
-    headers["Content-Type"] = response.content_type
-    return web.Response(body=response.body, status=response.status, headers=headers)
+    headers = {"Content-Type": answer.content_type}
+    if answer.version is not None:
+        headers[invocation.VERSION_HEADER] = answer.version
+    return web.Response(body=answer.body, status=answer.status, headers=headers)
 
 
 def create_app(service: AgentService, token: str) -> web.Application:

@@ -13,6 +13,8 @@ from dataclasses import dataclass
 DEFAULT_CONTENT_TYPE = "application/octet-stream"
 _HEADER_LINE = re.compile(rb"^(content-type|status)[ \t]*:[ \t]*(.*?)[ \t]*$", re.IGNORECASE)
 _BLANK = re.compile(rb"\r?\n\r?\n")
+# Control characters (tab allowed) would corrupt the answer's header block.
+_CONTROL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
 
 
 def environment(
@@ -71,6 +73,8 @@ def parse_output(stdout: bytes) -> Response:
         fields.append((match.group(1).lower(), match.group(2).decode("latin-1")))
     for name, value in fields:
         if name == b"content-type":
+            if _CONTROL.search(value):
+                raise BadResponse(f"module wrote a content-type with control characters {value!r}")
             content_type = value
         else:
             code = value.split(" ", 1)[0]

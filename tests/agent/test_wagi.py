@@ -49,3 +49,16 @@ def test_header_block_without_end_is_body() -> None:
 def test_bad_status_is_an_error() -> None:
     with pytest.raises(BadResponse):
         parse_output(b"status: 99 odd\n\n")
+
+
+@pytest.mark.parametrize("value", [b"text/plain\x00", b"text/\x1bplain", b"a\x7fb"])
+def test_control_characters_in_the_content_type_are_an_error(value: bytes) -> None:
+    # They would end up in the answer's header block.
+    with pytest.raises(BadResponse, match="control characters"):
+        parse_output(b"content-type: " + value + b"\n\nbody")
+
+
+def test_a_tab_in_the_content_type_is_kept() -> None:
+    assert parse_output(b"content-type: text/plain;\tcharset=utf-8\n\nx").content_type == (
+        "text/plain;\tcharset=utf-8"
+    )

@@ -1,0 +1,291 @@
+"""The listening socket: plain invocations on the agent's own HTTP/1.1 path, the rest on aiohttp.
+
+Raw sockets, so each test says byte by byte what the client sent.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import aiohttp
+import pytest
+
+from gitopsd.agent import RunningAgent, Runtime, start_agent
+from gitopsd.agent.data_plane import MAX_HEADERS, parse_head
+from tests.agent.conftest import Client, settings_for
+
+
+def post(path: str, body: bytes = b"", headers: str = "") -> bytes:
+    """A plain call's bytes; `headers` are extra "Name: value\\r\\n" lines."""
+    head = f"POST {path} HTTP/1.1\r\nHost: edge\r\n{headers}Content-Length: {len(body)}\r\n\r\n"
+    return head.encode() + body
+
+
+PLAIN_CALL = post("/fn/f", b"ping")
+
+
+class Answer:
+    """One HTTP/1.1 answer read off a raw connection."""
+
+    def __init__(self, status: int, headers: dict[str, str], body: bytes) -> None:
+        self.status = status
+        self.headers = headers
+        self.body = body
+
+    @classmethod
+    async def read(cls, reader: asyncio.StreamReader) -> Answer:
+        head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 10)
+        status_line, *lines = head.decode("latin-1").split("\r\n")[:-2]
+        headers = {}
+        for line in lines:
+            name, _, value = line.partition(":")
+            headers[name.strip().lower()] = value.strip()
+        body = await reader.readexactly(int(headers.get("content-length", "0")))
+        return cls(int(status_line.split(" ")[1]), headers, body)
+
+
+async def connect(agent: RunningAgent) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    return await asyncio.open_connection("127.0.0.1", agent.port)
+
+
+async def exchange(agent: RunningAgent, request: bytes) -> Answer:
+    reader, writer = await connect(agent)
+    writer.write(request)
+    try:
+        return await Answer.read(reader)
+    finally:
+        writer.close()
+
+
+def fast_connections(agent: RunningAgent) -> int:
+    """Connections the agent's own path holds (not handed to aiohttp)."""
+    return len(agent._plane.connections)
+
+
+# --- which requests the fast path takes ------------------------------------------------
+
+
+def test_a_plain_call_is_parsed() -> None:
+    head = parse_head(
+        b"POST /fn/img.resize-2?w=10&h=2 HTTP/1.1\r\nHost: edge\r\n"
+        b"X-User-Id:  u-7 \r\nContent-Length: 12\r\nConnection: keep-alive, Close\r\n"
+    )
+    assert head is not None
+    assert (head.function, head.path, head.query) == (
+        "img.resize-2",
+        "/fn/img.resize-2",
+        "w=10&h=2",
+    )
+    assert head.headers == [
+        ("Host", "edge"),
+        ("X-User-Id", "u-7"),
+        ("Content-Length", "12"),
+        ("Connection", "keep-alive, Close"),
+    ]
+    assert (head.content_length, head.close) == (12, True)
+
+
+HOST = b"Host: edge\r\n"
+
+
+@pytest.mark.parametrize(
+    "head",
+    [
+        b"POST /fn/f HTTP/1.1\r\nContent-Length: 0\r\n",  # no Host: aiohttp answers 400
+        b"GET /fn/f HTTP/1.1\r\n" + HOST,  # another method: aiohttp answers 405
+        b"POST /fn/f HTTP/1.0\r\n" + HOST,  # HTTP/1.0 keep-alive rules
+        b"POST /fn/%66 HTTP/1.1\r\n" + HOST,  # percent-escapes need decoding
+        b"POST /fn/f?a=%20 HTTP/1.1\r\n" + HOST,
+        b"POST /fn/f?a+b HTTP/1.1\r\n" + HOST,
+        b"POST /fn/f/more HTTP/1.1\r\n" + HOST,  # not the /fn/{fn} route
+        b"POST /fn/.hidden HTTP/1.1\r\n" + HOST,  # not a function name
+        b"POST /healthz HTTP/1.1\r\n" + HOST,
+        b"POST /fn/f HTTP/1.1\r\n" + HOST + b"Transfer-Encoding: chunked\r\n",
+        b"POST /fn/f HTTP/1.1\r\n" + HOST + b"Expect: 100-continue\r\n",
+        b"POST /fn/f HTTP/1.1\r\n" + HOST + b"Upgrade: websocket\r\n",
+        b"POST /fn/f HTTP/1.1\r\n" + HOST + b"Content-Length: 1\r\ncontent-length: 1\r\n",
+        b"POST /fn/f HTTP/1.1\r\n" + HOST + b"Content-Length: -1\r\n",
+        b"POST /fn/f HTTP/1.1\r\n" + HOST + b"X-Note value\r\n",  # no colon
+        b"POST /fn/f HTTP/1.1\r\n" + HOST + b"X-Note: a\r\n folded\r\n",  # obsolete folding
+        b"POST /fn/f HTTP/1.1\r\n" + HOST + b"X-Note: a\rb\r\n",  # a lone CR
+        b"POST /fn/f HTTP/1.1\r\n" + HOST + b"X-Note: a\x00b\r\n",  # a control character
+        b"POST /fn/f HTTP/1.1\r\n" + HOST + b"X-A: b\r\n" * MAX_HEADERS,  # too many
+    ],
+)
+def test_anything_else_is_left_to_aiohttp(head: bytes) -> None:
+    assert parse_head(head) is None
+    assert parse_head(b"POST /fn/f HTTP/1.1\r\n" + HOST) is not None  # the same, plain
+
+
+# --- served on the fast path -------------------------------------------------------------
+
+
+async def test_pipelined_calls_are_answered_in_order_on_one_connection(
+    client: Client, agent: RunningAgent, wasm: dict[str, bytes]
+) -> None:
+    await client.deploy("f", "1.0.0", wasm["echo"])
+    reader, writer = await connect(agent)
+    writer.write(PLAIN_CALL + post("/fn/f?x=1", b"two"))
+    first_answer, second_answer = await Answer.read(reader), await Answer.read(reader)
+    assert (first_answer.status, first_answer.body) == (200, b"helloping")
+    assert (second_answer.status, second_answer.body) == (200, b"hellotwo")
+    assert first_answer.headers["x-gitopsd-version"] == "1.0.0"
+    assert first_answer.headers["content-type"] == "application/octet-stream"
+    assert "date" in first_answer.headers
+    assert fast_connections(agent) == 1  # served without aiohttp
+    writer.close()
+
+
+async def test_a_body_that_arrives_late_is_waited_for(
+    client: Client, agent: RunningAgent, wasm: dict[str, bytes]
+) -> None:
+    await client.deploy("f", "1", wasm["echo"])
+    reader, writer = await connect(agent)
+    writer.write(post("/fn/f", b"first-half")[:-5])
+    await writer.drain()
+    await asyncio.sleep(0.05)
+    writer.write(b"-half")
+    answer = await Answer.read(reader)
+    assert (answer.status, answer.body) == (200, b"hellofirst-half")
+    writer.close()
+
+
+async def test_connection_close_is_honoured(
+    client: Client, agent: RunningAgent, wasm: dict[str, bytes]
+) -> None:
+    await client.deploy("f", "1", wasm["ok"])
+    reader, writer = await connect(agent)
+    writer.write(
+        b"POST /fn/f HTTP/1.1\r\nHost: edge\r\nConnection: close\r\nContent-Length: 0\r\n\r\n"
+    )
+    answer = await Answer.read(reader)
+    assert (answer.status, answer.headers["connection"]) == (200, "close")
+    assert await asyncio.wait_for(reader.read(), 10) == b""  # closed by the agent
+    writer.close()
+
+
+async def test_fast_path_failures_keep_the_contract(
+    client: Client, agent: RunningAgent, wasm: dict[str, bytes]
+) -> None:
+    await client.deploy("trap", "2.0.0", wasm["trap"])
+    unknown = await exchange(
+        agent, b"POST /fn/nope HTTP/1.1\r\nHost: edge\r\nContent-Length: 0\r\n\r\n"
+    )
+    assert unknown.status == 404
+    assert unknown.headers["content-type"] == "application/json; charset=utf-8"
+    assert "nope" in json.loads(unknown.body)["error"]
+    assert "x-gitopsd-version" not in unknown.headers
+    trapped = await exchange(
+        agent, b"POST /fn/trap HTTP/1.1\r\nHost: edge\r\nContent-Length: 0\r\n\r\n"
+    )
+    assert (trapped.status, trapped.headers["x-gitopsd-version"]) == (500, "2.0.0")
+    assert "trap" in json.loads(trapped.body)["error"]
+
+
+# --- handed to aiohttp ---------------------------------------------------------------------
+
+
+async def test_either_path_gives_the_same_answer(
+    client: Client, agent: RunningAgent, wasm: dict[str, bytes]
+) -> None:
+    await client.deploy("f", "1", wasm["echo"])
+    fast = await exchange(agent, PLAIN_CALL)
+    chunked = await exchange(
+        agent,
+        b"POST /fn/f HTTP/1.1\r\nHost: edge\r\nTransfer-Encoding: chunked\r\n\r\n"
+        b"2\r\npi\r\n2\r\nng\r\n0\r\n\r\n",
+    )
+    escaped = await exchange(agent, PLAIN_CALL.replace(b"/fn/f", b"/fn/%66"))
+    for other in (chunked, escaped):
+        assert (other.status, other.body) == (fast.status, fast.body) == (200, b"helloping")
+        for header in ("content-type", "x-gitopsd-version"):
+            assert other.headers[header] == fast.headers[header]
+
+
+async def test_a_connection_moves_to_aiohttp_at_its_first_other_request(
+    client: Client, agent: RunningAgent, wasm: dict[str, bytes]
+) -> None:
+    await client.deploy("f", "1", wasm["ok"])
+    reader, writer = await connect(agent)
+    writer.write(PLAIN_CALL)
+    assert (await Answer.read(reader)).status == 200
+    assert fast_connections(agent) == 1
+    # A control request and a call pipelined behind it: aiohttp serves both, in order.
+    writer.write(
+        b"GET /inventory HTTP/1.1\r\nHost: edge\r\n"
+        + f"Authorization: Bearer {agent.token}\r\n\r\n".encode()
+        + PLAIN_CALL
+    )
+    inventory = await Answer.read(reader)
+    assert (inventory.status, json.loads(inventory.body)["node"]) == (200, "edge-test-1")
+    call = await Answer.read(reader)
+    assert (call.status, call.body, call.headers["x-gitopsd-version"]) == (200, b"hello", "1")
+    assert fast_connections(agent) == 0
+    writer.close()
+
+
+async def test_control_requests_still_need_the_token(agent: RunningAgent) -> None:
+    answer = await exchange(agent, b"GET /inventory HTTP/1.1\r\nHost: edge\r\n\r\n")
+    assert answer.status == 401
+    assert "bearer token" in json.loads(answer.body)["error"]
+
+
+async def test_a_body_over_the_cap_is_refused_by_aiohttp(
+    tmp_path: Path, runtime: Runtime, wasm: dict[str, bytes]
+) -> None:
+    agent = await start_agent(settings_for(tmp_path / "d", max_module_bytes=4096), runtime)
+    try:
+        answer = await exchange(
+            agent,
+            b"POST /fn/f HTTP/1.1\r\nHost: edge\r\nContent-Length: 5000\r\n\r\n" + b"x" * 5000,
+        )
+        assert answer.status == 413
+        assert "4096-byte size cap" in json.loads(answer.body)["error"]
+    finally:
+        await agent.close()
+
+
+async def test_a_malformed_request_gets_aiohttp_s_400(agent: RunningAgent) -> None:
+    answer = await exchange(
+        agent, b"POST /fn/f HTTP/1.1\r\nHost: edge\r\nContent-Length: x\r\n\r\n"
+    )
+    assert answer.status == 400
+
+
+# --- stopping ---------------------------------------------------------------------------
+
+
+@pytest.fixture
+async def stoppable(tmp_path: Path, runtime: Runtime) -> AsyncIterator[RunningAgent]:
+    running = await start_agent(settings_for(tmp_path / "data"), runtime)
+    yield running
+    await running.close()  # idempotent: the tests close it themselves
+
+
+async def test_stopping_finishes_the_call_in_flight_and_closes_idle_connections(
+    stoppable: RunningAgent, wasm: dict[str, bytes]
+) -> None:
+    agent = stoppable
+    async with aiohttp.ClientSession(base_url=agent.url) as session:
+        client = Client(agent, session)
+        await client.deploy("spin", "1", wasm["loop"], limits={"memoryMiB": 1, "timeoutMs": 300})
+        await client.deploy("ok", "1", wasm["ok"])
+    idle_reader, idle_writer = await connect(agent)
+    idle_writer.write(post("/fn/ok"))
+    assert (await Answer.read(idle_reader)).status == 200
+    busy_reader, busy_writer = await connect(agent)
+    busy_writer.write(post("/fn/spin"))
+    await asyncio.sleep(0.05)  # the call is running
+    closing = asyncio.create_task(agent.close())
+    assert await asyncio.wait_for(idle_reader.read(), 10) == b""
+    answer = await Answer.read(busy_reader)
+    assert (answer.status, answer.headers["connection"]) == (504, "close")
+    assert await asyncio.wait_for(busy_reader.read(), 10) == b""
+    await closing
+    with pytest.raises(OSError):
+        await connect(agent)
+    idle_writer.close()
+    busy_writer.close()
