@@ -22,6 +22,7 @@ from http import HTTPStatus
 from typing import cast
 
 from aiohttp.http import SERVER_SOFTWARE
+from aiohttp.http_parser import SINGLETON_HEADERS
 from multidict import CIMultiDict
 
 from gitopsd.agent.invocation import VERSION_HEADER, Answer, answer_call, error_answer
@@ -44,6 +45,8 @@ _REQUEST_LINE = re.compile(
 _FIELD = re.compile(rb"([!#$%&'*+\-.^_`|~0-9A-Za-z]+):[ \t]*([^\x00-\x08\x0a-\x1f\x7f]*)\r\n")
 # Headers that need more of HTTP than the fast path does.
 _HAND_OVER_HEADERS = frozenset({b"transfer-encoding", b"expect", b"upgrade"})
+# Headers aiohttp refuses to see twice (400): a request repeating one is left to it.
+_SINGLETONS = frozenset(name.encode() for name in SINGLETON_HEADERS)
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,8 +68,9 @@ def parse_head(head: bytes) -> Head | None:
     if request is None or len(head) > MAX_HEAD_BYTES:
         return None
     headers: list[tuple[str, str]] = []
-    length: int | None = None
-    close = host = False
+    length = 0
+    close = False
+    seen: set[bytes] = set()
     pos, size = request.end(), len(head)
     while pos < size:
         field = _FIELD.match(head, pos)
@@ -75,22 +79,24 @@ def parse_head(head: bytes) -> Head | None:
         pos = field.end()
         name, value = field[1], field[2].rstrip(b" \t")
         lower = name.lower()
+        if lower in _SINGLETONS:
+            if lower in seen:
+                return None
+            seen.add(lower)
         if lower == b"content-length":
-            if length is not None or not value.isdigit():
+            if not value.isdigit():
                 return None
             length = int(value)
         elif lower in _HAND_OVER_HEADERS:
             return None
         elif lower == b"connection":
             close = b"close" in [token.strip() for token in value.lower().split(b",")]
-        elif lower == b"host":
-            host = True
         headers.append((name.decode("latin-1"), value.decode("utf-8", "surrogateescape")))
-    if not host:  # HTTP/1.1 requires it; aiohttp answers 400 without
+    if b"host" not in seen:  # HTTP/1.1 requires it; aiohttp answers 400 without
         return None
     path = request[1].decode("ascii")
     query = (request[3] or b"").decode("ascii")
-    return Head(request[2].decode("ascii"), path, query, headers, length or 0, close)
+    return Head(request[2].decode("ascii"), path, query, headers, length, close)
 
 
 class _Clock:
@@ -192,6 +198,8 @@ class _Connection(asyncio.Protocol):
         self.idle_since = time.monotonic()
         self.transport: asyncio.Transport | None = None
         self._paused = False
+        # The head of a request whose body is still arriving, and where its body starts.
+        self._waiting: tuple[int, Head] | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         # uvloop's transports do not subclass asyncio.Transport, but are one.
@@ -221,20 +229,24 @@ class _Connection(asyncio.Protocol):
 
     def _next(self) -> None:
         """Serve the next complete request in the buffer, or hand the connection over."""
-        end = self.buffer.find(b"\r\n\r\n")
-        if end < 0:
-            if len(self.buffer) > MAX_HEAD_BYTES:
+        if self._waiting is None:
+            end = self.buffer.find(b"\r\n\r\n")
+            if end < 0:
+                if len(self.buffer) > MAX_HEAD_BYTES:
+                    self._hand_over()
+                return
+            head = parse_head(bytes(self.buffer[: end + 2]))
+            if head is None or head.content_length > self.plane.service.settings.max_module_bytes:
                 self._hand_over()
-            return
-        head = parse_head(bytes(self.buffer[: end + 2]))
-        if head is None or head.content_length > self.plane.service.settings.max_module_bytes:
-            self._hand_over()
-            return
-        size = end + 4 + head.content_length
+                return
+            self._waiting = (end + 4, head)
+        start, head = self._waiting
+        size = start + head.content_length
         if len(self.buffer) < size:
             return  # the rest of the body is on its way
-        body = bytes(self.buffer[end + 4 : size])
+        body = bytes(self.buffer[start:size])
         del self.buffer[:size]
+        self._waiting = None
         self.busy = True
         task = asyncio.get_running_loop().create_task(self._serve(head, body))
         self.plane.tasks.add(task)

@@ -108,6 +108,7 @@ HOST = b"Host: edge\r\n"
         b"POST /fn/f HTTP/1.1\r\n" + HOST + b"Upgrade: websocket\r\n",
         b"POST /fn/f HTTP/1.1\r\n" + HOST + b"Content-Length: 1\r\ncontent-length: 1\r\n",
         b"POST /fn/f HTTP/1.1\r\n" + HOST + b"Content-Length: -1\r\n",
+        b"POST /fn/f HTTP/1.1\r\n" + HOST + HOST,  # aiohttp refuses a repeated Host
         b"POST /fn/f HTTP/1.1\r\n" + HOST + b"X-Note value\r\n",  # no colon
         b"POST /fn/f HTTP/1.1\r\n" + HOST + b"X-Note: a\r\n folded\r\n",  # obsolete folding
         b"POST /fn/f HTTP/1.1\r\n" + HOST + b"X-Note: a\rb\r\n",  # a lone CR
@@ -150,6 +151,25 @@ async def test_a_body_that_arrives_late_is_waited_for(
     writer.write(b"-half")
     answer = await Answer.read(reader)
     assert (answer.status, answer.body) == (200, b"hellofirst-half")
+    writer.close()
+
+
+async def test_a_client_pipelining_behind_a_slow_call_is_paused_then_served(
+    client: Client, agent: RunningAgent, wasm: dict[str, bytes]
+) -> None:
+    await client.deploy("spin", "1", wasm["loop"], limits={"memoryMiB": 1, "timeoutMs": 200})
+    await client.deploy("echo", "1", wasm["echo"])
+    reader, writer = await connect(agent)
+    writer.write(post("/fn/spin"))
+    # More than a request head's worth of pipelined calls while the slow one runs: the
+    # agent stops reading until it has answered, then serves them all in order.
+    bodies = [bytes([65 + i]) * 65536 for i in range(20)]
+    for body in bodies:
+        writer.write(post("/fn/echo", body))
+    assert (await Answer.read(reader)).status == 504
+    for body in bodies:
+        answer = await Answer.read(reader)
+        assert (answer.status, answer.body) == (200, b"hello" + body)
     writer.close()
 
 
@@ -248,11 +268,18 @@ async def test_a_body_over_the_cap_is_refused_by_aiohttp(
         await agent.close()
 
 
-async def test_a_malformed_request_gets_aiohttp_s_400(agent: RunningAgent) -> None:
-    answer = await exchange(
-        agent, b"POST /fn/f HTTP/1.1\r\nHost: edge\r\nContent-Length: x\r\n\r\n"
-    )
-    assert answer.status == 400
+@pytest.mark.parametrize(
+    "request_bytes",
+    [
+        post("/fn/f").replace(b"Content-Length: 0", b"Content-Length: x"),
+        post("/fn/f").replace(b"Host: edge", b"Host: a\r\nHost: b"),
+        post("/fn/f").replace(b"Host: edge\r\n", b""),
+    ],
+)
+async def test_a_malformed_request_gets_aiohttp_s_400(
+    agent: RunningAgent, request_bytes: bytes
+) -> None:
+    assert (await exchange(agent, request_bytes)).status == 400
 
 
 # --- stopping ---------------------------------------------------------------------------
