@@ -193,9 +193,10 @@ def run_client(url: str, seconds: float) -> tuple[float, float, float]:
     return float(rps), float(p50), float(p99)
 
 
-# The floor of any aiohttp agent: one route answering a fixed body, on the agent's loop
-# (uvloop), core and client. Reported beside P7 because this VM's speed for HTTP work
-# drifts by a third within an hour; the ratio to it says how much the agent adds.
+# A trivial aiohttp app: one route answering a fixed body, on the agent's loop (uvloop),
+# core and client. Reported beside P7 because this VM's speed for HTTP work drifts by a
+# third within an hour: it says how fast the machine was during the run. (The agent
+# answers plain calls on its own HTTP path, not aiohttp's: agent/data_plane.py.)
 _CEILING_APP = """
 import asyncio, sys
 import uvloop
