@@ -2,7 +2,7 @@
 
 Why: aiohttp's request machinery cost about as much CPU per request as the WASM call
 itself (bench P7). Each connection starts on `_Connection`, which answers plain
-invocations itself: HTTP/1.1, a `Content-Length` body (or none), a function name that
+invocations itself: HTTP/1.1 with a `Host`, a `Content-Length` body (or none), a name that
 needs no decoding, no `Expect`, `Upgrade` or `Transfer-Encoding`. The first request that
 is anything else (a control endpoint, a chunked body, a malformed head, HTTP/1.0) hands
 the connection, with every byte not yet answered, to the aiohttp application, which

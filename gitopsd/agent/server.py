@@ -1,7 +1,9 @@
 """The agent's HTTP API (docs/agent-api.md) as an aiohttp application.
 
 Handlers translate HTTP to `AgentService` calls and back; one middleware does bearer auth
-for the control endpoints and turns typed errors into `{"error": ...}` answers.
+for the control endpoints and turns typed errors into `{"error": ...}` answers. Plain
+`POST /fn/{fn}` calls never get here: the agent's own HTTP path answers them (data_plane.py)
+and hands every other connection to this application.
 """
 
 from __future__ import annotations
