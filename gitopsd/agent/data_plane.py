@@ -27,6 +27,7 @@ from multidict import CIMultiDict
 
 from gitopsd.agent.invocation import VERSION_HEADER, Answer, answer_call, error_answer
 from gitopsd.agent.service import AgentService
+from gitopsd.agent.wagi import NO_BODY_STATUSES
 
 # aiohttp's own limits on a request head: beyond them the request is its to refuse.
 MAX_LINE_BYTES = 8190
@@ -125,11 +126,9 @@ def render(answer: Answer, date: bytes, close: bool) -> bytes:
     ]
     if answer.version is not None:
         lines.append(f"{VERSION_HEADER}: {answer.version}".encode())
-    lines += [
-        b"Content-Length: " + str(len(answer.body)).encode(),
-        b"Date: " + date,
-        b"Server: " + _SERVER,
-    ]
+    if answer.status not in NO_BODY_STATUSES:  # aiohttp leaves it out there too
+        lines.append(b"Content-Length: " + str(len(answer.body)).encode())
+    lines += [b"Date: " + date, b"Server: " + _SERVER]
     if close:
         lines.append(b"Connection: close")
     return b"\r\n".join(lines) + b"\r\n\r\n" + answer.body

@@ -15,6 +15,9 @@ _HEADER_LINE = re.compile(rb"^(content-type|status)[ \t]*:[ \t]*(.*?)[ \t]*$", r
 _BLANK = re.compile(rb"\r?\n\r?\n")
 # Control characters (tab allowed) would corrupt the answer's header block.
 _CONTROL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
+# HTTP answers that never carry a body (RFC 9110 6.4.1): whatever the module wrote after
+# the header block is dropped, or the client would read it as the start of the next answer.
+NO_BODY_STATUSES = frozenset({204, 304})
 
 
 def environment(
@@ -50,7 +53,8 @@ class Response:
 
 
 class BadResponse(ValueError):
-    """The module wrote a CGI header block with a status that is not an HTTP status."""
+    """The module wrote a CGI header block the agent cannot answer with (a status that is
+    not a final HTTP status, a content type that would corrupt the answer's headers)."""
 
 
 def parse_output(stdout: bytes) -> Response:
@@ -77,8 +81,17 @@ def parse_output(stdout: bytes) -> Response:
                 raise BadResponse(f"module wrote a content-type with control characters {value!r}")
             content_type = value
         else:
-            code = value.split(" ", 1)[0]
-            if not code.isdigit() or not 100 <= int(code) <= 599:
-                raise BadResponse(f"module wrote an invalid CGI status line {value!r}")
-            status = int(code)
-    return Response(status, content_type, stdout[end.end() :])
+            status = _final_status(value)
+    body = b"" if status in NO_BODY_STATUSES else stdout[end.end() :]
+    return Response(status, content_type, body)
+
+
+def _final_status(value: str) -> int:
+    """The code of a CGI `status:` value. 1xx codes are refused too: they are interim
+    answers (101 would switch protocols), and a call has exactly one, final, answer."""
+    code = value.split(" ", 1)[0]
+    if not code.isdigit() or not 200 <= int(code) <= 599:
+        raise BadResponse(
+            f"module wrote an invalid CGI status line {value!r} (a status from 200 to 599)"
+        )
+    return int(code)

@@ -16,6 +16,7 @@ import pytest
 from gitopsd.agent import RunningAgent, Runtime, start_agent
 from gitopsd.agent.data_plane import MAX_HEADERS, parse_head
 from tests.agent.conftest import Client, settings_for
+from tests.wasm_modules import handler_wasm
 
 
 def post(path: str, body: bytes = b"", headers: str = "") -> bytes:
@@ -203,6 +204,26 @@ async def test_fast_path_failures_keep_the_contract(
     )
     assert (trapped.status, trapped.headers["x-gitopsd-version"]) == (500, "2.0.0")
     assert "trap" in json.loads(trapped.body)["error"]
+
+
+async def test_an_answer_without_a_body_keeps_the_connection_in_step(
+    client: Client, agent: RunningAgent
+) -> None:
+    # What a module writes after `status: 204` must not reach the client, who would read
+    # it as the start of the next answer; aiohttp answers the same on a handed-over call.
+    await client.deploy("f", "1", handler_wasm(reply="status: 204\n\nstray"))
+    chunked = b"POST /fn/f HTTP/1.1\r\nHost: edge\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n"
+    for first in (PLAIN_CALL, chunked):
+        reader, writer = await connect(agent)
+        writer.write(first + PLAIN_CALL)
+        for _ in range(2):
+            answer = await Answer.read(reader)
+            assert (answer.status, answer.headers["x-gitopsd-version"]) == (204, "1")
+            assert "content-length" not in answer.headers
+        writer.write(b"POST /fn/f HTTP/1.1\r\nHost: edge\r\nConnection: close\r\n\r\n")
+        assert (await Answer.read(reader)).status == 204
+        assert await asyncio.wait_for(reader.read(), 10) == b""  # nothing stray after it
+        writer.close()
 
 
 # --- handed to aiohttp ---------------------------------------------------------------------

@@ -46,9 +46,21 @@ def test_header_block_without_end_is_body() -> None:
     assert parse_output(b"status: 201").body == b"status: 201"
 
 
-def test_bad_status_is_an_error() -> None:
-    with pytest.raises(BadResponse):
-        parse_output(b"status: 99 odd\n\n")
+@pytest.mark.parametrize("status", [b"99 odd", b"600", b"abc", b"100 Continue", b"101"])
+def test_a_status_that_is_not_a_final_http_status_is_an_error(status: bytes) -> None:
+    # 1xx would tell the client to keep waiting, or (101) to switch protocols.
+    with pytest.raises(BadResponse, match="invalid CGI status line"):
+        parse_output(b"status: " + status + b"\n\nbody")
+
+
+@pytest.mark.parametrize(
+    ("status", "body"), [(204, b""), (304, b""), (205, b"kept"), (200, b"kept")]
+)
+def test_statuses_without_a_body_drop_what_follows_the_header_block(
+    status: int, body: bytes
+) -> None:
+    response = parse_output(b"status: %d\n\nkept" % status)
+    assert (response.status, response.body) == (status, body)
 
 
 @pytest.mark.parametrize("value", [b"text/plain\x00", b"text/\x1bplain", b"a\x7fb"])
