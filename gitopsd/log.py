@@ -33,3 +33,13 @@ def get_logger(**context: object) -> structlog.stdlib.BoundLogger:
     """A logger with bound context (commit, function, node, rollout id)."""
     logger: structlog.stdlib.BoundLogger = structlog.get_logger().bind(**context)
     return logger
+
+
+def configure_for_library() -> None:
+    """Send logs to stderr when gitopsd is used as a library (`gitopsd.api`).
+
+    structlog's unconfigured default prints to stdout, which would mix our logs into the
+    host script's own output; a host that configured structlog itself keeps its set-up.
+    """
+    if not structlog.is_configured():
+        configure()

@@ -11,8 +11,10 @@ Rollouts run through the same engine, store and strategies as the daemon and the
 the daemon's state dir to share history and operator controls). Every method runs its own
 event loop with asyncio.run: call them from ordinary code or a worker thread, never from
 inside a running event loop (they raise RuntimeError there).
+Logs go to stderr (never stdout) unless the host program configured structlog itself.
 """
 
+from gitopsd import log as _log
 from gitopsd.api.cluster import EdgeCluster, Invocation
 from gitopsd.api.deployment import (
     DeploymentHistory,
@@ -29,6 +31,8 @@ from gitopsd.api.sync import GitOpsSynchronizer, SyncResult
 from gitopsd.diff import Change
 from gitopsd.rollout.steps import RolloutState
 from gitopsd.rollout.strategies import create_strategy
+
+_log.configure_for_library()
 
 __all__ = [
     "Change",

@@ -51,7 +51,7 @@ class DeploymentResult:
     target: str
     strategy: str
     duration: float  # seconds, on the manager's clock
-    errors: list[str] | None = None
+    errors: list[str] = field(default_factory=list)  # empty on success
     state: RolloutState = RolloutState.FAILED
     rollout_id: str | None = None
     plan: DeploymentPlan | None = field(default=None, repr=False, compare=False)

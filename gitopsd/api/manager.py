@@ -337,7 +337,7 @@ class DeploymentManager:
                 plan=plan,
             )
         success = plan.state is RolloutState.COMPLETED
-        errors = None
+        errors: list[str] = []
         if not success:
             errors = [plan.message or f"rollout ended {plan.state}"]
             if plan.failed_step and plan.failed_step not in errors[0]:

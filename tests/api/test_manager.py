@@ -35,7 +35,7 @@ def test_deploy_canary_auto_rollback_manual_rollback_and_summary(
         RolloutState.COMPLETED,
         "rolling",
         "fn",
-        None,
+        [],
     )
     assert v1.duration >= 10.0  # two 5 s batch delays, on the fake clock
     assert serving(cluster) == dict.fromkeys(NODES, "1.0.0")
