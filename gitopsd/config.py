@@ -10,13 +10,14 @@ import tomllib
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from gitopsd.errors import ConfigError
 from gitopsd.manifest.durations import Duration
 
 if TYPE_CHECKING:
+    from gitopsd.fleet.tokens import FleetAuth
     from gitopsd.source.git import SourceSpec
 
 
@@ -40,12 +41,29 @@ class SourceConfig(_Section):
     interval: Duration = 60.0
     watch: bool = True
     allow_empty: bool = False
+    # A head that does not descend from the last applied commit is refused unless this is
+    # set (gitopsd/source/ancestry.py).
+    allow_non_fast_forward: bool = False
+    # The password of an http(s) source; the user name comes from the url.
+    password_file: Path | None = None
 
 
 class FleetConfig(_Section):
-    token_file: Path | None = None
+    token_file: Path | None = None  # the fleet secret (per-node) or the shared token
     concurrency: int = Field(64, ge=1)
     timeout: Duration = 10.0
+    token_mode: Literal["per-node", "shared"] = "per-node"
+    # Networks (CIDR) and host-name globs agents may be at; None: any address.
+    allowed_addresses: list[str] | None = None
+
+    @field_validator("allowed_addresses")
+    @classmethod
+    def _allow_list(cls, value: list[str] | None) -> list[str] | None:
+        if value is not None:
+            from gitopsd.fleet.tokens import AddressAllowList
+
+            AddressAllowList.parse(value)  # ValueError names the bad entry
+        return value
 
 
 class StateConfig(_Section):
@@ -132,6 +150,7 @@ def _relative_to(config: Config, base: Path) -> Config:
     config.fleet.token_file = fix(config.fleet.token_file)
     config.source.known_hosts = fix(config.source.known_hosts)
     config.source.ssh_key = fix(config.source.ssh_key)
+    config.source.password_file = fix(config.source.password_file)
     config.source.verify.allowed_signers = fix(config.source.verify.allowed_signers)
     config.source.verify.gpg_keyring = fix(config.source.verify.gpg_keyring)
     for forge in config.status.forges:
@@ -171,6 +190,8 @@ def source_spec(
         verify=policy,
         known_hosts=src.known_hosts,
         ssh_key=src.ssh_key,
+        password_file=src.password_file,
+        allow_non_fast_forward=src.allow_non_fast_forward,
     )
 
 
@@ -193,3 +214,29 @@ def read_secret(path: Path, what: str) -> str:
     if not value or not value[0].strip():
         raise ConfigError(f"{what} file {path} is empty")
     return value[0].strip()
+
+
+def fleet_auth(config: Config, token_file: Path | None = None) -> FleetAuth:
+    """How this process authenticates to agents: the fleet secret from `token_file` (the
+    --agent-token-file flag), else $GITOPSD_AGENT_TOKEN_FILE, else `[fleet] token_file`;
+    `[fleet] token_mode` and `allowed_addresses`. Shared mode is logged as a warning."""
+    from gitopsd.fleet.tokens import AddressAllowList, FleetAuth
+    from gitopsd.log import get_logger
+
+    fleet = config.fleet
+    env = os.environ.get("GITOPSD_AGENT_TOKEN_FILE")
+    path = token_file or (Path(env) if env else None) or fleet.token_file
+    secret = read_secret(path, "agent token") if path else None
+    allowed = (
+        AddressAllowList.parse(fleet.allowed_addresses)
+        if fleet.allowed_addresses is not None
+        else None
+    )
+    if fleet.token_mode == "shared":
+        get_logger(component="fleet").warning(
+            "fleet.shared_token",
+            effect="every agent holds the same token: one stolen edge node controls the "
+            "fleet, and any address a manifest names receives that token",
+            fix='install per-node tokens (gitopsd agent-token) and set token_mode = "per-node"',
+        )
+    return FleetAuth(secret, fleet.token_mode, allowed)

@@ -16,6 +16,7 @@ from gitopsd.diff import Action, Change, ChangeSet, diff
 from gitopsd.errors import AgentError, GitopsdError, InvalidManifests
 from gitopsd.fleet.client import AgentClient, gather_nodes
 from gitopsd.fleet.live import LiveFunction, LiveState
+from gitopsd.fleet.tokens import FleetAuth
 from gitopsd.log import get_logger
 from gitopsd.manifest.desired import DesiredFunction, DesiredState
 from gitopsd.manifest.loader import load_snapshot
@@ -250,7 +251,7 @@ class Reconciler:
         store: SqliteStore,
         state_dir: Path,
         clock: Clock,
-        token: str | None,
+        token: str | FleetAuth | None,  # the fleet secret, or a FleetAuth (fleet/tokens.py)
         timeout: float = 10.0,
         concurrency: int = 64,
         on_event: EventSink | None = None,

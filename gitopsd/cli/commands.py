@@ -17,6 +17,7 @@ from gitopsd.clock import SystemClock
 from gitopsd.diff import Action
 from gitopsd.errors import ConfigError, InvalidManifests
 from gitopsd.fleet.client import AgentClient
+from gitopsd.fleet.tokens import node_problem
 from gitopsd.reconcile import (
     ReadResult,
     Reconciler,
@@ -239,9 +240,8 @@ def render_status(d: dict[str, Any]) -> None:
         click.echo(f"  waiting: {d['waiting']}")
     for node in d["nodes"]:
         if not node["reachable"]:
-            echo(
-                f"  {node['region']:<12} {node['node']:<20} unreachable: {node['error']}", fg="red"
-            )
+            problem = node_problem(node["error"])  # a refused token is not "unreachable"
+            echo(f"  {node['region']:<12} {node['node']:<20} {problem}", fg="red")
             continue
         weights = ", ".join(f"{t['version']} {t['percent']:g}%" for t in node["traffic"])
         click.echo(f"  {node['region']:<12} {node['node']:<20} {weights}")

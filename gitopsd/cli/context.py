@@ -11,8 +11,11 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 
+from gitopsd.errors import ConfigError
+
 if TYPE_CHECKING:  # imported where used: pydantic-settings and pygit2 would slow `--help`
     from gitopsd.config import Config
+    from gitopsd.fleet.tokens import FleetAuth
     from gitopsd.source.git import SourceSpec
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -26,6 +29,7 @@ class Ctx:
     state_dir_flag: Path | None
     agent_token_file: Path | None
     _config: Config | None = None
+    _auth: FleetAuth | None = None
 
     @property
     def config(self) -> Config:
@@ -41,13 +45,28 @@ class Ctx:
 
         return self.state_dir_flag or self.config.state.dir or default_state_dir()
 
-    def agent_token(self) -> str | None:
-        """--agent-token-file, else GITOPSD_AGENT_TOKEN_FILE, else fleet.token_file."""
+    def agent_token(self) -> FleetAuth:
+        """How to authenticate to agents: the fleet secret from --agent-token-file, else
+        GITOPSD_AGENT_TOKEN_FILE, else fleet.token_file, with [fleet] token_mode and
+        allowed_addresses (read once per invocation: shared mode warns once)."""
+        if self._auth is None:
+            from gitopsd.config import fleet_auth
+
+            self._auth = fleet_auth(self.config, self.agent_token_file)
+        return self._auth
+
+    def fleet_secret(self) -> str:
+        """The fleet secret itself (for `gitopsd agent-token`); ConfigError when none."""
         from gitopsd.config import read_secret
 
         env = os.environ.get("GITOPSD_AGENT_TOKEN_FILE")
         path = self.agent_token_file or (Path(env) if env else None) or self.config.fleet.token_file
-        return read_secret(path, "agent token") if path else None
+        if path is None:
+            raise ConfigError(
+                "no fleet secret: give --agent-token-file, GITOPSD_AGENT_TOKEN_FILE or "
+                "[fleet] token_file"
+            )
+        return read_secret(path, "agent token")
 
     def source(self, source: str | None, ref: str | None, path: str | None) -> SourceSpec:
         from gitopsd.config import source_spec
@@ -75,7 +94,7 @@ def common_options(func: F) -> F:
         "--agent-token-file",
         "agent_token_file",
         type=click.Path(path_type=Path),
-        help="File holding the agents' bearer token.",
+        help="File holding the fleet secret (per-node agent tokens are derived from it).",
     )
     @wraps(func)
     def wrapper(

@@ -165,6 +165,19 @@ def agent(
     )
 
 
+@cli.command(name="agent-token")
+@click.argument("node")
+@click.option("--address", default=None, help="NODE's spec.address, as its EdgeNode names it.")
+@click.option("--dial-out", is_flag=True, help="A dial-out node's token (over its name alone).")
+@common_options
+def agent_token(ctx: Ctx, node: str, address: str | None, dial_out: bool) -> None:
+    """Print NODE's own agent token, derived from the fleet secret: install it as the
+    --token-file of NODE's agent (it is valid on that node, at that address, only)."""
+    from gitopsd.cli.agent_token import agent_token as derive
+
+    click.echo(derive(ctx, node, address, dial_out))
+
+
 @cli.command()
 @click.argument("function", required=False)
 @click.option("--output", type=click.Choice(["text", "json"]), default="text")

@@ -10,6 +10,7 @@ import click
 
 from gitopsd.diff import Action, Change, ChangeSet
 from gitopsd.errors import InvalidManifests
+from gitopsd.fleet.tokens import node_problem
 from gitopsd.rollout.engine import RolloutEvent
 from gitopsd.rollout.preview import describe_step
 from gitopsd.rollout.steps import Step
@@ -41,7 +42,7 @@ def render_changes(changes: ChangeSet, plans: dict[str, Sequence[Step]] | None =
         for i, step in enumerate((plans or {}).get(change.function, ())):
             echo(f"      {i + 1:>2}. {describe_step(step)}")
     for node, error in sorted(changes.unreachable.items()):
-        echo(f"! {node} unreachable: {error}", fg="red")
+        echo(f"! {node} {node_problem(error)}", fg="red")  # a refused token is not "unreachable"
     echo(f"Plan: {changes.summary}.", bold=True)
 
 

@@ -31,11 +31,19 @@ from typing import Any
 from aiohttp import web
 
 from gitopsd.clock import Clock, SystemClock
-from gitopsd.config import Config, default_state_dir, load_config, read_secret, source_spec
+from gitopsd.config import (
+    Config,
+    default_state_dir,
+    fleet_auth,
+    load_config,
+    read_secret,
+    source_spec,
+)
 from gitopsd.diff import Action, ChangeSet, diff
 from gitopsd.errors import GitopsdError, InvalidManifests, SourceError
 from gitopsd.fleet.client import AgentClient
 from gitopsd.fleet.live import LiveState
+from gitopsd.fleet.tokens import FleetAuth
 from gitopsd.log import get_logger
 from gitopsd.manifest.desired import DesiredState
 from gitopsd.reconcile import (
@@ -133,12 +141,8 @@ class Daemon:
             )
         return config
 
-    def _token(self) -> str | None:
-        import os
-
-        env = os.environ.get("GITOPSD_AGENT_TOKEN_FILE")
-        path = self.token_file or (Path(env) if env else None) or self.config.fleet.token_file
-        return read_secret(path, "agent token") if path else None
+    def _token(self) -> FleetAuth:
+        return fleet_auth(self.config, self.token_file)  # warns in token_mode = "shared"
 
     def _reconciler(self) -> Reconciler:
         fleet = self.config.fleet

@@ -1,21 +1,30 @@
 """A fleet of real agents on free loopback ports in this process, served from a background
 event loop so that other code (the CLI, the engine, a daemon subprocess) reaches them over
-real HTTP. Used by `gitopsd demo` and by the tests."""
+real HTTP. Used by `gitopsd demo` and by the tests.
+
+`TOKEN` is the fleet secret (the controller's token file, `token_file`); each agent is
+started with its own token derived from it, exactly what `gitopsd agent-token NAME
+--address URL` prints, so the fleet checks per-node authentication in every test that uses
+it. `LocalFleet(root, token_mode="shared")` starts every agent with the secret itself.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import socket
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import aiohttp
 
 from gitopsd.agent.main import RunningAgent, start_agent
 from gitopsd.agent.settings import AgentSettings
+from gitopsd.errors import ConfigError
+from gitopsd.fleet.tokens import node_token
 
 TOKEN = "local-fleet-token-0123456789abcdef"
 
@@ -37,8 +46,9 @@ class Node:
 class LocalFleet:
     """Start, stop and restart agents; invoke functions; read inventories."""
 
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, token_mode: Literal["per-node", "shared"] = "per-node") -> None:
         self.root = root
+        self.token_mode = token_mode
         self.nodes: dict[str, Node] = {}
         root.mkdir(parents=True, exist_ok=True)
         self.token_file = root / "agent-token"
@@ -56,19 +66,35 @@ class LocalFleet:
         self.start(name)
         return node
 
-    def start(self, name: str) -> None:
+    def token(self, name: str) -> str:
+        """The token `name`'s agent holds: derived from its name and address (per-node)."""
         node = self.nodes[name]
-        settings = AgentSettings(
-            name=node.name,
-            region=node.region,
-            labels=node.labels,
-            host="127.0.0.1",
-            port=node.port,
-            data_dir=node.data_dir,
-            token=TOKEN,
-        )
-        node.agent = self._run(start_agent(settings))
-        node.port = node.agent.port
+        return TOKEN if self.token_mode == "shared" else node_token(TOKEN, name, node.url)
+
+    def start(self, name: str) -> None:
+        """Start (or restart, on the same port: same address, same token) `name`'s agent."""
+        node = self.nodes[name]
+        restart = node.port != 0
+        # The token is derived from the address, so the port is chosen before the agent
+        # starts; another process may take that free port first: choose again.
+        for attempt in range(20):
+            if not restart:
+                node.port = _free_port()
+            settings = AgentSettings(
+                name=node.name,
+                region=node.region,
+                labels=node.labels,
+                host="127.0.0.1",
+                port=node.port,
+                data_dir=node.data_dir,
+                token=self.token(name),
+            )
+            try:
+                node.agent = self._run(start_agent(settings))
+                return
+            except ConfigError as exc:
+                if restart or "cannot listen" not in str(exc) or attempt == 19:
+                    raise
 
     def stop(self, name: str) -> None:
         node = self.nodes[name]
@@ -118,7 +144,7 @@ class LocalFleet:
             self._request(
                 "GET",
                 f"{self.nodes[node].url}/inventory",
-                headers={"Authorization": f"Bearer {TOKEN}"},
+                headers={"Authorization": f"Bearer {self.token(node)}"},
             )
         )
         assert status == 200, text
@@ -137,10 +163,18 @@ class LocalFleet:
         return out
 
 
+def _free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
 @contextmanager
-def running_fleet(root: Path) -> Iterator[LocalFleet]:
+def running_fleet(
+    root: Path, token_mode: Literal["per-node", "shared"] = "per-node"
+) -> Iterator[LocalFleet]:
     """A LocalFleet that is closed on exit."""
-    fleet = LocalFleet(root)
+    fleet = LocalFleet(root, token_mode)
     try:
         yield fleet
     finally:

@@ -16,6 +16,7 @@ from gitopsd.errors import AgentAuthError, AgentError
 from gitopsd.fleet.live import LiveNode, LiveState
 from gitopsd.fleet.longpoll import HeldConnection, LongPollError
 from gitopsd.fleet.probe import InventoryProbe
+from gitopsd.fleet.tokens import FleetAuth, excerpt
 from gitopsd.fleet.watch import InventoryWatch
 from gitopsd.fleet.wire import WireHealth, WireInventory
 from gitopsd.log import get_logger
@@ -28,12 +29,16 @@ PROBE_ROUND = 4096  # nodes asked "unchanged?" at once by the raw inventory prob
 
 
 class AgentClient:
-    """Talks to agents by name; `addresses` maps node name to base URL."""
+    """Talks to agents by name; `addresses` maps node name to base URL.
+
+    `token` is the fleet secret (per-node tokens are derived from it, fleet/tokens.py) or a
+    FleetAuth that also says the mode and the address allow-list. Each node is sent its own
+    token only, and no redirect is ever followed: a token goes to the address Git names."""
 
     def __init__(
         self,
         addresses: Mapping[str, str],
-        token: str | None,
+        token: str | FleetAuth | None,
         timeout: float = 10.0,
         concurrency: int = 64,
         retries: int = 2,
@@ -42,12 +47,13 @@ class AgentClient:
         """`watch_seconds` > 0 keeps one held inventory request per node (fleet/watch.py):
         for a long-running client (the daemon), not for one-shot commands."""
         self.addresses = dict(addresses)
-        self._token = token
+        self.auth = token if isinstance(token, FleetAuth) else FleetAuth(token)
+        self._authorizations: dict[tuple[str, str], str | None] = {}
         self._timeout = aiohttp.ClientTimeout(total=timeout)
         # The probe holds one kept-alive connection per node anyway, and one round for the
         # whole fleet lets replies share event-loop wake-ups (about 12 % less CPU than rounds
         # of 64 for 500 nodes); the cap only bounds the burst of writes.
-        self._probe = InventoryProbe(token, timeout, max(concurrency, PROBE_ROUND))
+        self._probe = InventoryProbe(self.authorization, timeout, max(concurrency, PROBE_ROUND))
         self._limit = asyncio.Semaphore(concurrency)
         self._retries = retries
         self._session: aiohttp.ClientSession | None = None
@@ -70,10 +76,8 @@ class AgentClient:
 
     async def __aenter__(self) -> AgentClient:
         connector = aiohttp.TCPConnector(limit=0, ttl_dns_cache=300)
-        headers = {"Authorization": f"Bearer {self._token}"} if self._token else {}
-        self._session = aiohttp.ClientSession(
-            connector=connector, timeout=self._timeout, headers=headers
-        )
+        # No session-wide Authorization header: each request carries its node's own token.
+        self._session = aiohttp.ClientSession(connector=connector, timeout=self._timeout)
         return self
 
     async def __aexit__(
@@ -90,6 +94,17 @@ class AgentClient:
             await self._session.close()
 
     # one request ---------------------------------------------------------------------------
+
+    def authorization(self, node: str, base: str) -> str | None:
+        """The Authorization header for `node` at `base` (its own token), None without a
+        secret; AddressNotAllowed (an AgentError) when `base` is outside the allow-list."""
+        key = (node, base)
+        if key not in self._authorizations:
+            token = self.auth.token_for(node, base)
+            if len(self._authorizations) > 65536:
+                self._authorizations.clear()
+            self._authorizations[key] = f"Bearer {token}" if token else None
+        return self._authorizations[key]
 
     async def _call(
         self,
@@ -112,6 +127,9 @@ class AgentClient:
             raise AgentError(node, "no address known for this node")
         url = base.rstrip("/") + path
         extra = dict(headers or {})
+        authorization = self.authorization(node, base)  # refused addresses get no request
+        if authorization is not None:
+            extra["Authorization"] = authorization
         if data is not None:
             extra["Content-Type"] = "application/wasm"
         last: Exception | None = None
@@ -120,7 +138,12 @@ class AgentClient:
                 async with (
                     self._limit,
                     session.request(
-                        method, url, json=json, data=data, headers=extra or None
+                        method,
+                        url,
+                        json=json,
+                        data=data,
+                        headers=extra or None,
+                        allow_redirects=False,
                     ) as resp,
                 ):
                     try:
@@ -132,12 +155,22 @@ class AgentClient:
                     if response_headers is not None:  # names in lower case
                         response_headers.update((k.lower(), v) for k, v in resp.headers.items())
                     if resp.status == 401:
-                        raise AgentAuthError(node, "401 unauthorized: check the agent token", 401)
+                        raise AgentAuthError(node, self.auth.refusal(node, base), 401)
                     if resp.status in ok or resp.status in allow:
                         return resp.status, body
-                    message = body.get("error") if isinstance(body, dict) else None
+                    if 300 <= resp.status < 400:
+                        where = excerpt(resp.headers.get("Location", ""), 120)
+                        raise AgentError(
+                            node,
+                            f"{method} {path} -> {resp.status} redirect to {where!r}: not "
+                            "followed (agents never redirect; a token goes only to the "
+                            "address Git names)",
+                            resp.status,
+                        )
                     error = AgentError(
-                        node, f"{method} {path} -> {resp.status}: {message or body}", resp.status
+                        node,
+                        f"{method} {path} -> {resp.status}: {answer_excerpt(body)}",
+                        resp.status,
                     )
                     if resp.status < 500:
                         raise error
@@ -233,9 +266,12 @@ class AgentClient:
             status, new_etag, body = await self._held_aiohttp(node, base, etag, seconds)
         if status == 304:
             return False
+        if status == 401:
+            raise AgentAuthError(node, self.auth.refusal(node, base), 401)
         if status != 200:
-            message = body.get("error") if isinstance(body, dict) else None
-            raise AgentError(node, f"GET /inventory?wait -> {status}: {message}", status)
+            raise AgentError(
+                node, f"GET /inventory?wait -> {status}: {answer_excerpt(body)}", status
+            )
         if self.watch_target(node) != (base, etag):
             return True  # re-addressed or re-read meanwhile: that read is the newer one
         self._remember(node, base, body, new_etag)
@@ -250,7 +286,8 @@ class AgentClient:
         if conn is None or conn.base != base:
             if conn is not None:
                 conn.close()
-            conn = self._held[node] = HeldConnection(base, self._token, MAX_ANSWER_BYTES)
+            authorization = self.authorization(node, base)
+            conn = self._held[node] = HeldConnection(base, authorization, MAX_ANSWER_BYTES)
         try:
             answer = await conn.get(etag, seconds, self._timeout.total or 10.0)
         except LongPollError as exc:
@@ -264,11 +301,16 @@ class AgentClient:
         if session is None:
             raise RuntimeError("AgentClient used outside 'async with'")
         timeout = aiohttp.ClientTimeout(total=seconds + (self._timeout.total or 10.0))
+        headers = {"If-None-Match": etag}
+        authorization = self.authorization(node, base)
+        if authorization is not None:
+            headers["Authorization"] = authorization
         async with session.get(
             base.rstrip("/") + "/inventory",
             params={"wait": f"{seconds:g}"},
-            headers={"If-None-Match": etag},
+            headers=headers,
             timeout=timeout,
+            allow_redirects=False,
         ) as resp:
             try:
                 body = await _body(resp)
@@ -374,6 +416,13 @@ async def gather_nodes(
             raise result
         out[name] = result
     return out
+
+
+def answer_excerpt(body: Any) -> str:
+    """What an error message may show of an answer: its JSON `error` field or its text, as a
+    short escaped excerpt (the answer may come from anything listening at that address)."""
+    message = body.get("error") if isinstance(body, dict) else None
+    return excerpt(message if isinstance(message, str) and message else body)
 
 
 class _TooLarge(Exception):

@@ -34,7 +34,8 @@ class Answer:
 class HeldConnection:
     """One connection to one agent, one held request at a time."""
 
-    def __init__(self, base: str, token: str | None, max_bytes: int) -> None:
+    def __init__(self, base: str, authorization: str | None, max_bytes: int) -> None:
+        """`authorization` is this node's own `Bearer <token>` header value (or None)."""
         url = urlsplit(base)
         if url.scheme != "http" or not url.hostname:
             raise LongPollError(f"held requests need an http:// address, not {base}")
@@ -42,7 +43,7 @@ class HeldConnection:
         self._host, self._port = url.hostname, url.port or 80
         self._path = url.path.rstrip("/") + "/inventory"
         self._head = f"Host: {url.netloc.rpartition('@')[2]}\r\n" + (
-            f"Authorization: Bearer {token}\r\n" if token else ""
+            f"Authorization: {authorization}\r\n" if authorization else ""
         )
         self._max = max_bytes
         self._streams: tuple[asyncio.StreamReader, asyncio.StreamWriter] | None = None

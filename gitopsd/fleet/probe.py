@@ -12,8 +12,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from urllib.parse import urlsplit
+
+from gitopsd.errors import AgentError
 
 
 class _Batch:
@@ -82,12 +84,19 @@ class _Connection(asyncio.Protocol):
 class InventoryProbe:
     """Conditional `GET /inventory` to many agents over kept-alive raw connections."""
 
-    def __init__(self, token: str | None, timeout: float, concurrency: int) -> None:
-        self._auth = f"Authorization: Bearer {token}\r\n" if token else ""
+    def __init__(
+        self,
+        authorization: Callable[[str, str], str | None],
+        timeout: float,
+        concurrency: int,
+    ) -> None:
+        """`authorization(node, base)` is the node's own header value (fleet/tokens.py);
+        an AgentError from it (an address outside the allow-list) skips the node."""
+        self._authorization = authorization
         self._timeout = timeout
         self._concurrency = max(1, concurrency)
         self._conns: dict[str, tuple[str, _Connection]] = {}
-        self._requests: dict[tuple[str, str], bytes] = {}
+        self._requests: dict[tuple[str, str, str], bytes] = {}
 
     async def unchanged(self, etags: Mapping[str, tuple[str, str]]) -> set[str]:
         """Of `etags` (node -> (base URL, ETag)), the nodes that answered 304 Not Modified."""
@@ -98,18 +107,23 @@ class InventoryProbe:
             found |= await self._round(chunk)
         return found
 
-    def _request(self, base: str, etag: str) -> bytes | None:
-        """The conditional GET for this agent and ETag (prepared once per pair)."""
-        key = (base, etag)
+    def _request(self, node: str, base: str, etag: str) -> bytes | None:
+        """The conditional GET for this node, agent and ETag (prepared once per triple)."""
+        key = (node, base, etag)
         found = self._requests.get(key)
         if found is None:
             url = urlsplit(base)
             if url.scheme != "http" or not url.hostname:
                 return None
+            try:
+                authorization = self._authorization(node, base)
+            except AgentError:
+                return None  # the full path says why
+            auth = f"Authorization: {authorization}\r\n" if authorization else ""
             host = url.netloc.rpartition("@")[2]
             found = (
                 f"GET {url.path.rstrip('/')}/inventory HTTP/1.1\r\nHost: {host}\r\n"
-                f"{self._auth}If-None-Match: {etag}\r\n\r\n"
+                f"{auth}If-None-Match: {etag}\r\n\r\n"
             ).encode("latin-1")
             if len(self._requests) > 65536:
                 self._requests.clear()
@@ -119,7 +133,7 @@ class InventoryProbe:
     async def _round(self, etags: Mapping[str, tuple[str, str]]) -> set[str]:
         requests: dict[str, bytes] = {}
         for node, (base, etag) in etags.items():
-            request = self._request(base, etag)
+            request = self._request(node, base, etag)
             if request is not None:
                 requests[node] = request
         await self._connect([n for n in requests if not self._open(n, etags[n][0])], etags)

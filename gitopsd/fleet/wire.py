@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from gitopsd.fleet.tokens import excerpt
 
 
 class _Wire(BaseModel):
@@ -39,3 +41,9 @@ class WireHealth(_Wire):
     output: str = ""
     error: str | None = None
     duration_ms: float = Field(0.0, alias="durationMs")
+
+    @field_validator("output", "error")
+    @classmethod
+    def _short(cls, value: str | None) -> str | None:
+        # Shown in step messages, notes and logs; the healthy verdict is the agent's.
+        return None if value is None else excerpt(value)

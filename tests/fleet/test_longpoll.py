@@ -42,7 +42,7 @@ async def test_304_then_200_on_one_kept_alive_connection(
         b'HTTP/1.1 304 Not Modified\r\nETag: "b-1"\r\n\r\n',
         b'HTTP/1.1 200 OK\r\nETag: "b-2"\r\nContent-Length: %d\r\n\r\n%s' % (len(body), body),
     ]
-    conn = HeldConnection(base, "tok", 1 << 20)
+    conn = HeldConnection(base, "Bearer tok", 1 << 20)
     first = await conn.get('"b-1"', 30, 5)
     second = await conn.get('"b-1"', 30, 5)
     conn.close()
