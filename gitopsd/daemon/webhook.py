@@ -1,8 +1,13 @@
 """Webhook receiver for GitHub, Gitea and GitLab push events.
 
 Order of checks, cheapest and safest first: size and time (the body is read with a hard cap
-and a deadline before anything parses it), signature (constant-time), replay (delivery id
-seen before), then JSON. A valid push to the watched branch asks the daemon for a reconcile now.
+and a deadline before anything parses it), signature (constant-time), delivery id (present
+and printable), replay (the same delivery id, or the same signed body, seen before), then
+JSON. A valid push to the watched branch asks the daemon for a reconcile now.
+
+Header values reach us as aiohttp decodes them (UTF-8, undecodable bytes kept as surrogate
+escapes), so every comparison works on the header's raw bytes: a header that is not UTF-8
+can only fail to match, it cannot raise.
 """
 
 from __future__ import annotations
@@ -11,11 +16,13 @@ import asyncio
 import hashlib
 import hmac
 import json
+import re
 from collections import OrderedDict
 from collections.abc import Callable
 
 from aiohttp import web
 
+from gitopsd.clock import Clock, SystemClock
 from gitopsd.log import get_logger
 
 MAX_BODY = 1024 * 1024
@@ -23,35 +30,66 @@ MAX_BODY = 1024 * 1024
 # slower than this holds a connection for nothing.
 BODY_TIMEOUT = 5.0
 FORGES = ("github", "gitea", "gitlab")
+# How long a delivery id and a signed body are remembered. A repeat inside this window is a
+# replay (409); after it, a repeat asks for one more pass, which is harmless (passes are
+# level-triggered). Memory stays bounded by REPLAY_MEMORY whatever the window.
+REPLAY_TTL = 24 * 3600.0
+REPLAY_MEMORY = 20_000  # keys remembered: each delivery adds its id and its body digest
+# Forges send UUIDs (GitHub, Gitea, GitLab); anything else is not a delivery id we log.
+_DELIVERY_ID = re.compile(r"[\x21-\x7e]{1,128}")
 
 
 class ReplayGuard:
-    """Remembers the last `size` delivery ids; a second delivery with the same id is refused."""
+    """Remembers keys for `ttl` seconds, at most `size` of them (the oldest go first).
 
-    def __init__(self, size: int = 10_000) -> None:
+    A delivery is new only when none of its keys was seen inside the window. Keys are not
+    refreshed by a replay: a delivery is accepted at most once per window.
+    """
+
+    def __init__(
+        self, size: int = REPLAY_MEMORY, ttl: float = REPLAY_TTL, clock: Clock | None = None
+    ) -> None:
         self.size = size
-        self._seen: OrderedDict[str, None] = OrderedDict()
+        self.ttl = ttl
+        self.clock: Clock = clock or SystemClock()
+        self._seen: OrderedDict[str, float] = OrderedDict()  # key -> expiry, oldest first
 
-    def first_time(self, delivery: str) -> bool:
-        if delivery in self._seen:
+    def __len__(self) -> int:
+        return len(self._seen)
+
+    def first_time(self, *keys: str) -> bool:
+        """True (and the keys remembered) when no key was seen inside the window."""
+        now = self.clock.now()
+        while self._seen:
+            key, expires = next(iter(self._seen.items()))
+            if expires > now:
+                break
+            del self._seen[key]
+        if any(key in self._seen for key in keys):
             return False
-        self._seen[delivery] = None
-        if len(self._seen) > self.size:
+        for key in keys:
+            self._seen[key] = now + self.ttl
+        while len(self._seen) > self.size:
             self._seen.popitem(last=False)
         return True
+
+
+def _raw(value: str) -> bytes:
+    """A header value's bytes as sent (aiohttp keeps undecodable bytes as surrogates)."""
+    return value.encode("utf-8", "surrogateescape")
 
 
 def signature_ok(forge: str, secret: bytes, body: bytes, headers: dict[str, str]) -> bool:
     """Check the forge's signature header against the body, in constant time."""
     digest = hmac.new(secret, body, hashlib.sha256).hexdigest()
     if forge == "github":
-        given = headers.get("x-hub-signature-256", "")
-        return hmac.compare_digest(given.encode(), f"sha256={digest}".encode())
+        given = _raw(headers.get("x-hub-signature-256", ""))
+        return hmac.compare_digest(given, f"sha256={digest}".encode())
     if forge == "gitea":
-        given = headers.get("x-gitea-signature", "")
-        return hmac.compare_digest(given.encode(), digest.encode())
-    given = headers.get("x-gitlab-token", "")
-    return hmac.compare_digest(given.encode(), secret)
+        given = _raw(headers.get("x-gitea-signature", ""))
+        return hmac.compare_digest(given, digest.encode())
+    given = _raw(headers.get("x-gitlab-token", ""))
+    return hmac.compare_digest(given, secret)
 
 
 def delivery_id(forge: str, headers: dict[str, str]) -> str | None:
@@ -65,6 +103,15 @@ def delivery_id(forge: str, headers: dict[str, str]) -> str | None:
         if headers.get(name):
             return f"{forge}:{headers[name]}"
     return None
+
+
+def body_key(forge: str, body: bytes) -> str:
+    """The replay key of what the signature covers: the forge and the body's digest.
+
+    The delivery id header is not signed, so a captured delivery sent again under a fresh id
+    is still recognised by this key.
+    """
+    return f"{forge}:sha256:{hashlib.sha256(body).hexdigest()}"
 
 
 def pushed_ref(payload: object) -> str | None:
@@ -83,12 +130,13 @@ class WebhookReceiver:
         branch: str,
         trigger: Callable[[str], None],
         on_delivery: Callable[[str, str], None] | None = None,
+        clock: Clock | None = None,
     ) -> None:
         self.on_delivery = on_delivery  # (forge, result) for metrics
         self.secret = secret
         self.branch = branch
         self.trigger = trigger
-        self.replays = ReplayGuard()
+        self.replays = ReplayGuard(clock=clock)
         self.log = get_logger(component="webhook")
         self.accepted = 0
         self.refused = 0
@@ -126,10 +174,14 @@ class WebhookReceiver:
         delivery = delivery_id(forge, headers)
         if delivery is None:
             return self._refuse(400, "missing delivery id header", forge)
-        if not self.replays.first_time(delivery):
+        if not _DELIVERY_ID.fullmatch(delivery.partition(":")[2]):
+            return self._refuse(400, "delivery id must be 1-128 printable ASCII characters", forge)
+        if not self.replays.first_time(delivery, body_key(forge, bytes(body))):
             return self._refuse(409, "delivery already received (replay)", forge)
         try:
             payload = json.loads(body)
+        except RecursionError:  # the C decoder recurses per nesting level
+            return self._refuse(400, "body is JSON nested too deeply", forge)
         except (ValueError, UnicodeDecodeError):
             return self._refuse(400, "body is not valid JSON", forge)
         ref = pushed_ref(payload)

@@ -23,7 +23,14 @@ import aiohttp
 import pytest
 from aiohttp import web
 
-from gitopsd.daemon.webhook import MAX_BODY, WebhookReceiver
+from gitopsd.clock import FakeClock
+from gitopsd.daemon.webhook import (
+    MAX_BODY,
+    REPLAY_MEMORY,
+    REPLAY_TTL,
+    ReplayGuard,
+    WebhookReceiver,
+)
 from tests.daemon.daemonsupport import SECRET, DaemonProcess, wait_for
 from tests.faults.conftest import Figures, scale
 from tests.fleetfixture import Fleet
@@ -328,6 +335,10 @@ def test_attacks_on_the_daemon(daemon: DaemonProcess, figures: Figures) -> None:
         body = json.dumps(PAYLOADS[forge]).encode()
         for name, cut in truncations(body):
             count(raw_post(port, forge, cut, sign(forge, cut, f"trunc-{forge}-{name}")))
+        for _kind, headers in non_utf8_signatures(forge, body):
+            count(raw_post(port, forge, body, headers))
+        deep = nested(100_000, "mixed")
+        count(raw_post(port, forge, deep, sign(forge, deep, f"deep-{forge}")))
     big = b"x" * (10 * 1024 * 1024)
     for forge in FORGES:
         for _ in range(3):
@@ -414,3 +425,154 @@ async def test_truncated_payloads_keep_the_receiver_serving(receiver: Receiver) 
             assert status == 202
     assert len(receiver.triggers) == len(FORGES)
     await asyncio.sleep(0)
+
+
+# -- hostile bytes in headers and bodies (issue 14, finding 9) ---------------------------------
+
+SIGNATURE_HEADER = {
+    "github": "X-Hub-Signature-256",
+    "gitea": "X-Gitea-Signature",
+    "gitlab": "X-Gitlab-Token",
+}
+DELIVERY_HEADER = {
+    "github": "X-GitHub-Delivery",
+    "gitea": "X-Gitea-Delivery",
+    "gitlab": "X-Gitlab-Event-UUID",
+}
+# Raw header bytes that are not UTF-8, written as the surrogate escapes `raw_post` turns back
+# into those very bytes: a lone 0xFF, a cut 2-byte sequence, Latin-1 "é", an overlong "/".
+NON_UTF8 = {
+    "ff": "\udcff",
+    "cut-2-byte": "\udcc3",
+    "latin-1": "caf\udce9",
+    "overlong": "\udcc0\udcaf",
+}
+
+
+def non_utf8_signatures(forge: str, body: bytes) -> Iterator[tuple[str, dict[str, str]]]:
+    """The valid headers with the signature header replaced, extended or prefixed by bytes
+    that are not UTF-8."""
+    good = sign(forge, body, f"non-utf8-{forge}")
+    name = SIGNATURE_HEADER[forge]
+    for kind, junk in NON_UTF8.items():
+        for where, value in (
+            ("alone", junk),
+            ("suffix", good[name] + junk),
+            ("prefix", junk + good[name]),
+        ):
+            yield f"{kind}-{where}", good | {name: value}
+
+
+def nested(depth: int, kind: str) -> bytes:
+    """A JSON document nested `depth` levels deep, a `ref` at the top where it can be."""
+    if kind == "arrays":
+        return b"[" * depth + b"]" * depth
+    if kind == "objects":
+        return b'{"a":' * depth + b"1" + b"}" * depth
+    inner = b'{"a":[' * (depth // 2) + b"1" + b"]}" * (depth // 2)
+    return b'{"ref": "refs/heads/main", "x": ' + inner + b"}"
+
+
+async def test_non_utf8_signature_headers_are_401_and_the_receiver_keeps_serving(
+    receiver: Receiver, figures: Figures
+) -> None:
+    """Regression (issue 14, finding 9): `signature_ok` encoded the header to compare it and
+    raised UnicodeEncodeError on the surrogates aiohttp keeps for undecodable bytes: 500."""
+    port = int(receiver.url.rsplit(":", 1)[1])
+    statuses: dict[str, int] = {}
+    for forge in FORGES:
+        body = json.dumps(PAYLOADS[forge]).encode()
+        for kind, headers in non_utf8_signatures(forge, body):
+            statuses[f"{forge}/{kind}"] = await asyncio.to_thread(
+                raw_post, port, forge, body, headers
+            )
+    async with aiohttp.ClientSession() as session:
+        for forge in FORGES:
+            body = json.dumps(PAYLOADS[forge] | {"after-attack": True}).encode()
+            ok = await post(session, receiver.url, forge, body, sign(forge, body, f"ok-{forge}"))
+            statuses[f"{forge}/valid-after"] = ok
+    figures.update(cases=len(statuses), statuses=sorted(set(statuses.values())))
+    assert {k: s for k, s in statuses.items() if "valid-after" not in k and s != 401} == {}
+    assert [statuses[f"{forge}/valid-after"] for forge in FORGES] == [202] * len(FORGES)
+    assert len(receiver.triggers) == len(FORGES)
+
+
+async def test_non_utf8_or_odd_delivery_ids_are_400(receiver: Receiver) -> None:
+    """A correctly signed delivery whose (unsigned) delivery id is not printable ASCII is
+    refused before it reaches the replay guard, the logs or a trigger reason."""
+    port = int(receiver.url.rsplit(":", 1)[1])
+    for forge in FORGES:
+        for n, odd in enumerate([*NON_UTF8.values(), "x" * 129, "a b", "zoë"]):
+            body = json.dumps(PAYLOADS[forge] | {"n": n}).encode()
+            headers = sign(forge, body, "unused") | {DELIVERY_HEADER[forge]: odd}
+            status = await asyncio.to_thread(raw_post, port, forge, body, headers)
+            assert status == 400, (forge, odd, status)
+    assert receiver.triggers == []
+
+
+@pytest.mark.parametrize("kind", ["arrays", "objects", "mixed"])
+async def test_deeply_nested_signed_bodies_are_400(receiver: Receiver, kind: str) -> None:
+    """Regression (issue 14, finding 9): `json.loads` raised RecursionError on a signed body
+    nested 100,000 levels deep, which aiohttp answered with 500 and a traceback."""
+    async with aiohttp.ClientSession() as session:
+        for forge in FORGES:
+            for depth in (2_000, 100_000, 500_000):
+                body = nested(depth, kind)
+                assert len(body) <= MAX_BODY * 4
+                if len(body) > MAX_BODY:
+                    continue  # the size cap answers first (413): not this test's subject
+                headers = sign(forge, body, f"deep-{kind}-{depth}")
+                async with session.post(
+                    f"{receiver.url}/hooks/{forge}", data=body, headers=headers
+                ) as resp:
+                    assert resp.status == 400, (forge, depth, await resp.text())
+                    assert "nested too deeply" in (await resp.json())["error"]
+            body = json.dumps(PAYLOADS[forge] | {"kind": kind}).encode()
+            assert await post(session, receiver.url, forge, body, sign(forge, body, kind)) == 202
+    assert len(receiver.triggers) == len(FORGES)
+
+
+# -- replays under fresh delivery ids (issue 14, finding 10) -----------------------------------
+
+
+async def test_a_signed_body_replayed_under_fresh_delivery_ids_reconciles_once(
+    receiver: Receiver, figures: Figures
+) -> None:
+    """Regression (issue 14, finding 10): the replay guard keyed on the delivery id header,
+    which the signature does not cover, so a captured delivery sent again with a new id was
+    accepted every time and asked for a pass every time."""
+    replays = scale(300, 1000)
+    seen: dict[int, int] = {}
+    async with aiohttp.ClientSession() as session:
+        for forge in FORGES:
+            body = json.dumps(PAYLOADS[forge]).encode()
+            for n in range(replays):
+                headers = sign(forge, body, f"fresh-{forge}-{n}")
+                status = await post(session, receiver.url, forge, body, headers)
+                seen[status] = seen.get(status, 0) + 1
+            # A new push is a new body: accepted, although the forge and the secret are the same.
+            other = json.dumps(PAYLOADS[forge] | {"after": "1" * 40}).encode()
+            assert await post(session, receiver.url, forge, other, sign(forge, other, "new")) == 202
+    figures.update(replays_per_forge=replays, statuses=seen, triggers=len(receiver.triggers))
+    assert seen == {202: len(FORGES), 409: len(FORGES) * (replays - 1)}
+    assert len(receiver.triggers) == 2 * len(FORGES)
+
+
+def test_replay_guard_forgets_after_its_window_and_stays_bounded() -> None:
+    """The guard remembers a key for `ttl` seconds of the injected clock and never holds more
+    than `size` keys, however many distinct deliveries arrive."""
+    clock = FakeClock()
+    guard = ReplayGuard(size=100, ttl=3600.0, clock=clock)
+    assert guard.first_time("github:d1", "github:sha256:aa")
+    assert not guard.first_time("github:d2", "github:sha256:aa")  # same body, new id
+    assert not guard.first_time("github:d1", "github:sha256:bb")  # same id, new body
+    assert guard.first_time("gitea:d1", "gitea:sha256:aa")  # another forge: other keys
+    clock.advance(3599.0)
+    assert not guard.first_time("github:d3", "github:sha256:aa")
+    clock.advance(2.0)
+    assert guard.first_time("github:d3", "github:sha256:aa")  # the window has passed
+    for n in range(10_000):
+        guard.first_time(f"github:id-{n}", f"github:sha256:{n}")
+        assert len(guard) <= 100
+    assert guard.first_time("github:id-0", "github:sha256:0")  # evicted long ago: new again
+    assert REPLAY_MEMORY >= 2 * 10_000 and REPLAY_TTL >= 3600
