@@ -80,6 +80,13 @@ class MetricsConfig(_Section):
     listen: str | None = None
 
 
+class UiConfig(_Section):
+    """The status page: absent `listen`, no page; absent `token_file`, a read-only page."""
+
+    listen: str | None = None
+    token_file: Path | None = None
+
+
 class ForgeConfig(_Section):
     kind: Literal["github", "gitea", "gitlab"]
     api_url: str
@@ -106,6 +113,7 @@ class Config(BaseSettings):
     webhook: WebhookConfig = Field(default_factory=WebhookConfig)
     metrics: MetricsConfig = Field(default_factory=MetricsConfig)
     status: StatusConfig = Field(default_factory=StatusConfig)
+    ui: UiConfig = Field(default_factory=UiConfig)
 
     @classmethod
     def settings_customise_sources(
@@ -157,6 +165,7 @@ def _relative_to(config: Config, base: Path) -> Config:
         forge.token_file = fix(forge.token_file) or forge.token_file
     config.state.dir = fix(config.state.dir)
     config.webhook.secret_file = fix(config.webhook.secret_file)
+    config.ui.token_file = fix(config.ui.token_file)
     if (
         config.source.url
         and "://" not in config.source.url

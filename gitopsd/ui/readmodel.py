@@ -1,0 +1,121 @@
+"""The overview's reads: one query per table, light columns only.
+
+`SqliteStore.rollouts()` parses each row's context (the rollout spec with every target node:
+~50 KB for a 500-node rollout), and asking it once per function would be 2,000 queries for
+2,000 functions. The overview needs only the newest rollout's headline per function, every
+function's controls and every recorded waiting reason, so it reads those three with one
+query each over its own read-only connection to the same database file.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+from gitopsd.errors import StoreError
+from gitopsd.reconcile import waiting_key
+from gitopsd.store.sqlite import Controls
+
+_WAITING_PREFIX = waiting_key("")
+
+
+@dataclass(frozen=True)
+class RolloutHead:
+    """A rollout without its context: what a row of the overview shows."""
+
+    id: str
+    function: str
+    version: str
+    commit: str
+    strategy: str
+    state: str
+    message: str
+    step: str
+    created_at: float
+    updated_at: float
+    finished_at: float | None
+
+
+class ReadModel:
+    """Read-only queries on the state database at `path` (safe from any thread)."""
+
+    def __init__(self, path: Path) -> None:
+        try:
+            self._db = sqlite3.connect(
+                f"file:{path}?mode=ro", uri=True, check_same_thread=False, isolation_level=None
+            )
+            self._db.execute("PRAGMA busy_timeout=5000")
+        except sqlite3.Error as exc:
+            raise StoreError(f"cannot open state database {path} for the page: {exc}") from exc
+        self._lock = threading.Lock()
+
+    def close(self) -> None:
+        self._db.close()
+
+    def _query(self, sql: str, args: tuple[object, ...] = ()) -> list[sqlite3.Row]:
+        with self._lock:
+            cur = self._db.execute(sql, args)
+            cur.row_factory = sqlite3.Row
+            return list(cur.fetchall())
+
+    def latest_rollouts(self) -> dict[str, RolloutHead]:
+        """Per function, its newest rollout."""
+        rows = self._query(
+            "SELECT r.id, r.function, r.version, r.commit_sha, r.strategy, r.state, r.message,"
+            " r.step, r.created_at, r.updated_at, r.finished_at FROM rollouts r"
+            " JOIN (SELECT function, max(created_at) AS newest FROM rollouts GROUP BY function) m"
+            " ON r.function = m.function AND r.created_at = m.newest"
+        )
+        return {
+            r["function"]: RolloutHead(
+                id=r["id"],
+                function=r["function"],
+                version=r["version"],
+                commit=r["commit_sha"],
+                strategy=r["strategy"],
+                state=r["state"],
+                message=r["message"],
+                step=r["step"],
+                created_at=r["created_at"],
+                updated_at=r["updated_at"],
+                finished_at=r["finished_at"],
+            )
+            for r in rows
+        }
+
+    def step_counts(self, rollout_ids: list[str]) -> dict[str, int]:
+        """Journaled steps per rollout (for the progress of those under way)."""
+        if not rollout_ids:
+            return {}
+        marks = ",".join("?" for _ in rollout_ids)
+        rows = self._query(
+            f"SELECT rollout_id, count(*) AS n FROM journal WHERE rollout_id IN ({marks})"
+            " GROUP BY rollout_id",
+            tuple(rollout_ids),
+        )
+        return {r["rollout_id"]: int(r["n"]) for r in rows}
+
+    def controls(self) -> Mapping[str, Controls]:
+        rows = self._query("SELECT * FROM controls")
+        return {
+            r["function"]: Controls(
+                paused=bool(r["paused"]),
+                held=bool(r["held"]),
+                held_reason=r["held_reason"],
+                promote=bool(r["promote"]),
+                abort=bool(r["abort"]),
+                approved_version=r["approved_version"],
+            )
+            for r in rows
+        }
+
+    def waiting(self) -> dict[str, str]:
+        """Per function, the last reason the daemon recorded for not starting a rollout."""
+        rows = self._query(
+            "SELECT key, value FROM kv WHERE key >= ? AND key < ? AND value != ''",
+            (_WAITING_PREFIX, _WAITING_PREFIX[:-1] + chr(ord(_WAITING_PREFIX[-1]) + 1)),
+        )
+        return {r["key"][len(_WAITING_PREFIX) :]: r["value"] for r in rows}
