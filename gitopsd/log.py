@@ -1,11 +1,45 @@
-"""structlog set-up: logs go to stderr, coloured on a TTY, JSON lines otherwise."""
+"""structlog set-up: logs go to stderr, coloured on a TTY, JSON lines otherwise.
+
+Every line is redacted twice: the values before rendering (`redact_secrets`), and the
+rendered line itself (`redact_rendered`, which also covers tracebacks the renderer formats),
+so the password of a source URL (`https://user:password@host/...`) never reaches a log.
+"""
 
 from __future__ import annotations
 
 import logging
 import sys
+from collections.abc import MutableMapping
+from typing import Any
 
 import structlog
+
+from gitopsd.source.redact import redact
+
+
+def _scrub(value: Any) -> Any:
+    if isinstance(value, str):
+        return redact(value)
+    if isinstance(value, dict):
+        return {k: _scrub(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return type(value)(_scrub(v) for v in value)
+    return value
+
+
+def redact_secrets(
+    logger: Any, method_name: str, event_dict: MutableMapping[str, Any]
+) -> MutableMapping[str, Any]:
+    """structlog processor: URL passwords out of every string value (nested ones too)."""
+    for key, value in event_dict.items():
+        if key != "exc_info":
+            event_dict[key] = _scrub(value)
+    return event_dict
+
+
+def redact_rendered(logger: Any, method_name: str, rendered: Any) -> Any:
+    """structlog processor placed after the renderer: the whole line, tracebacks included."""
+    return redact(rendered) if isinstance(rendered, str) else rendered
 
 
 def configure(level: str = "info", json: bool | None = None) -> None:
@@ -19,7 +53,9 @@ def configure(level: str = "info", json: bool | None = None) -> None:
             structlog.contextvars.merge_contextvars,
             structlog.processors.add_log_level,
             structlog.processors.TimeStamper(fmt="iso", utc=True),
+            redact_secrets,
             renderer,
+            redact_rendered,
         ],
         wrapper_class=structlog.make_filtering_bound_logger(
             logging.getLevelNamesMapping().get(level.upper(), logging.INFO)

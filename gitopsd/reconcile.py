@@ -25,6 +25,12 @@ from gitopsd.rollout.engine import Engine, EventSink
 from gitopsd.rollout.hold import hold_reason
 from gitopsd.rollout.spec import HealthSpec, RolloutSpec, TargetNode
 from gitopsd.rollout.steps import RolloutState, outcome_from_json, step_from_json
+from gitopsd.source.ancestry import (
+    LAST_APPLIED_KEY,
+    REFUSED_HEAD_KEY,
+    NonFastForward,
+    check_fast_forward,
+)
 from gitopsd.source.git import SourceSpec
 from gitopsd.source.reader import take_snapshot
 from gitopsd.source.snapshot import Snapshot
@@ -279,6 +285,18 @@ class Reconciler:
         except InvalidManifests as exc:
             exc.commit = snapshot.commit
             raise
+
+    def check_fast_forward(self, source: SourceSpec, commit: str) -> None:
+        """NonFastForward unless `commit` descends from the last applied commit (or the source
+        allows it); the refusal is kept in the store for `gitopsd status` until a head is
+        accepted. Every path that applies a commit calls this first."""
+        try:
+            check_fast_forward(source, self.state_dir, commit, self.store.get(LAST_APPLIED_KEY))
+        except NonFastForward as exc:
+            self.store.put(REFUSED_HEAD_KEY, str(exc))
+            raise
+        if self.store.get(REFUSED_HEAD_KEY):
+            self.store.put(REFUSED_HEAD_KEY, "")
 
     async def read(self, source: SourceSpec, fetch: bool = True) -> ReadResult:
         snapshot, desired = self.load(source, fetch)

@@ -11,6 +11,7 @@ from typing import Any
 from gitopsd.fleet.live import LiveState
 from gitopsd.manifest.desired import DesiredState
 from gitopsd.reconcile import ended_paused, summarize_rollout, waiting_key
+from gitopsd.source.redact import redact
 from gitopsd.store.sqlite import RolloutRow, SqliteStore
 
 
@@ -64,7 +65,7 @@ def _node_rows(function: str, live: LiveState, regions: Mapping[str, str]) -> li
                     "node": name,
                     "region": regions.get(name, ""),
                     "reachable": False,
-                    "error": live.errors.get(name, ""),
+                    "error": redact(live.errors.get(name, "")),
                     "traffic": [],
                 }
             )
@@ -109,10 +110,10 @@ def function_status(
             "strategy": row.strategy,
             "state": row.state,
             "step": row.step,
-            "message": row.message,
+            "message": redact(row.message),
             "updatedAt": datetime.fromtimestamp(row.updated_at, UTC).isoformat(timespec="seconds"),
         },
-        "waiting": why_waiting(store, function, row),
+        "waiting": redact(why_waiting(store, function, row) or "") or None,
         "held": store.controls(function).held,
         "paused": store.controls(function).paused,
     }

@@ -24,9 +24,10 @@ from gitopsd.diff import Change
 from gitopsd.errors import GitopsdError, InvalidManifests
 from gitopsd.log import get_logger
 from gitopsd.reconcile import FunctionResult, Reconciler
-from gitopsd.report.notes import CommitOutcome, refused_outcome
+from gitopsd.report.notes import CommitOutcome, non_fast_forward_outcome, refused_outcome
 from gitopsd.report.publish import publish
 from gitopsd.rollout.engine import EventSink
+from gitopsd.source.ancestry import NonFastForward
 from gitopsd.source.git import SourceSpec
 from gitopsd.source.reader import current_commit
 from gitopsd.source.verify import SignatureRefused
@@ -52,7 +53,9 @@ class GitOpsSynchronizer:
 
     `repo_url` is a local repository path (bare or not) or a `file://`, `https://` or
     `ssh://` URL; `state_dir` holds the store and URL mirrors (share the daemon's to share
-    its history); `token` is the agents' bearer token.
+    its history); `token` is the agents' bearer token. A head that does not descend from
+    the last applied commit is refused (a failed SyncResult and a failure note) unless
+    `allow_non_fast_forward` is set.
     """
 
     def __init__(
@@ -68,8 +71,11 @@ class GitOpsSynchronizer:
         timeout: float = 10.0,
         concurrency: int = 64,
         on_event: EventSink | None = None,
+        allow_non_fast_forward: bool = False,
     ) -> None:
-        self.source = SourceSpec(repo_url, branch, path)
+        self.source = SourceSpec(
+            repo_url, branch, path, allow_non_fast_forward=allow_non_fast_forward
+        )
         # The same defaults as the CLI: $GITOPSD_STATE_DIR (or ~/.local/state/gitopsd) and
         # the token file named by $GITOPSD_AGENT_TOKEN_FILE.
         self.state_dir = Path(state_dir) if state_dir is not None else default_state_dir()
@@ -157,6 +163,11 @@ class GitOpsSynchronizer:
             return SyncResult(exc.commit, False, errors=[str(exc)])
         except GitopsdError as exc:
             return SyncResult("", False, errors=[str(exc)])
+        try:
+            rec.check_fast_forward(self.source, read.snapshot.commit)
+        except NonFastForward as exc:
+            self._publish(non_fast_forward_outcome(exc))
+            return SyncResult(exc.commit, False, list(read.changes.changes), [], [str(exc)])
         try:
             report = await rec.apply(read)
         except GitopsdError as exc:

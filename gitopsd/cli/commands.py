@@ -26,13 +26,20 @@ from gitopsd.reconcile import (
     ended_paused,
     retry_key,
 )
-from gitopsd.report.notes import CommitOutcome, FunctionOutcome, refused_outcome
+from gitopsd.report.notes import (
+    CommitOutcome,
+    FunctionOutcome,
+    non_fast_forward_outcome,
+    refused_outcome,
+)
 from gitopsd.report.publish import publish
 from gitopsd.rollout.engine import EventSink
 from gitopsd.rollout.preview import preview
 from gitopsd.rollout.steps import Step
 from gitopsd.rollout.strategies import strategy_for
+from gitopsd.source.ancestry import REFUSED_HEAD_KEY, NonFastForward
 from gitopsd.source.git import SourceSpec
+from gitopsd.source.redact import redact
 from gitopsd.source.verify import SignatureRefused
 from gitopsd.store.sqlite import SqliteStore
 
@@ -147,6 +154,11 @@ async def _sync_and_report(ctx: Ctx, rec: Reconciler, source: SourceSpec, forges
         )
         await _report(ctx, source, outcome, forges)
         raise
+    try:
+        rec.check_fast_forward(source, read.snapshot.commit)
+    except NonFastForward as exc:  # exit 1: a negative result about the commit
+        await _report(ctx, source, non_fast_forward_outcome(exc), forges)
+        raise
     render_changes(read.changes)
     pending = pending_outcome(read)
     if pending is not None:  # the commit says "pending" while its rollouts run
@@ -211,6 +223,11 @@ def run_status(ctx: Ctx, function: str | None, output: str) -> None:
     if daemon_error:
         note = f"{note}; " if note else ""
         note += f"the daemon cannot reconcile: {daemon_error}"
+    refused = store.get(REFUSED_HEAD_KEY) or ""
+    if refused:
+        note = f"{note}; " if note else ""
+        note += f"the newest head was not applied: {refused}"
+    note = redact(note)  # errors name the source URL: never with its password
     names = [function] if function else all_functions(store, desired, live)
     docs = [function_status(store, name, desired, live) for name in names]
     if output == "json":

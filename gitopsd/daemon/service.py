@@ -57,12 +57,19 @@ from gitopsd.reconcile import (
     waiting_key,
 )
 from gitopsd.report.forges import ForgeReporter, outcome_statuses, reporter_from_config
-from gitopsd.report.notes import CommitOutcome, FunctionOutcome, refused_outcome
+from gitopsd.report.notes import (
+    CommitOutcome,
+    FunctionOutcome,
+    non_fast_forward_outcome,
+    refused_outcome,
+)
 from gitopsd.report.publish import publish
 from gitopsd.rollout.engine import Engine
 from gitopsd.rollout.hold import hold_reason
+from gitopsd.source.ancestry import NonFastForward
 from gitopsd.source.git import SourceSpec
 from gitopsd.source.reader import current_commit, is_plain_directory
+from gitopsd.source.redact import redact
 from gitopsd.source.verify import SignatureRefused
 from gitopsd.store.sqlite import SqliteStore
 
@@ -93,6 +100,7 @@ class PassState:
     unreachable_passes: int = 0  # passes in a row that could not read every agent
     passes: int = 0
     last_error: str = ""
+    refused: str = ""  # the newest head, refused as not a fast-forward ("" when none)
     rollouts: dict[str, asyncio.Task[FunctionResult]] = field(default_factory=dict)
     targets: dict[str, tuple[str, str]] = field(default_factory=dict)  # fn -> (version, sha)
 
@@ -334,15 +342,16 @@ class Daemon:
                 log.exception("unexpected error in a reconcile pass")
             self.metrics.observe_reconcile("error", time.perf_counter() - started)
             state.failures += 1
-            state.last_error = str(exc)
+            error = redact(str(exc))  # names the source URL: never with its password
+            state.last_error = error
             backoff = min(MAX_BACKOFF, 2 ** min(state.failures, 9)) * (0.5 + random.random() / 2)
             log.error(
                 "reconcile failed; keeping the last good state",
-                error=str(exc),
+                error=error,
                 retry_in=round(backoff, 1),
             )
-            self.notifier.status(f"error: {exc}; retrying in {backoff:.0f}s")
-            self.store.put(LAST_ERROR_KEY, f"{exc} (retrying in {backoff:.0f}s)")
+            self.notifier.status(f"error: {error}; retrying in {backoff:.0f}s")
+            self.store.put(LAST_ERROR_KEY, f"{error} (retrying in {backoff:.0f}s)")
             return float(backoff)
         self.metrics.observe_reconcile(result, time.perf_counter() - started)
         self._export_rollout_states()
@@ -377,7 +386,10 @@ class Daemon:
         desired = self.pass_state.desired
         running = sorted(self.pass_state.rollouts)
         commit = desired.commit[:12] if desired else "none"
-        return f"commit {commit}; rollouts running: {', '.join(running) or 'none'}"
+        line = f"commit {commit}; rollouts running: {', '.join(running) or 'none'}"
+        if self.pass_state.refused:
+            line += f"; refused {self.pass_state.refused}"
+        return line
 
     def _export_rollout_states(self) -> None:
         latest: dict[str, str] = {}
@@ -453,6 +465,21 @@ class Daemon:
                 )
             )
             return
+        try:
+            check = self.reconciler.check_fast_forward
+            await asyncio.to_thread(check, self.source, desired.commit)
+        except NonFastForward as exc:
+            state.bad_commit = exc.commit
+            state.refused = f"{exc.commit[:12]}: {exc.reason}"
+            self.log.error(
+                "head refused: not a fast-forward; previous desired state stays in force",
+                commit=exc.commit[:12],
+                last_applied=exc.last_applied[:12],
+                reason=exc.reason,
+            )
+            self._note(non_fast_forward_outcome(exc))
+            return
+        state.refused = ""
         state.desired = desired
         state.generations = ()
         for name, task in state.rollouts.items():

@@ -25,7 +25,9 @@ from typing import Any
 import pygit2
 
 from gitopsd.log import get_logger
-from gitopsd.source.hostkeys import git_cli, redact
+from gitopsd.source.ancestry import NonFastForward
+from gitopsd.source.hostkeys import git_cli
+from gitopsd.source.redact import redact
 from gitopsd.source.verify import SignatureRefused
 
 NOTES_REF = "refs/notes/gitopsd"
@@ -59,15 +61,16 @@ class CommitOutcome:
 
 
 def outcome_to_json(outcome: CommitOutcome) -> dict[str, Any]:
-    """The JSON stored in the note (camelCase keys, like the manifests)."""
+    """The JSON stored in the note (camelCase keys, like the manifests). Free text is
+    redacted: a note is pushed to the remote, where everyone who can clone reads it."""
     now = datetime.now(UTC).isoformat(timespec="milliseconds")
     return {
         "gitopsd": "v1",
         "commit": outcome.commit,
         "status": outcome.status,
-        "message": outcome.message,
+        "message": redact(outcome.message),
         "updatedAt": now,
-        "problems": list(outcome.problems),
+        "problems": [redact(p) for p in outcome.problems],
         "functions": {
             name: _function_json(fn, now) for name, fn in sorted(outcome.functions.items())
         },
@@ -83,8 +86,8 @@ def _function_json(fn: FunctionOutcome, updated_at: str) -> dict[str, Any]:
         "state": raw["state"],
         "nodesOk": list(raw["nodes_ok"]),
         "nodesFailed": list(raw["nodes_failed"]),
-        "failedStep": raw["failed_step"],
-        "message": raw["message"],
+        "failedStep": redact(raw["failed_step"]) if raw["failed_step"] else raw["failed_step"],
+        "message": redact(raw["message"]),
         "updatedAt": updated_at,  # per function: concurrent writers merge entry by entry
     }
 
@@ -325,5 +328,16 @@ def refused_outcome(exc: SignatureRefused) -> CommitOutcome:
         exc.commit,
         "failure",
         f"signature refused: {exc.reason}; nothing applied",
+        problems=(str(exc),),
+    )
+
+
+def non_fast_forward_outcome(exc: NonFastForward) -> CommitOutcome:
+    """The failure note of a head refused because it does not descend from the last applied
+    commit (gitopsd/source/ancestry.py)."""
+    return CommitOutcome(
+        exc.commit,
+        "failure",
+        f"not a fast-forward: {exc.reason}; nothing applied",
         problems=(str(exc),),
     )

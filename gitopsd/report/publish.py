@@ -9,8 +9,8 @@ from gitopsd.errors import SourceError
 from gitopsd.log import get_logger
 from gitopsd.report.notes import CommitOutcome, push_notes, write_note
 from gitopsd.source.git import SourceSpec, local_path
-from gitopsd.source.hostkeys import git_ssh_env, is_ssh_url
-from gitopsd.source.reader import open_source
+from gitopsd.source.hostkeys import is_ssh_url
+from gitopsd.source.reader import git_env, open_source
 
 
 def publish(
@@ -32,7 +32,6 @@ def publish(
     ssh = is_ssh_url(source.url)
     is_mirror = ssh or source.url.startswith("file://") or local_path(source.url) is None
     if push and is_mirror:
-        known = source.known_hosts or Path.home() / ".ssh" / "known_hosts"
-        push_notes(Path(repo.path), env=git_ssh_env(known, source.ssh_key) if ssh else None)
+        push_notes(Path(repo.path), env=git_env(source))
     log.info("git note written", status=outcome.status)
     return body

@@ -20,13 +20,13 @@ from urllib.parse import urlparse
 import pygit2
 
 from gitopsd.errors import SourceError
+from gitopsd.source.redact import redact
 
 HEAD_REFSPECS = ("+refs/heads/*:refs/heads/*", "+refs/tags/*:refs/tags/*")
 _SSH_SCHEMES = ("ssh://", "git+ssh://", "ssh+git://")
 _SCP_LIKE = re.compile(r"^(?:[^@/:]+@)?(?P<host>\[[^\]]+\]|[^/:]+):(?!//)")
 _CHANGED = "REMOTE HOST IDENTIFICATION HAS CHANGED"
 _FAILED = "Host key verification failed"
-_USERINFO = re.compile(r"(?P<scheme>[a-z][a-z0-9+.-]*://)(?P<info>[^@/\s]+)@", re.I)
 
 
 class HostKeyError(SourceError):
@@ -50,20 +50,6 @@ def ssh_host(url: str) -> str:
         return f"{host}:{parsed.port}" if parsed.port and parsed.port != 22 else host
     match = _SCP_LIKE.match(url)
     return match.group("host").strip("[]") if match else "?"
-
-
-def redact(text: str) -> str:
-    """URLs in `text` without their secrets, for logs and errors: the password of
-    `scheme://user:password@`, and the whole user part of `http(s)://token@` (a bare token);
-    an SSH user name (`ssh://git@`) is kept."""
-
-    def hide(match: re.Match[str]) -> str:
-        scheme, info = match.group("scheme"), match.group("info")
-        if ":" in info:
-            return f"{scheme}{info.split(':', 1)[0]}:***@"
-        return match.group(0) if "ssh" in scheme.lower() else f"{scheme}***@"
-
-    return _USERINFO.sub(hide, text)
 
 
 def git_ssh_env(known_hosts: Path, identity_file: Path | None = None) -> dict[str, str]:
@@ -146,7 +132,8 @@ def fetch_with_git_cli(
     pruned like the pygit2 mirror, through the git CLI and OpenSSH (`env` from git_ssh_env;
     `known_hosts` only names the file in error messages)."""
     if not (mirror_path / "HEAD").exists():
-        mirror_path.mkdir(parents=True, exist_ok=True)
+        mirror_path.parent.mkdir(parents=True, exist_ok=True)
+        mirror_path.mkdir(mode=0o700, exist_ok=True)  # like every mirror: nobody else's
         pygit2.init_repository(str(mirror_path), bare=True)
     remotes = git_cli("remote", cwd=mirror_path).stdout.split()
     verb = "set-url" if "origin" in remotes else "add"

@@ -7,6 +7,7 @@ from pathlib import Path
 import pygit2
 
 from gitopsd.errors import SourceError
+from gitopsd.source.credentials import git_credential_env, source_credentials
 from gitopsd.source.git import (
     SourceSpec,
     local_path,
@@ -16,7 +17,7 @@ from gitopsd.source.git import (
     read_snapshot,
     resolve_commit,
 )
-from gitopsd.source.hostkeys import is_ssh_url, open_ssh_mirror
+from gitopsd.source.hostkeys import git_ssh_env, is_ssh_url, open_ssh_mirror
 from gitopsd.source.snapshot import Snapshot
 from gitopsd.source.verify import verify_commit
 
@@ -50,7 +51,18 @@ def open_source(spec: SourceSpec, state_dir: Path, fetch: bool = True) -> pygit2
         return open_ssh_mirror(
             spec.url, mirror_dir(state_dir, spec.url), known, spec.ssh_key, fetch
         )
-    return open_repository(spec.url, state_dir, fetch=fetch)
+    return open_repository(spec.url, state_dir, fetch=fetch, password_file=spec.password_file)
+
+
+def git_env(spec: SourceSpec) -> dict[str, str] | None:
+    """Environment for a git CLI run against `spec`'s remote (pushing notes): the checked
+    host key for SSH, the credential helper for an http(s) source with a password."""
+    if is_ssh_url(spec.url):
+        known = spec.known_hosts or Path.home() / ".ssh" / "known_hosts"
+        return git_ssh_env(known, spec.ssh_key)
+    if local_path(spec.url) is not None:
+        return None
+    return git_credential_env(source_credentials(spec.url, spec.password_file)) or None
 
 
 def current_commit(spec: SourceSpec, state_dir: Path, fetch: bool = True) -> str:

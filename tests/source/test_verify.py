@@ -94,7 +94,7 @@ def test_signed_tag_over_unsigned_commit_is_refused(
     tag = repo.references["refs/tags/v1"].target
     assert isinstance(repo[tag], pygit2.Tag)  # really an annotated, signed tag
     assert "SSH SIGNATURE" in repo[tag].peel(pygit2.Tag).message
-    assert _head(repo, "v1") == sha
+    assert _head(repo, "refs/tags/v1") == sha
     for name in (sha, str(tag)):  # the peeled commit, or the tag object itself
         with pytest.raises(SignatureRefused, match="is not signed"):
             verify_commit(repo, name, policy)
