@@ -7,6 +7,7 @@ GitopsdError                 exit 2: could not run
 ├── AgentError               an agent could not be reached or refused a request
 │   └── AgentAuthError       the agent answered 401: wrong or missing token
 ├── StoreError               the state database could not be opened or written
+│   └── StateError           the state database is damaged: check it, rebuild it
 └── InvalidManifests         exit 1: a negative result, every problem as file:line
 """
 
@@ -51,6 +52,20 @@ class AgentAuthError(AgentError):
 
 class StoreError(GitopsdError):
     """The state store could not be used."""
+
+
+class StateError(StoreError):
+    """The state database is damaged: the message names it and the way out."""
+
+    def __init__(self, location: str, detail: str) -> None:
+        self.location = location
+        self.detail = detail
+        super().__init__(
+            f"state database {location} is damaged ({detail}); "
+            "`gitopsd state check` shows the damage, `gitopsd state rebuild` (with the same "
+            "--config/--state-dir) moves the file aside and starts a new one from what can "
+            "still be read: live state comes back from the agents, desired state from Git"
+        )
 
 
 @dataclass(frozen=True)

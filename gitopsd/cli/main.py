@@ -11,6 +11,7 @@ from typing import Any
 import click
 
 from gitopsd.cli.context import Ctx, common_options, source_options
+from gitopsd.cli.state_commands import state as state_group
 from gitopsd.errors import GitopsdError
 
 
@@ -250,6 +251,9 @@ def demo(ctx: Ctx, example: str | None, keep: bool) -> None:
 
     log.configure(level="warning")
     sys.exit(run_demo(Path(example) if example else None, keep))
+
+
+cli.add_command(state_group)
 
 
 def main() -> None:

@@ -44,7 +44,8 @@ from gitopsd.rollout.steps import (
     step_to_json,
 )
 from gitopsd.rollout.strategies import create_strategy, strategy_for
-from gitopsd.store.sqlite import RolloutRow, SqliteStore
+from gitopsd.store.protocol import Store
+from gitopsd.store.rows import RolloutRow
 
 CONTROL_POLL_SECONDS = 1.0
 
@@ -82,7 +83,7 @@ class Engine:
 
     def __init__(
         self,
-        store: SqliteStore,
+        store: Store,
         client: AgentClient,
         clock: Clock,
         on_event: EventSink | None = None,

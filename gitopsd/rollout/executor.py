@@ -28,14 +28,14 @@ from gitopsd.rollout.steps import (
     Step,
     StepOutcome,
 )
-from gitopsd.store.sqlite import SqliteStore
+from gitopsd.store.protocol import Store
 
 
 class StepExecutor:
     """Carries out fleet steps of one rollout."""
 
     def __init__(
-        self, spec: RolloutSpec, client: AgentClient, store: SqliteStore, now: Callable[[], float]
+        self, spec: RolloutSpec, client: AgentClient, store: Store, now: Callable[[], float]
     ) -> None:
         self.spec = spec
         self.client = client

@@ -4,14 +4,14 @@ runs `gitopsd resume FUNCTION`."""
 
 from __future__ import annotations
 
-from gitopsd.store.sqlite import SqliteStore
+from gitopsd.store.protocol import Store
 
 
 def _key(function: str) -> str:
     return f"held-for:{function}"
 
 
-def hold(store: SqliteStore, function: str, now: float, reason: str, desired: str) -> None:
+def hold(store: Store, function: str, now: float, reason: str, desired: str) -> None:
     """Hold `function`; `desired` names what Git asked for at that moment ("version sha").
 
     A second rollback while held keeps the first `desired`: Git has not changed since, and the
@@ -21,7 +21,7 @@ def hold(store: SqliteStore, function: str, now: float, reason: str, desired: st
     store.set_control(function, now, held=1, held_reason=reason)
 
 
-def hold_reason(store: SqliteStore, function: str, version: str, sha256: str, now: float) -> str:
+def hold_reason(store: Store, function: str, version: str, sha256: str, now: float) -> str:
     """Why `function` must not be synced now ("" when it may). A hold lifts by itself once
     Git asks for something else than it did when the hold was set."""
     controls = store.controls(function)

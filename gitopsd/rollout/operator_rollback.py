@@ -16,7 +16,8 @@ from gitopsd.fleet.client import AgentClient
 from gitopsd.rollout.engine import Engine, EventSink
 from gitopsd.rollout.hold import hold
 from gitopsd.rollout.spec import RolloutSpec, TargetNode
-from gitopsd.store.sqlite import RolloutRow, SqliteStore
+from gitopsd.store.protocol import Store
+from gitopsd.store.rows import RolloutRow
 
 
 def choose_target(rows: list[RolloutRow], serving: str | None, to: str | None) -> RolloutRow:
@@ -32,7 +33,7 @@ def choose_target(rows: list[RolloutRow], serving: str | None, to: str | None) -
 
 
 async def rollback_function(
-    store: SqliteStore,
+    store: Store,
     client: AgentClient,
     clock: Clock,
     function: str,

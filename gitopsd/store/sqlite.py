@@ -13,11 +13,20 @@ import sqlite3
 import threading
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from gitopsd.errors import StoreError
+from gitopsd.store.protocol import Store
+from gitopsd.store.rows import CONTROL_FIELDS, ROLLOUT_FIELDS
+from gitopsd.store.rows import Controls as Controls
+from gitopsd.store.rows import IntegrityReport as IntegrityReport
+from gitopsd.store.rows import JournalRow as JournalRow
+from gitopsd.store.rows import RolloutRow as RolloutRow
+from gitopsd.store.sqlite_errors import sqlite_store_error
+from gitopsd.store.sqlite_integrity import integrity
+
+DB_NAME = "gitopsd.db"
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS rollouts (
@@ -74,82 +83,65 @@ CREATE TABLE IF NOT EXISTS kv (
 """
 
 
-@dataclass(frozen=True)
-class RolloutRow:
-    """A rollout as stored."""
-
-    id: str
-    function: str
-    version: str
-    commit: str
-    strategy: str
-    state: str
-    message: str
-    step: str
-    context: Mapping[str, Any]
-    created_at: float
-    updated_at: float
-    finished_at: float | None
-    aborting: bool
-
-
-@dataclass(frozen=True)
-class JournalRow:
-    """One journaled step; `outcome` is None while the step is under way."""
-
-    seq: int
-    step: Mapping[str, Any]
-    outcome: Mapping[str, Any] | None
-    started_at: float
-    finished_at: float | None
-    deadline: float | None
-
-
-@dataclass(frozen=True)
-class Controls:
-    """Operator requests for one function (from the CLI, possibly another process)."""
-
-    paused: bool = False
-    held: bool = False
-    held_reason: str = ""
-    promote: bool = False
-    abort: bool = False
-    approved_version: str | None = None
-
-
 class SqliteStore:
     """The state database. Safe to share between threads; each call is one transaction."""
 
     def __init__(self, state_dir: Path) -> None:
-        self.path = state_dir / "gitopsd.db"
+        self.path = state_dir / DB_NAME
         try:
             state_dir.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise StoreError(f"cannot open state database {self.path}: {exc}") from exc
+        try:
             self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
+        except sqlite3.Error as exc:
+            raise StoreError(f"cannot open state database {self.path}: {exc}") from exc
+        try:
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("PRAGMA synchronous=NORMAL")
             self._db.execute("PRAGMA busy_timeout=10000")
             # One transaction: a daemon killed while creating the file leaves all or nothing.
             self._db.executescript(f"BEGIN IMMEDIATE;{SCHEMA}COMMIT;")
-        except (OSError, sqlite3.Error) as exc:
-            raise StoreError(f"cannot open state database {self.path}: {exc}") from exc
+        except sqlite3.Error as exc:
+            self._db.close()
+            raise sqlite_store_error(self.path, exc) from exc
         self._lock = threading.Lock()
+
+    @property
+    def location(self) -> str:
+        return str(self.path)
 
     def close(self) -> None:
         self._db.close()
 
+    def check(self, thorough: bool = False) -> IntegrityReport:
+        with self._lock:
+            return integrity(self._db, self.path, thorough)
+
+    @contextmanager
+    def _errors(self) -> Iterator[None]:
+        """Driver errors leave as typed ones: damage names the file and the way out."""
+        try:
+            yield
+        except sqlite3.Error as exc:
+            raise sqlite_store_error(self.path, exc) from exc
+
     @contextmanager
     def _tx(self) -> Iterator[sqlite3.Connection]:
-        with self._lock:
+        with self._lock, self._errors():
             try:
                 self._db.execute("BEGIN IMMEDIATE")
                 yield self._db
                 self._db.execute("COMMIT")
             except BaseException:
-                self._db.execute("ROLLBACK")
+                # BEGIN itself may have failed (busy, damaged): then there is nothing to undo,
+                # and a ROLLBACK would hide the real error behind "no transaction is active".
+                if self._db.in_transaction:
+                    self._db.execute("ROLLBACK")
                 raise
 
     def _rows(self, sql: str, args: tuple[Any, ...] = ()) -> list[sqlite3.Row]:
-        with self._lock:
+        with self._lock, self._errors():
             cur = self._db.execute(sql, args)
             cur.row_factory = sqlite3.Row
             return list(cur.fetchall())
@@ -180,8 +172,7 @@ class SqliteStore:
             )
 
     def update_rollout(self, rollout_id: str, now: float, **fields: Any) -> None:
-        allowed = {"state", "message", "step", "finished_at", "aborting"}
-        unknown = set(fields) - allowed
+        unknown = set(fields) - ROLLOUT_FIELDS
         if unknown:
             raise ValueError(f"cannot update rollout fields {unknown}")
         sets = ", ".join(f"{k} = ?" for k in fields)
@@ -282,8 +273,7 @@ class SqliteStore:
         )
 
     def set_control(self, function: str, now: float, **fields: Any) -> None:
-        allowed = {"paused", "held", "held_reason", "promote", "abort", "approved_version"}
-        unknown = set(fields) - allowed
+        unknown = set(fields) - CONTROL_FIELDS
         if unknown:
             raise ValueError(f"unknown controls {unknown}")
         cols = ", ".join(fields)
@@ -360,3 +350,7 @@ def _rollout(r: sqlite3.Row) -> RolloutRow:
         finished_at=r["finished_at"],
         aborting=bool(r["aborting"]),
     )
+
+
+# mypy proves here that SqliteStore implements the Store protocol, method by method.
+_IMPLEMENTS_STORE: type[Store] = SqliteStore
