@@ -40,7 +40,7 @@ from gitopsd.config import (
     source_spec,
 )
 from gitopsd.diff import Action, ChangeSet, diff
-from gitopsd.errors import GitopsdError, InvalidManifests, SourceError
+from gitopsd.errors import GitopsdError, InvalidManifests, SourceError, StateError
 from gitopsd.fleet.client import AgentClient
 from gitopsd.fleet.live import LiveState
 from gitopsd.fleet.tokens import FleetAuth
@@ -121,8 +121,8 @@ class Daemon:
         self.clock = clock or SystemClock()
         self.config = self._load()
         self.state_dir = state_dir or self.config.state.dir or default_state_dir()
-        self.store = SqliteStore(self.state_dir)
         self.notifier = Notifier()
+        self.store = self._open_store()
         self.wake = asyncio.Event()
         self.stop = asyncio.Event()
         self.reasons: list[str] = []
@@ -148,6 +148,22 @@ class Daemon:
                 "the commits of a Git repository (`gitopsd validate` reads plain directories)"
             )
         return config
+
+    def _open_store(self) -> SqliteStore:
+        """The state database, checked before anything acts on it. A damaged file stops the
+        start here (exit 2) with one clear STATUS= line, instead of a traceback at the first
+        pass that reads the damaged page and a restart into the same one."""
+        try:
+            store = SqliteStore(self.state_dir)
+            report = store.check()
+            if not report.ok:
+                store.close()
+                raise StateError(report.location, report.summary)
+        except StateError as exc:
+            self.notifier.status(f"refusing to start: {exc}")
+            get_logger(component="daemon").error("refusing to start", error=str(exc))
+            raise
+        return store
 
     def _token(self) -> FleetAuth:
         return fleet_auth(self.config, self.token_file)  # warns in token_mode = "shared"
