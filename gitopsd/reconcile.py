@@ -34,7 +34,8 @@ from gitopsd.source.ancestry import (
 from gitopsd.source.git import SourceSpec
 from gitopsd.source.reader import take_snapshot
 from gitopsd.source.snapshot import Snapshot
-from gitopsd.store.sqlite import RolloutRow, SqliteStore
+from gitopsd.store.protocol import Store
+from gitopsd.store.rows import RolloutRow
 
 
 @dataclass(frozen=True)
@@ -130,7 +131,7 @@ def retry_key(function: str) -> str:
     return f"retry-paused:{function}"
 
 
-def ended_paused(store: SqliteStore, row: RolloutRow) -> bool:
+def ended_paused(store: Store, row: RolloutRow) -> bool:
     """True for a rollout its strategy ended PAUSED (pauseOnFailure), not an operator's pause:
     resuming it cannot continue it, only roll the version out again."""
     journal = store.journal(row.id)
@@ -216,7 +217,7 @@ def dependency_order(desired: DesiredState, names: Sequence[str]) -> list[str]:
     return order
 
 
-def summarize_rollout(store: SqliteStore, row: RolloutRow) -> FunctionResult:
+def summarize_rollout(store: Store, row: RolloutRow) -> FunctionResult:
     """FunctionResult of a rollout from its row and journal."""
     failed: list[str] = []
     deployed: list[str] = []
@@ -254,7 +255,7 @@ class Reconciler:
 
     def __init__(
         self,
-        store: SqliteStore,
+        store: Store,
         state_dir: Path,
         clock: Clock,
         token: str | FleetAuth | None,  # the fleet secret, or a FleetAuth (fleet/tokens.py)

@@ -12,14 +12,15 @@ from gitopsd.fleet.live import LiveState
 from gitopsd.manifest.desired import DesiredState
 from gitopsd.reconcile import ended_paused, summarize_rollout, waiting_key
 from gitopsd.source.redact import redact
-from gitopsd.store.sqlite import RolloutRow, SqliteStore
+from gitopsd.store.protocol import Store
+from gitopsd.store.rows import RolloutRow
 
 
 def clock_text(ts: float) -> str:
     return datetime.fromtimestamp(ts, UTC).strftime("%H:%M:%S UTC")
 
 
-def why_waiting(store: SqliteStore, function: str, row: RolloutRow | None) -> str | None:
+def why_waiting(store: Store, function: str, row: RolloutRow | None) -> str | None:
     """One sentence an operator can act on, or None when nothing is pending."""
     controls = store.controls(function)
     if controls.held:
@@ -84,7 +85,7 @@ def _node_rows(function: str, live: LiveState, regions: Mapping[str, str]) -> li
 
 
 def function_status(
-    store: SqliteStore,
+    store: Store,
     function: str,
     desired: DesiredState | None,
     live: LiveState,
@@ -119,7 +120,7 @@ def function_status(
     }
 
 
-def all_functions(store: SqliteStore, desired: DesiredState | None, live: LiveState) -> list[str]:
+def all_functions(store: Store, desired: DesiredState | None, live: LiveState) -> list[str]:
     names = {r.function for r in store.rollouts(limit=10_000)}
     if desired:
         names |= set(desired.functions)

@@ -41,6 +41,7 @@ from gitopsd.source.ancestry import REFUSED_HEAD_KEY, NonFastForward
 from gitopsd.source.git import SourceSpec
 from gitopsd.source.redact import redact
 from gitopsd.source.verify import SignatureRefused
+from gitopsd.store.protocol import Store
 from gitopsd.store.sqlite import SqliteStore
 
 
@@ -264,7 +265,7 @@ def render_status(d: dict[str, Any]) -> None:
         click.echo(f"  {node['region']:<12} {node['node']:<20} {weights}")
 
 
-async def _desired_and_live(ctx: Ctx, store: SqliteStore) -> tuple[Any, Any, str]:
+async def _desired_and_live(ctx: Ctx, store: Store) -> tuple[Any, Any, str]:
     """Desired state from the configured source (if any) and live state from its agents."""
     from gitopsd.errors import GitopsdError
     from gitopsd.fleet.live import LiveState
