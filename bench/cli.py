@@ -24,6 +24,7 @@ FIGURES = {
     "P7": "bench.p7_invoke",
     "P8": "bench.p8_daemon_rss",
     "P9": "bench.p9_cli_startup",
+    "J": "bench.judgment",  # rows J1-J6: the rollout judge over simulated traffic
 }
 
 

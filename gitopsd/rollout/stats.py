@@ -9,6 +9,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
+from statistics import NormalDist
 
 
 @dataclass(frozen=True)
@@ -65,3 +66,45 @@ def mann_whitney_u(x: Sequence[float], y: Sequence[float]) -> MannWhitneyResult:
     z = math.copysign(distance / math.sqrt(variance), u - mean)
     p = math.erfc(abs(z) / math.sqrt(2))
     return MannWhitneyResult(u, z, min(1.0, p))
+
+
+def wilson_interval(successes: int, trials: int, confidence: float = 0.95) -> tuple[float, float]:
+    """Wilson score interval of a proportion (0-1); (0, 1) when there are no trials.
+
+    Unlike the normal interval it stays inside [0, 1] and is honest for small samples and
+    rates near 0 or 1 (1 error in 10 calls is not evidence of a 10 % error rate).
+    """
+    if not 0 < confidence < 1:
+        raise ValueError(f"confidence must be between 0 and 1, not {confidence}")
+    if trials <= 0:
+        return 0.0, 1.0
+    successes = min(max(successes, 0), trials)
+    z = NormalDist().inv_cdf(0.5 + confidence / 2)
+    p = successes / trials
+    denominator = 1 + z * z / trials
+    centre = (p + z * z / (2 * trials)) / denominator
+    half = z * math.sqrt(p * (1 - p) / trials + z * z / (4 * trials * trials)) / denominator
+    return max(0.0, centre - half), min(1.0, centre + half)
+
+
+def mixture_likelihood_ratio(z: float, information: float) -> float:
+    """Mixture sequential probability ratio of a z-statistic (Robbins; Johari et al.'s mSPRT).
+
+    `z` is an asymptotically normal test statistic and `information` its sample size in units
+    of the mixing prior's scale (`r = n / n0`). Under the null hypothesis the ratio is a
+    non-negative martingale, so by Ville's inequality P(it *ever* reaches 1/alpha) <= alpha:
+    the test may look again after every batch of requests without inflating false alarms.
+    `1 / ratio` is an always-valid p-value.
+    """
+    r = max(information, 0.0)
+    if r == 0:
+        return 1.0
+    exponent = z * z * r / (2 * (1 + r))
+    # Past ~700 exp overflows; the ratio is astronomically significant by then anyway.
+    return math.exp(min(exponent, 700.0) - 0.5 * math.log1p(r))
+
+
+def mixture_boundary(alpha: float, information: float) -> float:
+    """The |z| at which `mixture_likelihood_ratio` reaches 1/alpha (the test's boundary)."""
+    r = max(information, 1e-12)
+    return math.sqrt((1 + r) / r * (2 * math.log(1 / alpha) + math.log1p(r)))

@@ -14,6 +14,7 @@ from fractions import Fraction
 from typing import TypeAlias, TypeVar
 
 from gitopsd.rollout.steps import (
+    Analyze,
     Compare,
     Deploy,
     Finish,
@@ -137,6 +138,19 @@ def run(*steps: Step | None, touched: Touched | None = None) -> SubPlan[Failure 
 def wait(seconds: float, reason: str) -> Wait | None:
     """A Wait step, or None (skipped by `run`) when there is nothing to wait for."""
     return Wait(seconds, reason) if seconds > 0 else None
+
+
+def judged(nodes: Nodes, what: str) -> SubPlan[Failure | None]:
+    """Analyze `nodes`; while the judge answers "inconclusive" and offers more time (the
+    outcome's `extend_s`, which the executor bounds by autoRollback.analysis.maxExtension),
+    wait that long and look again. The waits are ordinary journaled Wait steps, so a restart
+    resumes an extension toward its deadline. Returns the failure, if the analysis failed."""
+    step = Analyze(nodes)
+    outcome = yield step
+    while outcome.verdict == "inconclusive" and outcome.figures.get("extend_s", 0.0) > 0:
+        yield Wait(float(outcome.figures["extend_s"]), f"more evidence for {what}")
+        outcome = yield step
+    return None if passed(outcome) else Failure.of(step, outcome)
 
 
 def rollback(nodes: Nodes) -> SubPlan[Nodes]:

@@ -3,8 +3,9 @@
 Stage i covers `ceil(nodes * stages[i] / 100)` nodes, at least one (design.md), the first ones
 in context order; each stage deploys only the nodes it adds. Inside a canary node the new
 version takes `trafficWeights[i]` % of requests (default 100). Every stage but the last waits
-`evaluationPeriod` before its analysis; without `autoPromote` an operator gate opens each
-stage after the first. Any failure rolls back every node touched so far.
+`evaluationPeriod` before its analysis; an inconclusive analysis waits longer and looks again
+(`judged`, up to autoRollback.analysis.maxExtension in all); without `autoPromote` an operator
+gate opens each stage after the first. Any failure rolls back every node touched so far.
 """
 
 from __future__ import annotations
@@ -14,7 +15,6 @@ from typing import ClassVar
 
 from gitopsd.manifest.strategy_options import CanaryOptions
 from gitopsd.rollout.steps import (
-    Analyze,
     Deploy,
     Finish,
     Gate,
@@ -27,6 +27,7 @@ from gitopsd.rollout.steps import (
 )
 from gitopsd.rollout.strategies._common import (
     Touched,
+    judged,
     no_nodes,
     passed,
     pct,
@@ -109,9 +110,10 @@ class CanaryStrategy:
                 HealthCheck(new, opts.success_threshold, opts.failure_threshold) if new else None,
                 SetTraffic(stage.nodes, stage.weight),
                 None if last else wait(opts.evaluation_period, f"evaluation of {stage.label}"),
-                Analyze(stage.nodes),
                 touched=touched,
             )
+            if failure is None:
+                failure = yield from judged(stage.nodes, stage.label)
             if failure is not None:
                 reason = f"rolled back {ctx.version}: {failure} ({stage.label})"
                 yield from rollback_and_finish(touched.nodes, reason)
