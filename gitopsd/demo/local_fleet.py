@@ -151,6 +151,17 @@ class LocalFleet:
         data: dict[str, Any] = json.loads(text)
         return data
 
+    def inventory_status(self, node: str, token: str) -> int:
+        """The status `node`'s agent answers to `GET /inventory` with `token` (401: refused)."""
+        status, _, _ = self._run(
+            self._request(
+                "GET",
+                f"{self.nodes[node].url}/inventory",
+                headers={"Authorization": f"Bearer {token}"},
+            )
+        )
+        return int(status)
+
     def serving(self, function: str) -> dict[str, str | None]:
         """Per node, the version that answers an invocation of `function` (None: 404/down)."""
         out: dict[str, str | None] = {}

@@ -1,6 +1,7 @@
 """`gitopsd demo`: a real local rollout, end to end, in a throwaway directory.
 
-It starts six real agents on free loopback ports, builds a Git repository from
+It starts six real agents on free loopback ports, each with its own token (what
+`gitopsd agent-token NAME --address URL` prints for it), builds a Git repository from
 `manifests-example/`, syncs it (one function per strategy), invokes every function, then
 pushes two bad versions of `image-processor`: one whose health check fails (nothing
 changes) and one that passes its health check but fails under traffic (the canary's
@@ -92,6 +93,21 @@ class Demo:
         )
         for name, node in self.fleet.nodes.items():
             click.echo(f"agent {name:<18} region {node.region:<11} {node.url}")
+        click.echo(
+            f"each holds its own token: gitopsd agent-token NAME --address URL "
+            f"--agent-token-file {self.fleet.token_file}"
+        )
+
+    def show_tokens(self) -> bool:
+        """One agent refuses another node's token and the fleet secret: True when so."""
+        first, second = list(self.fleet.nodes)[:2]
+        own = self.fleet.inventory_status(first, self.fleet.token(first))
+        other = self.fleet.inventory_status(first, self.fleet.token(second))
+        secret = self.fleet.inventory_status(first, TOKEN)
+        click.echo(f"  {first} with its own token: {own}")
+        click.echo(f"  {first} with the token of {second}: {other}")
+        click.echo(f"  {first} with the fleet secret itself: {secret}")
+        return (own, other, secret) == (200, 401, 401)
 
     def init_repo(self) -> str:
         _git(self.root, "init", "-q", "--bare", "-b", "main", str(self.bare))
@@ -143,6 +159,7 @@ def run_demo(example: Path | None = None, keep: bool = False) -> int:
             demo = Demo(root, source, fleet)
             title("1. six edge agents in three regions")
             demo.start_fleet()
+            ok &= demo.show_tokens()
             first = demo.init_repo()
             title(f"2. git push {first[:10]}: sync rolls out every function")
             ok &= demo.sync()
