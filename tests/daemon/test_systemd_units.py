@@ -151,3 +151,11 @@ def test_unit_declares(unit: str, required: dict[str, str]) -> None:
     if unit == "gitopsd-agent.service":
         start = dict(pairs)["ExecStart"]
         assert "--data-dir %S/gitopsd-agent" in start and "--token-file %d/token" in start
+
+
+def test_the_agent_unit_installs_the_nodes_own_token() -> None:
+    """The unit's install steps derive the node's token on the controller (`gitopsd
+    agent-token`), never a token shared with the controller's file (issue 14 finding 2)."""
+    text = (UNITS_DIR / "gitopsd-agent.service").read_text()
+    assert "gitopsd agent-token NODE --address" in text
+    assert "openssl rand" not in text and "holds the same token" not in text

@@ -258,3 +258,31 @@ async def test_table_grow_is_bounded_by_the_memory_limit(tmp_path: Path) -> None
     finally:
         agent.close()
     await asyncio.sleep(0)
+
+
+async def test_a_node_a_pull_request_points_at_a_listener_never_gets_the_fleets_key(
+    fleet: Fleet,
+) -> None:
+    """fleet/client.py `AgentClient.__aenter__` put `Authorization: Bearer <the one token>` on
+    the session, so every address an EdgeNode names (any host, any port) received the token
+    that every agent accepted, and `_call` echoed the listener's whole answer in `diff`.
+    Now each node is sent only its own token (HMAC of the fleet secret over its name and
+    address), which no agent elsewhere accepts, and the answer only as a short excerpt."""
+    from gitopsd.fleet.client import AgentClient
+    from gitopsd.fleet.tokens import node_token
+    from tests.fleet.recorder import Answer, RecordingListener
+    from tests.fleetfixture import TOKEN
+
+    with RecordingListener(answer=Answer(500, "\x1b[2J" + "x" * 100_000)) as spy:
+        nodes = {**{n: node.url for n, node in fleet.nodes.items()}, "evil": spy.url}
+        async with AgentClient(nodes, TOKEN, retries=0) as client:
+            live = await client.live_state(nodes)
+    got = {s.authorization for s in spy.seen}
+    assert got == {f"Bearer {node_token(TOKEN, 'evil', spy.url)}"}, got
+    stolen = node_token(TOKEN, "evil", spy.url)
+    async with aiohttp.ClientSession() as session:
+        for node in fleet.nodes.values():
+            headers = {"Authorization": f"Bearer {stolen}"}
+            async with session.get(f"{node.url}/inventory", headers=headers) as resp:
+                assert resp.status == 401
+    assert len(live.errors["evil"]) < 400 and "\x1b" not in live.errors["evil"]
