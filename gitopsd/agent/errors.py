@@ -4,6 +4,7 @@ GitopsdError (gitopsd.errors)
 └── AgentRequestError        status 400: the request is malformed or names something invalid
     ├── NotFound             status 404: unknown function, version or module
     ├── Conflict             status 409: the change would leave traffic without a version
+    │   └── MemoryBudgetExceeded  a load over the agent's --memory-mib budget
     ├── PayloadTooLarge      status 413: a module over the size cap
     └── Unavailable          status 503: no version has traffic for the request
 
@@ -33,6 +34,17 @@ class Conflict(AgentRequestError):
     """The change conflicts with the current state (e.g. deleting a version with traffic)."""
 
     status = 409
+
+
+class MemoryBudgetExceeded(Conflict):
+    """A version whose `limits.memoryMiB` does not fit in what is left of the agent's
+    `--memory-mib` budget; the message and the attributes carry the figures (MiB)."""
+
+    def __init__(self, message: str, *, budget: int, used: int, requested: int) -> None:
+        super().__init__(message)
+        self.budget = budget
+        self.used = used
+        self.requested = requested
 
 
 class PayloadTooLarge(AgentRequestError):

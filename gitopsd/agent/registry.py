@@ -9,13 +9,16 @@ from __future__ import annotations
 
 import math
 import random
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from gitopsd.agent import router
 from gitopsd.agent.api import (
     DEFAULT_STICKY_HEADER,
+    HEADER_RE,
+    NAME_RE,
+    SHA256_RE,
     HealthCheck,
     Limits,
     RuleBody,
@@ -75,6 +78,50 @@ class Function:
             ],
             "stickyHeader": self.sticky_header,
         }
+
+
+def traffic_problem(
+    function: str,
+    versions: Iterable[str],
+    weights: Sequence[WeightBody],
+    rules: Sequence[RuleBody],
+) -> str | None:
+    """Why these weights and rules cannot be the traffic of `function` with `versions`
+    loaded (None when they can)."""
+    total = math.fsum(w.percent for w in weights)
+    if not math.isclose(total, 100.0, abs_tol=1e-6):
+        return f"weights sum to {_plain(total)} %, they must sum to 100"
+    known = set(versions)
+    named = [w.version for w in weights] + [r.version for r in rules]
+    missing = sorted({v for v in named if v not in known})
+    if missing:
+        return (
+            f"function {function!r} has no loaded version {', '.join(map(repr, missing))}: "
+            "load it with PUT /functions/{fn}/versions/{version} first"
+        )
+    if len({w.version for w in weights}) != len(weights):
+        return "weights name a version twice: list each version once"
+    return None
+
+
+def stored_function_problem(name: str, stored: StoredFunction) -> str | None:
+    """Why a function read from state.json must not be restored (None when it may): the
+    checks a control request would have passed, since the file may have been edited."""
+    if not NAME_RE.match(name):
+        return f"function name {name!r} is not one the agent accepts"
+    if not HEADER_RE.match(stored.sticky_header) or len(stored.sticky_header) > 256:
+        return f"sticky header {stored.sticky_header!r} is not a header name"
+    return traffic_problem(name, stored.versions, stored.traffic, stored.rules)
+
+
+def stored_version_problem(name: str, stored: StoredVersion) -> str | None:
+    """Why a version read from state.json must not be restored (None when it may); its
+    module is checked against its digest when it is loaded."""
+    if not NAME_RE.match(name):
+        return f"version name {name!r} is not one the agent accepts"
+    if not SHA256_RE.match(stored.sha256):
+        return f"sha256 {stored.sha256!r} is not 64 lowercase hex digits"
+    return None
 
 
 def _plain(number: float) -> float | int:
@@ -179,18 +226,9 @@ class Registry:
     ) -> bool:
         """Replace the weights and rules; keep the sticky header unless one is given."""
         fn = self.function(function)
-        total = math.fsum(w.percent for w in weights)
-        if not math.isclose(total, 100.0, abs_tol=1e-6):
-            raise AgentRequestError(f"weights sum to {_plain(total)} %, they must sum to 100")
-        named = [w.version for w in weights] + [r.version for r in rules]
-        missing = sorted({v for v in named if v not in fn.versions})
-        if missing:
-            raise AgentRequestError(
-                f"function {function!r} has no loaded version {', '.join(map(repr, missing))}: "
-                "load it with PUT /functions/{fn}/versions/{version} first"
-            )
-        if len({w.version for w in weights}) != len(weights):
-            raise AgentRequestError("weights name a version twice: list each version once")
+        problem = traffic_problem(function, fn.versions, weights, rules)
+        if problem is not None:
+            raise AgentRequestError(problem)
         traffic = tuple(router.Weight(w.version, w.percent) for w in weights)
         new_rules = tuple(router.Rule(r.header, r.equals, r.version) for r in rules)
         header = sticky_header or fn.sticky_header
@@ -214,6 +252,14 @@ class Registry:
         return sum(
             v.limits.memory_mib for fn in self.functions.values() for v in fn.versions.values()
         )
+
+    def memory_after_load(self, function: str, version: str, memory_mib: int) -> int:
+        """`memory_used_mib()` once `version` of `function` is loaded with `memory_mib`
+        (replacing a loaded version of that name frees its own limit)."""
+        old = self.functions.get(function)
+        replaced = old.versions.get(version) if old is not None else None
+        freed = replaced.limits.memory_mib if replaced is not None else 0
+        return self.memory_used_mib() - freed + memory_mib
 
     def functions_json(self) -> dict[str, Any]:
         """The `functions` object of the inventory (also what state.json stores)."""

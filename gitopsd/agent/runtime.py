@@ -18,7 +18,16 @@ next) with the memory limit and deadline of its version.
   shared by every agent in it.
 
 Wall-clock timeouts use epoch interruption: a ticker thread increments every Engine's epoch
-every `tick_ms`, and each Store gets a deadline of enough ticks to cover its timeout.
+every `tick_ms`, and each Store gets a deadline of enough ticks to cover its timeout. Epoch
+checks happen in WebAssembly code only, so the WASI host functions (wasi.py) stop at a host
+deadline of their own, the same instant, and the call ends as a timeout: time spent in the
+host counts against the call's timeout, and an inline call's host work against its budget.
+
+`memoryMiB` caps the sum of a call's linear memories, and the table budget derived from it
+(TABLE_ELEMENTS_PER_MIB) the sum of its tables: wasmtime's Store limits apply to each memory
+and each table alone, so a module with N memories gets 1/N of the limit per memory (rounded
+down to whole 64 KiB pages), and likewise for tables. A module's memories are all made
+exported (module_shape.py) so that a call's memory figure is the sum of every memory's size.
 
 Where a call runs (`Runtime.run`): handing a ~80 µs call to a thread pool costs more than
 the call (thread wake-up and GIL hand-offs: ~3,000 req/s over HTTP against ~5,500 inline),
@@ -50,11 +59,12 @@ from dataclasses import dataclass, field, replace
 
 import wasmtime
 
-from gitopsd.agent import wasi, wasm_ffi
+from gitopsd.agent import module_shape, wasi, wasm_ffi
 from gitopsd.errors import ModuleError
 
 WASM_MAGIC = b"\0asm"
 MIB = 1024 * 1024
+WASM_PAGE = 64 * 1024
 # A Store serves at most this many calls of one thread, and no more once the memories of
 # its finished instances (kept mapped until the Store goes) reach the byte cap.
 STORE_CALLS = 16
@@ -73,6 +83,14 @@ def table_limit(memory_bytes: int) -> int:
     """Table elements a call may hold, in proportion to its memory limit (min. 10,000, far
     above what compilers emit for indirect-call tables)."""
     return max(10_000, memory_bytes // MIB * TABLE_ELEMENTS_PER_MIB)
+
+
+def store_limits(memory_bytes: int, memories: int, tables: int) -> tuple[int, int]:
+    """(bytes per memory, elements per table) for a call limited to `memory_bytes` of a
+    module with `memories` memories and `tables` tables: equal shares, so the sums stay
+    within the call's limits (memory shares in whole pages)."""
+    per_memory = memory_bytes // max(1, memories) // WASM_PAGE * WASM_PAGE
+    return per_memory, table_limit(memory_bytes) // max(1, tables)
 
 
 @dataclass(frozen=True, slots=True, eq=False)
@@ -174,6 +192,10 @@ class Prepared:
     exports: frozenset[str]
     nullary: frozenset[str] = frozenset()  # exports without parameters or results
     pace: Pace = field(default_factory=Pace)
+    # The export name of each linear memory (module_shape: every memory is exported), and
+    # how many tables the module has: the call's limits are shared among them.
+    memory_names: tuple[str, ...] = ("memory",)
+    tables: int = 0
 
 
 class Runtime:
@@ -280,6 +302,14 @@ class Runtime:
         if not wasm.startswith(WASM_MAGIC):
             raise ModuleError("module is not WASM binary (missing \\0asm magic); compile it first")
         host, module = self._compile(wasm)
+        imported = [i.type for i in module.imports]
+        memories = sum(isinstance(t, wasmtime.MemoryType) for t in imported)
+        tables = sum(isinstance(t, wasmtime.TableType) for t in imported)
+        shape = module_shape.shape(wasm)
+        exporting, memory_names = module_shape.export_every_memory(wasm, memories)
+        if exporting is not wasm:  # a memory was not exported: compile the copy that does
+            host, module = self._compile(exporting)
+        tables += shape.tables
         pre, link_error = None, None
         try:
             pre = host.linker.instantiate_pre(module)
@@ -288,7 +318,18 @@ class Runtime:
         funcs = [(e.name, e.type) for e in module.exports if isinstance(e.type, wasmtime.FuncType)]
         exports = frozenset(name for name, _ in funcs)
         nullary = frozenset(name for name, ty in funcs if not ty.params and not ty.results)
-        prepared = Prepared(digest, len(wasm), host, module, pre, link_error, exports, nullary)
+        prepared = Prepared(
+            digest,
+            len(wasm),
+            host,
+            module,
+            pre,
+            link_error,
+            exports,
+            nullary,
+            memory_names=memory_names,
+            tables=tables,
+        )
         with self._lock:
             self._live[digest] = prepared
             self._cache[digest] = prepared
@@ -391,20 +432,25 @@ class Runtime:
         that call rarely (the worker pool, load-time checks), so that they hold no pool slots
         between calls.
         """
-        context = wasi.CallContext(stdin, env, args, self.stdout_cap)
         start, cpu_start = time.perf_counter(), time.thread_time()
+        # Host functions stop where the epoch deadline may fall at the latest: the end of
+        # the inline budget, else of the timeout.
+        host_ms = timeout_ms if ticks is None else min(timeout_ms, ticks * self.tick_ms)
+        context = wasi.CallContext(stdin, env, args, self.stdout_cap, start + host_ms / 1000)
         slot = self._store_slot(prepared.host, keep_store)
         store = slot.store
         # Tables live outside linear memory (8-16 bytes per element): without their own cap a
         # `table.grow` loop allocates hundreds of MB whatever the memory limit says.
-        if slot.memory_bytes != memory_bytes:  # a kept Store keeps its limits
-            store.set_limits(memory_size=memory_bytes, table_elements=table_limit(memory_bytes))
-            slot.memory_bytes = memory_bytes
+        limits = store_limits(memory_bytes, len(prepared.memory_names), prepared.tables)
+        if slot.limits != limits:  # a kept Store keeps its limits
+            store.set_limits(memory_size=limits[0], table_elements=limits[1])
+            slot.limits = limits
         if ticks is None:
             # +1: the first tick may come at once, so N ticks only guarantee N-1 periods.
             ticks = max(1, math.ceil(timeout_ms / self.tick_ms)) + 1
         store.set_epoch_deadline(ticks)
         outcome, error, memory = Outcome.OK, None, None
+        instance: wasmtime.Instance | None = None
         wasi.set_context(context)
         try:
             if prepared.pre is None:
@@ -423,7 +469,7 @@ class Runtime:
             # A truncated response must not pass for a good one.
             outcome = Outcome.TRAP
             error = f"module wrote more than the {self.stdout_cap}-byte stdout cap"
-        used = memory.data_len(store) if memory is not None else 0
+        used = _memory_used(store, instance, prepared, memory)
         slot.finished(outcome is Outcome.OK, used)
         if slot.used_up():
             # Now, not whenever the garbage collector gets to it: the traceback of a host
@@ -448,11 +494,32 @@ def _instantiate(store: wasmtime.Store, pre: wasmtime.InstancePre) -> wasmtime.I
     return pre.instantiate(store)
 
 
-def _memory(store: wasmtime.Store, instance: wasmtime.Instance) -> wasmtime.Memory | None:
+def _memory(
+    store: wasmtime.Store, instance: wasmtime.Instance, name: str = "memory"
+) -> wasmtime.Memory | None:
     if wasm_ffi.AVAILABLE:
-        return wasm_ffi.memory(store, instance)
-    found = instance.exports(store).get("memory")
+        return wasm_ffi.memory(store, instance, name.encode())
+    found = instance.exports(store).get(name)
     return found if isinstance(found, wasmtime.Memory) else None
+
+
+def _memory_used(
+    store: wasmtime.Store,
+    instance: wasmtime.Instance | None,
+    prepared: Prepared,
+    wasi_memory: wasmtime.Memory | None,
+) -> int:
+    """Bytes of every linear memory of the call's instance (memories never shrink: the
+    call's peak). The WASI memory alone, already looked up, in the common case."""
+    if instance is None:
+        return 0
+    if prepared.memory_names == ("memory",):
+        return wasi_memory.data_len(store) if wasi_memory is not None else 0
+    total = 0
+    for name in prepared.memory_names:
+        found = _memory(store, instance, name)
+        total += found.data_len(store) if found is not None else 0
+    return total
 
 
 def _call_export(
@@ -471,13 +538,13 @@ def _call_export(
 class _StoreSlot:
     """A Store shared by the calls of one thread, one fresh instance each (module doc)."""
 
-    __slots__ = ("calls", "memory_bytes", "retained", "store")
+    __slots__ = ("calls", "limits", "retained", "store")
 
     def __init__(self, store: wasmtime.Store, kept: bool = True) -> None:
         self.store = store
         self.calls = 0 if kept else STORE_CALLS  # a Store not kept serves one call
         self.retained = 0
-        self.memory_bytes = -1  # the memory limit set on the Store (-1: none yet)
+        self.limits = (-1, -1)  # per-memory bytes and per-table elements set (none yet)
 
     def finished(self, ok: bool, memory_bytes: int) -> None:
         self.calls += 1
@@ -503,6 +570,8 @@ def _classify(exc: Exception, context: wasi.CallContext) -> tuple[Outcome, str |
         if context.exit_code == 0:
             return Outcome.OK, None
         return Outcome.EXIT, f"module exited with code {context.exit_code}"
+    if context.deadline_hit:  # a host function stopped at the call's deadline
+        return Outcome.TIMEOUT, "call exceeded its timeout"
     if isinstance(exc, _MissingExport):
         return Outcome.TRAP, str(exc)
     if "maximum concurrent limit" in str(exc):  # the instance pool is exhausted

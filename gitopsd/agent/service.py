@@ -18,9 +18,14 @@ from typing import Any
 
 from gitopsd.agent import wagi
 from gitopsd.agent.api import NAME_RE, Limits, LoadVersion, SetTraffic
-from gitopsd.agent.errors import AgentRequestError, NotFound, Unavailable
+from gitopsd.agent.errors import AgentRequestError, MemoryBudgetExceeded, NotFound, Unavailable
 from gitopsd.agent.metrics import prometheus_text
-from gitopsd.agent.registry import Registry, Version
+from gitopsd.agent.registry import (
+    Registry,
+    Version,
+    stored_function_problem,
+    stored_version_problem,
+)
 from gitopsd.agent.runtime import MIB, CallResult, Prepared, Runtime
 from gitopsd.agent.settings import AgentSettings
 from gitopsd.agent.state import ModuleStore, StateFile
@@ -63,21 +68,33 @@ class AgentService:
     async def restore(self) -> None:
         """Load state.json: every function, version, traffic split and the generation.
 
-        A version whose module is missing or no longer loads is dropped with an error log
-        (and its traffic with it) rather than stopping the agent: the controller sees it
-        missing in the inventory and redeploys it.
+        state.json is checked as the control requests that made it were, since anyone who
+        can write the data dir can edit it: a function entry with a name, sticky header or
+        traffic a request could not have set is dropped whole; a version whose name or
+        digest is malformed, whose module file is missing or does not hash to the digest it
+        is stored under, or that no longer loads, is dropped (its traffic with it). Each
+        drop is an `agent.restore_refused` error log naming the entry and why; the rest
+        restores, and the controller sees what is missing in the inventory and redeploys it.
         """
         stored = await asyncio.to_thread(self.state_file.load)
         self.registry.generation = stored.generation
         dropped = False
         for fname, sfn in stored.functions.items():
+            problem = stored_function_problem(fname, sfn)
+            if problem is not None:
+                self.log.error("agent.restore_refused", function=fname, reason=problem)
+                dropped = True
+                continue
             versions: dict[str, Version] = {}
             for vname, sv in sfn.versions.items():
                 try:
+                    problem = stored_version_problem(vname, sv)
+                    if problem is not None:
+                        raise ModuleError(problem)
                     prepared = await asyncio.to_thread(self._prepare, sv.sha256, sv.limits)
                 except GitopsdError as exc:
                     self.log.error(
-                        "agent.restore_failed", function=fname, version=vname, error=str(exc)
+                        "agent.restore_refused", function=fname, version=vname, reason=str(exc)
                     )
                     dropped = True
                     continue
@@ -89,6 +106,13 @@ class AgentService:
             self.registry.generation += 1
             self._announce()
             await self._persist()
+        used = self.registry.memory_used_mib()
+        if used > self.settings.memory_mib:
+            # Versions restored were admitted when they were loaded (a smaller --memory-mib
+            # now): keep serving them, refuse further loads until enough is unloaded.
+            self.log.warning(
+                "agent.over_memory_budget", used_mib=used, budget_mib=self.settings.memory_mib
+            )
         self.log.info(
             "agent.restored",
             generation=self.registry.generation,
@@ -97,15 +121,35 @@ class AgentService:
 
     def _prepare(self, sha256: str, limits: Limits) -> Prepared:
         """Compile (or reuse) the stored module and instantiate it once under `limits`."""
-        # The file must exist even when the runtime has the module compiled (another agent
-        # of this process may have uploaded it): what is loaded must survive a restart.
+        # The file must exist and match its digest even when the runtime has the module
+        # compiled (another agent of this process may have uploaded it): what is loaded must
+        # survive a restart, and a file changed behind the agent's back is not served.
         if not self.modules.has(sha256):
             raise ModuleError(f"module {sha256} is not stored under {self.modules.directory}")
+        data = self.modules.read(sha256)  # ModuleError when the bytes do not hash to sha256
         prepared = self.runtime.cached(sha256)
         if prepared is None:
-            prepared = self.runtime.compile(self.modules.read(sha256), sha256)
+            prepared = self.runtime.compile(data, sha256)
         self.runtime.check(prepared, limits.memory_mib * MIB, limits.timeout_ms)
         return prepared
+
+    def _check_budget(self, function: str, version: str, limits: Limits) -> None:
+        """Refuse (409 with the figures) a load whose `limits.memoryMiB` does not fit in
+        what is left of the agent's `--memory-mib` budget."""
+        budget = self.settings.memory_mib
+        after = self.registry.memory_after_load(function, version, limits.memory_mib)
+        if after <= budget:
+            return
+        used = self.registry.memory_used_mib()
+        raise MemoryBudgetExceeded(
+            f"version {version!r} of {function!r} needs {limits.memory_mib} MiB "
+            f"(limits.memoryMiB) but the agent's memory budget is {budget} MiB with {used} MiB "
+            f"used by loaded versions ({after} MiB after this load): unload a version or start "
+            "the agent with a larger --memory-mib",
+            budget=budget,
+            used=used,
+            requested=limits.memory_mib,
+        )
 
     async def _persist(self) -> None:
         # Snapshot now, on the loop; the lock is FIFO, so writes land in snapshot order.
@@ -155,7 +199,11 @@ class AgentService:
             raise NotFound(
                 f"module {body.sha256} is not stored: upload it with PUT /modules/{body.sha256}"
             )
+        self._check_budget(function, version, body.limits)  # before the work of a load
         prepared = await asyncio.to_thread(self._prepare, body.sha256, body.limits)
+        # Again, with no await before the registry changes: another load may have been
+        # admitted while this one was compiling.
+        self._check_budget(function, version, body.limits)
         loaded = Version(
             version, body.sha256, body.limits, body.health_check, time.time(), prepared
         )

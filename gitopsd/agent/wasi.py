@@ -14,6 +14,14 @@ Supported: fd_write (1 stdout, 2 stderr), fd_read (0 stdin), environ_*, args_*, 
 clock_time_get, clock_res_get, random_get, sched_yield, fd_close, fd_seek, fd_tell,
 fd_fdstat_get, fd_prestat_get (EBADF: there are no preopened directories). Every other
 `wasi_snapshot_preview1` function returns ENOSYS (52).
+
+Every host function does bounded work, whatever the module passes: at most IOV_MAX iovecs
+per call (EINVAL beyond, as writev(2) answers), output copied only up to what its cap still
+allows (the cap is checked before anything is copied), and work that grows with an argument
+(copying output, filling a random buffer) done in chunks of COPY_CHUNK bytes with the call's
+host deadline checked between chunks. Past that deadline the function raises HostDeadline,
+which ends the call as a timeout: time spent in the host counts against the call's timeout,
+and a call running inline on the event loop gives the loop back within its inline budget.
 """
 
 from __future__ import annotations
@@ -47,6 +55,11 @@ _IOVEC = struct.Struct("<II")
 _MASK32 = 0xFFFFFFFF
 # stderr is diagnostics only: keep the head, drop the rest without failing the module.
 _STDERR_CAP = 64 * 1024
+# Linux's IOV_MAX: a writev or readv with more iovecs fails with EINVAL. Without a bound, one
+# fd_write naming millions of iovecs kept the host busy for seconds.
+IOV_MAX = 1024
+# Bytes copied (or generated) between two looks at the deadline: about 0.1 ms of memcpy.
+COPY_CHUNK = 1024 * 1024
 
 
 class ProcExit(Exception):
@@ -62,12 +75,22 @@ class ProcExit(Exception):
         self.code = code
 
 
+class HostDeadline(Exception):
+    """A host function found the call's host deadline passed: the call ends as a timeout."""
+
+
 class CallContext:
-    """The I/O of one call: stdin to read, stdout/stderr collected, environment, exit code."""
+    """The I/O of one call: stdin to read, stdout/stderr collected, environment, exit code.
+
+    `deadline` (a time.perf_counter() value) is when host functions stop working for this
+    call: the end of its timeout, or of its inline budget when it runs on the event loop.
+    """
 
     __slots__ = (
         "_args",
         "_env",
+        "deadline",
+        "deadline_hit",
         "exit_code",
         "memory",
         "output_overflow",
@@ -84,7 +107,10 @@ class CallContext:
         env: Sequence[tuple[str, str]] = (),
         args: Sequence[str] = (),
         stdout_cap: int = 16 * 1024 * 1024,
+        deadline: float = float("inf"),
     ) -> None:
+        self.deadline = deadline
+        self.deadline_hit = False
         self.stdin = stdin
         self.stdin_pos = 0
         self.stdout = bytearray()
@@ -106,6 +132,12 @@ class CallContext:
     def args(self) -> list[bytes]:
         """Entries of args_get, each ending in NUL."""
         return [a.encode() + b"\0" for a in self._args]
+
+    def check_deadline(self) -> None:
+        """Raise HostDeadline once the call's host deadline has passed."""
+        if time.perf_counter() >= self.deadline:
+            self.deadline_hit = True
+            raise HostDeadline("call exceeded its timeout inside a host function")
 
 
 _local = threading.local()
@@ -158,30 +190,75 @@ def _write(base: int, size: int, ptr: int, data: bytes) -> None:
 
 
 def _iovecs(base: int, size: int, iovs: int, count: int) -> list[tuple[int, int]]:
-    raw = _read(base, size, iovs & _MASK32, 8 * (count & _MASK32))
-    return [_IOVEC.unpack_from(raw, 8 * i) for i in range(count & _MASK32)]
+    """The (ptr, len) iovecs, each checked to lie inside memory. EINVAL beyond IOV_MAX
+    (raised as _TooMany) before anything is read."""
+    count &= _MASK32
+    if count > IOV_MAX:
+        raise _TooMany
+    raw = _read(base, size, iovs & _MASK32, 8 * count)
+    vectors = [_IOVEC.unpack_from(raw, 8 * i) for i in range(count)]
+    for ptr, length in vectors:
+        _check(size, ptr, length)
+    return vectors
+
+
+class _TooMany(Exception):
+    """More iovecs than IOV_MAX: the function returns EINVAL."""
+
+
+def _append(
+    context: CallContext, out: bytearray, base: int, vectors: list[tuple[int, int]], limit: int
+) -> int:
+    """Copy the first `limit` bytes the iovecs name onto `out`, chunk by chunk, checking the
+    deadline between chunks; return the bytes copied."""
+    copied = 0
+    for ptr, length in vectors:
+        take = min(length, limit - copied)
+        done = 0
+        while done < take:
+            step = min(take - done, COPY_CHUNK)
+            out += ctypes.string_at(base + ptr + done, step)
+            done += step
+            context.check_deadline()
+        copied += take
+        if copied >= limit:
+            break
+    return copied
 
 
 def fd_write(caller: wasmtime.Caller, fd: int, iovs: int, iovs_len: int, nwritten: int) -> int:
-    """Append the iovecs to the call's stdout (fd 1) or stderr (fd 2)."""
+    """Append the iovecs to the call's stdout (fd 1) or stderr (fd 2).
+
+    Copies at most what the output's cap still allows, checked before copying. stdout: what
+    does not fit marks the call as over the cap (it then fails), the bytes that fit are a
+    partial write, and a write with no room left is EFBIG. stderr: what does not fit is
+    dropped and reported written (diagnostics must not fail a module).
+    """
     if fd not in (1, 2):
         return EBADF
     context = _context()
     try:
         base, size = _memory(caller, context)
-        chunks = [_read(base, size, p, n) for p, n in _iovecs(base, size, iovs, iovs_len)]
-        data = b"".join(chunks)
+        vectors = _iovecs(base, size, iovs, iovs_len)
+        _check(size, nwritten & _MASK32, 4)  # before anything is copied
+        total = sum(length for _, length in vectors)
         if fd == 1:
-            if len(context.stdout) + len(data) > context.stdout_cap:
+            room = context.stdout_cap - len(context.stdout)
+            if total > room:
                 # An endless writer must not exhaust the agent's memory within its timeout.
                 context.output_overflow = True
-                return EFBIG
-            context.stdout += data
-        elif len(context.stderr) < _STDERR_CAP:
-            context.stderr += data[: _STDERR_CAP - len(context.stderr)]
-        _write(base, size, nwritten & _MASK32, _U32.pack(len(data)))
+                if room <= 0:
+                    return EFBIG
+            written = _append(context, context.stdout, base, vectors, min(total, room))
+        else:
+            room = max(0, _STDERR_CAP - len(context.stderr))
+            _append(context, context.stderr, base, vectors, min(total, room))
+            written = total
+        _write(base, size, nwritten & _MASK32, _U32.pack(written))
     except _Fault:
         return EFAULT
+    except _TooMany:
+        return EINVAL
     return ESUCCESS
 
 
@@ -193,6 +270,7 @@ def fd_read(caller: wasmtime.Caller, fd: int, iovs: int, iovs_len: int, nread: i
     try:
         base, size = _memory(caller, context)
         total = 0
+        # Bounded by the request body: stdin_pos only moves forward.
         for ptr, length in _iovecs(base, size, iovs, iovs_len):
             chunk = context.stdin[context.stdin_pos : context.stdin_pos + length]
             if not chunk:
@@ -203,6 +281,8 @@ def fd_read(caller: wasmtime.Caller, fd: int, iovs: int, iovs_len: int, nread: i
         _write(base, size, nread & _MASK32, _U32.pack(total))
     except _Fault:
         return EFAULT
+    except _TooMany:
+        return EINVAL
     return ESUCCESS
 
 
@@ -294,11 +374,17 @@ def clock_res_get(caller: wasmtime.Caller, clock_id: int, out: int) -> int:
 
 
 def random_get(caller: wasmtime.Caller, buf: int, length: int) -> int:
-    """Fill the buffer with cryptographically secure random bytes."""
+    """Fill the buffer with cryptographically secure random bytes, a chunk at a time (a
+    buffer as large as the memory must not hold the host past the call's deadline)."""
+    context = _context()
     try:
-        base, size = _memory(caller, _context())
-        _check(size, buf & _MASK32, length & _MASK32)
-        _write(base, size, buf & _MASK32, os.urandom(length & _MASK32))
+        base, size = _memory(caller, context)
+        buf &= _MASK32
+        length &= _MASK32
+        _check(size, buf, length)
+        for start in range(buf, buf + length, COPY_CHUNK):
+            _write(base, size, start, os.urandom(min(COPY_CHUNK, buf + length - start)))
+            context.check_deadline()
     except _Fault:
         return EFAULT
     return ESUCCESS

@@ -208,9 +208,11 @@ def _name_buffer(name: bytes) -> Any:
     return ctypes.create_string_buffer(name)
 
 
-def memory(store: wasmtime.Store, instance: wasmtime.Instance) -> wasmtime.Memory | None:
-    """The instance's exported `memory`, if it exports one under that name."""
-    item = export(store, instance, b"memory")
+def memory(
+    store: wasmtime.Store, instance: wasmtime.Instance, name: bytes = b"memory"
+) -> wasmtime.Memory | None:
+    """The instance's memory exported as `name` (the WASI one by default), if any."""
+    item = export(store, instance, name)
     if item is None or item.kind != _EXTERN_MEMORY:
         return None
     return wasmtime.Memory._from_raw(item.of.memory)

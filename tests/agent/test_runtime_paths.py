@@ -8,7 +8,8 @@ from collections.abc import Iterator
 import pytest
 
 from gitopsd.agent import wasm_ffi
-from gitopsd.agent.runtime import MIB, CallResult, Outcome, Runtime
+from gitopsd.agent.runtime import MIB, CallResult, Outcome, Runtime, table_limit
+from tests import wasm_bombs
 from tests.agent.test_runtime import _PROBE
 from tests.wasm_modules import compile_wat, handler_wasm
 
@@ -31,13 +32,9 @@ def runtime(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> 
 
 
 def run(runtime: Runtime, wasm: bytes, export: str = "_start", **kw: object) -> CallResult:
-    return runtime.call(
-        runtime.compile(wasm),
-        export,
-        memory_bytes=16 * MIB,
-        timeout_ms=500,
-        **kw,  # type: ignore[arg-type]
-    )
+    kw.setdefault("memory_bytes", 16 * MIB)
+    kw.setdefault("timeout_ms", 500)
+    return runtime.call(runtime.compile(wasm), export, **kw)  # type: ignore[arg-type]
 
 
 def test_handlers_behave_the_same_on_both_paths(runtime: Runtime) -> None:
@@ -142,3 +139,50 @@ def test_a_kept_store_takes_each_calls_own_memory_limit(runtime: Runtime) -> Non
     assert grew(MIB) == b"n"
     assert grew(2 * MIB) == b"y"
     assert _store(runtime) is store  # all three calls shared one Store
+
+
+# --- the WASI host stays within the call's limits (issue 14, findings 3 and 4) ---------------
+
+
+def test_one_fd_write_copies_no_more_than_the_stdout_cap(runtime: Runtime) -> None:
+    # 100 iovecs naming the whole 1 MiB memory ask for 100 MiB; the cap allows 16 MiB.
+    result = run(runtime, wasm_bombs.iovec_flood(iovecs=100), memory_bytes=MIB)
+    assert result.outcome is Outcome.TRAP
+    assert "stdout cap" in (result.error or "")
+    # What fits was copied (a partial write), nothing more was.
+    assert len(result.stdout) == runtime.stdout_cap
+
+
+def test_more_iovecs_than_iov_max_is_einval(runtime: Runtime) -> None:
+    assert run(runtime, wasm_bombs.iov_max_probe(1024)).stdout == bytes([0, 0])
+    assert run(runtime, wasm_bombs.iov_max_probe(1025)).stdout == bytes([28, 28])
+
+
+def test_a_host_function_stops_at_the_calls_deadline(runtime: Runtime) -> None:
+    # Four 64 MiB random_get calls in straight-line code: no epoch check between them, so
+    # only the host can stop the call before it writes "done".
+    result = run(
+        runtime, wasm_bombs.random_then_reply(1024, 4), memory_bytes=64 * MIB, timeout_ms=20
+    )
+    assert result.outcome is Outcome.TIMEOUT, (result.outcome, result.stdout)
+    assert result.stdout == b""
+
+
+def test_the_memory_limit_caps_the_sum_of_all_memories(runtime: Runtime) -> None:
+    result = run(runtime, wasm_bombs.many_memories(8), memory_bytes=64 * MIB)
+    assert result.outcome is Outcome.OK, result.error
+    granted = int.from_bytes(result.stdout, "little") * wasm_bombs.PAGE
+    total = granted + 8 * wasm_bombs.PAGE  # and the first page of each memory
+    assert total <= 64 * MIB
+    # Each of the 7 growing memories got its 8 MiB share, to within one 16-page step.
+    assert total > 7 * (8 * MIB - 16 * wasm_bombs.PAGE)
+    # The call's memory figure is every memory, not only the exported one.
+    assert result.memory_bytes == total
+
+
+def test_the_table_budget_caps_the_sum_of_all_tables(runtime: Runtime) -> None:
+    result = run(runtime, wasm_bombs.many_tables(4), memory_bytes=16 * MIB)
+    assert result.outcome is Outcome.OK, result.error
+    granted = int.from_bytes(result.stdout, "little")
+    assert 4 + granted <= table_limit(16 * MIB)
+    assert 4 + granted > table_limit(16 * MIB) - 4 * 1000
