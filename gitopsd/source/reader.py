@@ -46,6 +46,8 @@ def take_snapshot(spec: SourceSpec, state_dir: Path, fetch: bool = True) -> Snap
 def open_source(spec: SourceSpec, state_dir: Path, fetch: bool = True) -> pygit2.Repository:
     """The repository of `spec`; SSH sources are fetched by the git CLI with a checked host
     key (pygit2 accepts any host key over SSH)."""
+    if spec.password_file is not None:
+        source_credentials(spec.url, spec.password_file)  # ConfigError unless http(s)
     if is_ssh_url(spec.url):
         known = spec.known_hosts or Path.home() / ".ssh" / "known_hosts"
         return open_ssh_mirror(
