@@ -1,23 +1,42 @@
 """The agent's listening socket: its own HTTP/1.1 path for `POST /fn/{fn}`, aiohttp for the rest.
 
 Why: aiohttp's request machinery cost about as much CPU per request as the WASM call
-itself (bench P7). Each connection starts on `_Connection`, which answers plain
+itself (bench P7). Each connection starts on `Connection`, which answers plain
 invocations itself: HTTP/1.1 with a `Host`, a `Content-Length` body (or none), a name that
-needs no decoding, no `Expect`, `Upgrade` or `Transfer-Encoding`. The first request that
-is anything else (a control endpoint, a chunked body, a malformed head, HTTP/1.0) hands
-the connection, with every byte not yet answered, to the aiohttp application, which
-serves it from then on with the full contract (auth, routing, errors). Both paths answer
-a call through `invocation.answer_call`, so the answer does not depend on the path.
+needs no decoding, header values in UTF-8, no `Expect`, `Upgrade` or `Transfer-Encoding`.
+The first request that is anything else (a control endpoint, a chunked body, a malformed
+head, HTTP/1.0) hands the connection, with every byte not yet answered, to the aiohttp
+application, which serves it from then on with the full contract (auth, routing, errors);
+whatever the fast path cannot parse exactly, aiohttp answers, so a malformed request gets
+the same answer on either path. Both paths answer a call through `invocation.answer_call`.
+
+Every connection, on either path, stays a `Connection` (after the hand-over it passes the
+bytes on to aiohttp's protocol), so one place bounds what a client can hold:
+
+- a deadline for each request head (`head_timeout_s`, counted from the connection or from
+  the request's first byte), for a body to arrive (`body_timeout_s`, aiohttp's side in the
+  server's middleware), and for an idle keep-alive connection (`idle_timeout_s`);
+- a connection cap (`max_connections`, below the open-files limit): at the cap a new
+  connection takes the place of the oldest one that has no request in progress (a stalled
+  head, an idle keep-alive), else it is closed at once; connections made while more than
+  `max_connections - control_connections` are open may only ask the control endpoints and
+  `/healthz` (a call on one is answered 503), so the controller and health probes get in
+  while calls fill the rest;
+- the bytes of request bodies held at once (`body_buffer_bytes`): a call whose body does
+  not fit is answered 503 before any of it is read.
 """
 
 from __future__ import annotations
 
 import asyncio
+import math
 import re
+import resource
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from email.utils import formatdate
+from enum import Enum
 from http import HTTPStatus
 from typing import cast
 
@@ -26,6 +45,7 @@ from aiohttp.http_parser import SINGLETON_HEADERS
 from multidict import CIMultiDict
 
 from gitopsd.agent.invocation import VERSION_HEADER, Answer, answer_call, error_answer
+from gitopsd.agent.metrics import AgentCounters
 from gitopsd.agent.service import AgentService
 from gitopsd.agent.wagi import NO_BODY_STATUSES
 
@@ -33,17 +53,25 @@ from gitopsd.agent.wagi import NO_BODY_STATUSES
 MAX_LINE_BYTES = 8190
 MAX_HEADERS = 128
 MAX_HEAD_BYTES = MAX_LINE_BYTES + MAX_HEADERS * MAX_LINE_BYTES
-# aiohttp closes a keep-alive connection idle this long; so does the fast path.
-KEEPALIVE_TIMEOUT_S = 3630.0
-SWEEP_EVERY_S = 60.0
+# Longer Content-Length values are aiohttp's to refuse (400 "Content-Length overflow");
+# int() of thousands of digits would raise instead.
+MAX_LENGTH_DIGITS = 18
+# Descriptors the agent keeps for itself beyond its connections (state and module files,
+# the log, the listening socket, wasmtime): the default cap is the open-files limit minus this.
+FD_HEADROOM = 64
 
-# `POST /fn/{fn}[?query] HTTP/1.1` with a name as api.NAME_RE allows; no percent-escapes
-# or '+', which would need the decoding aiohttp does for path and query.
+# `POST /fn/{fn}[?query] HTTP/1.1` with a name as api.NAME_RE allows; a query of visible
+# ASCII without '%', '+' or '#', which would need the decoding aiohttp does (and aiohttp
+# refuses bytes >= 0x80 there).
 _REQUEST_LINE = re.compile(
-    rb"POST (/fn/([A-Za-z0-9][A-Za-z0-9._+-]{0,127}))(?:\?([^\x00-\x20\x7f%+#]*))? HTTP/1\.1\r\n"
+    rb"POST (/fn/([A-Za-z0-9][A-Za-z0-9._+-]{0,127}))"
+    rb"(?:\?([\x21\x22\x24\x26-\x2a\x2c-\x7e]*))? HTTP/1\.1\r\n"
 )
 # One header line: a token, a colon, a value without control characters (tab allowed).
 _FIELD = re.compile(rb"([!#$%&'*+\-.^_`|~0-9A-Za-z]+):[ \t]*([^\x00-\x08\x0a-\x1f\x7f]*)\r\n")
+# A line feed without its carriage return: aiohttp's to answer (the fast path would wait
+# for a CRLF CRLF that never comes).
+_BARE_LF = re.compile(rb"(?<!\r)\n")
 # Headers that need more of HTTP than the fast path does.
 _HAND_OVER_HEADERS = frozenset({b"transfer-encoding", b"expect", b"upgrade"})
 # Headers aiohttp refuses to see twice (400): a request repeating one is left to it.
@@ -85,14 +113,18 @@ def parse_head(head: bytes) -> Head | None:
                 return None
             seen.add(lower)
         if lower == b"content-length":
-            if not value.isdigit():
+            if not value.isdigit() or len(value) > MAX_LENGTH_DIGITS:
                 return None
             length = int(value)
         elif lower in _HAND_OVER_HEADERS:
             return None
         elif lower == b"connection":
             close = b"close" in [token.strip() for token in value.lower().split(b",")]
-        headers.append((name.decode("latin-1"), value.decode("utf-8", "surrogateescape")))
+        try:
+            text = value.decode()
+        except UnicodeDecodeError:
+            return None  # server.invoke refuses it (400), for both paths
+        headers.append((name.decode("latin-1"), text))
     if b"host" not in seen:  # HTTP/1.1 requires it; aiohttp answers 400 without
         return None
     path = request[1].decode("ascii")
@@ -134,21 +166,57 @@ def render(answer: Answer, date: bytes, close: bool) -> bytes:
     return b"\r\n".join(lines) + b"\r\n\r\n" + answer.body
 
 
+def default_max_connections() -> int:
+    """The open-files soft limit minus `FD_HEADROOM` (the cap when settings give none)."""
+    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft == resource.RLIM_INFINITY:
+        return 65536
+    return max(int(soft) - FD_HEADROOM, 1)
+
+
+class Phase(Enum):
+    """What a connection is waiting for, which says which deadline applies."""
+
+    HEAD = "head"  # (the rest of) a request head
+    BODY = "body"  # the rest of a fast-path request's body
+    BUSY = "busy"  # nothing: a request is being served
+    IDLE = "idle"  # the next request on a kept-alive connection
+
+
 class DataPlane:
     """The agent's listening socket and its connections (module docstring).
 
-    `fallback` makes aiohttp's protocol for one connection (`AppRunner.server`).
+    `start` takes `fallback`, which makes aiohttp's protocol for one connection
+    (`AppRunner.server`); the aiohttp application's middleware reports each request it
+    serves through `connection_of(request.protocol)`.
     """
 
-    def __init__(self, service: AgentService, fallback: Callable[[], asyncio.Protocol]) -> None:
+    def __init__(self, service: AgentService, counters: AgentCounters) -> None:
+        settings = service.settings
         self.service = service
-        self.fallback = fallback
+        self.counters = counters
+        self.fallback: Callable[[], asyncio.Protocol] | None = None
         self.clock = _Clock()
-        self.connections: set[_Connection] = set()
+        # Oldest first (insertion order): the cap evicts from the front.
+        self.connections: dict[Connection, None] = {}
+        self.delegated: dict[asyncio.BaseProtocol, Connection] = {}
         self.tasks: set[asyncio.Task[None]] = set()
         self.closing = False
+        self.head_timeout = settings.head_timeout_s
+        self.body_timeout = settings.body_timeout_s
+        self.idle_timeout = settings.idle_timeout_s
+        self.max_connections = settings.max_connections or default_max_connections()
+        # Beyond this many, a new connection may only ask control endpoints and /healthz.
+        # (At most half of a small cap, so that calls keep a share of it.)
+        reserve = min(settings.control_connections, self.max_connections // 2)
+        self.data_connections = self.max_connections - reserve
+        self.body_budget = settings.body_buffer_bytes
+        self.body_held = 0
         self._server: asyncio.Server | None = None
         self._sweeper: asyncio.TimerHandle | None = None
+        # Deadlines are checked this often: a quarter of the shortest, at most once a second.
+        shortest = min(self.head_timeout, self.body_timeout, self.idle_timeout)
+        self._sweep_every = min(max(shortest / 4, 0.005), 1.0)
 
     @property
     def port(self) -> int:
@@ -156,89 +224,231 @@ class DataPlane:
         assert self._server is not None
         return int(self._server.sockets[0].getsockname()[1])
 
-    async def start(self, host: str | None, port: int) -> None:
+    async def start(
+        self, host: str | None, port: int, fallback: Callable[[], asyncio.Protocol]
+    ) -> None:
         """Listen on `host:port` (OSError when that is impossible)."""
+        self.fallback = fallback
         loop = asyncio.get_running_loop()
         self._server = await loop.create_server(
-            lambda: _Connection(self), host or None, port, backlog=128
+            lambda: Connection(self), host or None, port, backlog=128
         )
-        self._sweeper = loop.call_later(SWEEP_EVERY_S, self._sweep)
+        self._sweeper = loop.call_later(self._sweep_every, self._sweep)
 
     async def close(self, grace_s: float) -> None:
-        """Stop listening, let calls in flight finish (up to `grace_s`), close the rest."""
+        """Stop listening, let calls in flight finish (up to `grace_s`), close the rest.
+
+        Connections handed to aiohttp are left to the application's own shutdown."""
         self.closing = True
         if self._sweeper is not None:
             self._sweeper.cancel()
         if self._server is not None:
             self._server.close()
         for connection in list(self.connections):
-            if not connection.busy:
+            if not connection.busy and connection.delegate is None:
                 connection.close()
         if self.tasks:
             await asyncio.wait(list(self.tasks), timeout=grace_s)
         for connection in list(self.connections):
-            connection.close()
+            if connection.delegate is None:
+                connection.close()
+
+    def connection_of(self, protocol: asyncio.BaseProtocol) -> Connection | None:
+        """The connection whose requests aiohttp's `protocol` serves."""
+        return self.delegated.get(protocol)
+
+    def hold(self, size: int) -> bool:
+        """Reserve `size` bytes of the body budget; False (nothing reserved) when full."""
+        if self.body_held + size > self.body_budget:
+            return False
+        self.body_held += size
+        return True
+
+    def release(self, size: int) -> None:
+        """Give back what `hold` reserved."""
+        self.body_held -= size
+
+    def admit(self) -> bool:
+        """Room for one more connection: at the cap, close the oldest one that has no
+        request in progress; False when every connection has one."""
+        if len(self.connections) < self.max_connections:
+            return True
+        for connection in self.connections:
+            if not connection.busy:
+                connection.expire(evicted=True)
+                # Its descriptor is released once asyncio closes the socket, at once.
+                del self.connections[connection]
+                return True
+        return False
 
     def _sweep(self) -> None:
-        deadline = time.monotonic() - KEEPALIVE_TIMEOUT_S
+        now = time.monotonic()
         for connection in list(self.connections):
-            if not connection.busy and connection.idle_since < deadline:
-                connection.close()
-        self._sweeper = asyncio.get_running_loop().call_later(SWEEP_EVERY_S, self._sweep)
+            if connection.deadline <= now:
+                connection.expire()
+        self._sweeper = asyncio.get_running_loop().call_later(self._sweep_every, self._sweep)
 
 
-class _Connection(asyncio.Protocol):
-    """One client connection while it sends plain invocations, one request at a time."""
+class Connection(asyncio.Protocol):
+    """One client connection: plain invocations one request at a time, then (after the
+    hand-over) a pass-through to aiohttp's protocol that still watches the deadlines."""
 
     def __init__(self, plane: DataPlane) -> None:
         self.plane = plane
         self.buffer = bytearray()
         self.busy = False
-        self.idle_since = time.monotonic()
         self.transport: asyncio.Transport | None = None
+        self.delegate: asyncio.Protocol | None = None  # aiohttp's, once handed over
+        self.control_only = False  # made beyond the data-plane share of the cap
+        self.phase = Phase.HEAD
+        self.deadline = math.inf
         self._paused = False
         # The head of a request whose body is still arriving, and where its body starts.
         self._waiting: tuple[int, Head] | None = None
+        self._held = 0  # body bytes reserved for the request being received
+        self._scanned = 0  # bytes of the buffer known to hold no head end and no bare LF
+        # On aiohttp's side: whether the current request's body was read, and whether bytes
+        # of a next request arrived after it.
+        self._body_read = False
+        self._next_started = False
+
+    # --- asyncio.Protocol ------------------------------------------------------------------
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         # uvloop's transports do not subclass asyncio.Transport, but are one.
         self.transport = cast(asyncio.Transport, transport)
-        if self.plane.closing:
+        plane = self.plane
+        if plane.closing:
             self.transport.close()
             return
-        self.plane.connections.add(self)
+        if not plane.admit():
+            plane.counters.refuse("connection_limit")
+            self.transport.abort()
+            return
+        self.control_only = len(plane.connections) >= plane.data_connections
+        plane.connections[self] = None
+        self._expect(Phase.HEAD, plane.head_timeout)
 
     def connection_lost(self, exc: Exception | None) -> None:
-        self.plane.connections.discard(self)
+        plane = self.plane
+        plane.connections.pop(self, None)
+        plane.release(self._held)
+        self._held = 0
         self.transport = None
+        if self.delegate is not None:
+            plane.delegated.pop(self.delegate, None)
+            self.delegate.connection_lost(exc)
 
     def data_received(self, data: bytes) -> None:
+        if self.delegate is not None:
+            self._pass_on(data)
+            return
         self.buffer += data
         if not self.busy:
+            if self.phase is Phase.IDLE:
+                self._expect(Phase.HEAD, self.plane.head_timeout)
             self._next()
         elif len(self.buffer) > MAX_HEAD_BYTES and self.transport is not None:
             # A client pipelining while its call runs: stop reading until it is answered.
             self.transport.pause_reading()
             self._paused = True
 
+    def eof_received(self) -> bool | None:
+        if self.delegate is not None:
+            return self.delegate.eof_received()
+        return None
+
+    def pause_writing(self) -> None:
+        if self.delegate is not None:
+            self.delegate.pause_writing()
+
+    def resume_writing(self) -> None:
+        if self.delegate is not None:
+            self.delegate.resume_writing()
+
+    # --- deadlines ---------------------------------------------------------------------
+
+    def _expect(self, phase: Phase, timeout: float) -> None:
+        self.phase = phase
+        self.deadline = time.monotonic() + timeout
+
+    def _serving(self) -> None:
+        self.busy = True
+        self.phase = Phase.BUSY
+        self.deadline = math.inf
+
+    def expire(self, evicted: bool = False) -> None:
+        """The deadline passed (or the cap needs the place): close, saying why when a
+        request was under way."""
+        transport = self.transport
+        if transport is None:
+            return
+        plane = self.plane
+        if self.phase is Phase.IDLE:
+            plane.counters.refuse("evicted" if evicted else "idle_timeout")
+        elif evicted:
+            plane.counters.refuse("evicted")
+        elif self.phase is Phase.HEAD:
+            plane.counters.refuse("head_timeout")
+            if self.buffer or self.delegate is not None:
+                self._refuse_now(408, f"request head not complete within {plane.head_timeout:g} s")
+                return
+        elif self.phase is Phase.BODY:
+            plane.counters.refuse("body_timeout")
+            self._refuse_now(408, f"request body not complete within {plane.body_timeout:g} s")
+            return
+        self.close()
+
     def close(self) -> None:
-        """Close the connection (an answer being written is still sent)."""
-        if self.transport is not None:
-            self.transport.close()
+        """Close the connection (an answer being written is still sent, unless the client
+        stopped reading it)."""
+        transport = self.transport
+        if transport is None:
+            return
+        if transport.get_write_buffer_size():
+            transport.abort()
+        else:
+            transport.close()
+
+    def _refuse_now(self, status: int, message: str) -> None:
+        """Answer `status` with `Connection: close` and close, without reading further."""
+        transport = self.transport
+        if transport is None:
+            return
+        transport.write(render(error_answer(status, message), self.plane.clock.date(), True))
+        self.close()
+
+    # --- the fast path -----------------------------------------------------------------
 
     def _next(self) -> None:
         """Serve the next complete request in the buffer, or hand the connection over."""
+        plane = self.plane
         if self._waiting is None:
-            end = self.buffer.find(b"\r\n\r\n")
+            # Search only what arrived since the last look: a head trickling in byte by
+            # byte must not cost a scan of the whole buffer each time.
+            end = self.buffer.find(b"\r\n\r\n", max(self._scanned - 3, 0))
             if end < 0:
-                if len(self.buffer) > MAX_HEAD_BYTES:
+                if len(self.buffer) > MAX_HEAD_BYTES or _BARE_LF.search(self.buffer, self._scanned):
                     self._hand_over()
+                else:
+                    self._scanned = len(self.buffer)
                 return
+            self._scanned = 0
             head = parse_head(bytes(self.buffer[: end + 2]))
-            if head is None or head.content_length > self.plane.service.settings.max_module_bytes:
+            if head is None or head.content_length > plane.service.settings.max_module_bytes:
                 self._hand_over()
                 return
+            if self.control_only:
+                plane.counters.refuse("connection_limit")
+                self._refuse_now(503, over_connection_cap(plane.max_connections))
+                return
+            if not plane.hold(head.content_length):
+                plane.counters.refuse("body_budget")
+                self._refuse_now(503, over_body_budget(plane.body_budget))
+                return
+            self._held = head.content_length
             self._waiting = (end + 4, head)
+            self._expect(Phase.BODY, plane.body_timeout)
         start, head = self._waiting
         size = start + head.content_length
         if len(self.buffer) < size:
@@ -246,12 +456,13 @@ class _Connection(asyncio.Protocol):
         body = bytes(self.buffer[start:size])
         del self.buffer[:size]
         self._waiting = None
-        self.busy = True
-        task = asyncio.get_running_loop().create_task(self._serve(head, body))
-        self.plane.tasks.add(task)
-        task.add_done_callback(self.plane.tasks.discard)
+        held, self._held = self._held, 0
+        self._serving()
+        task = asyncio.get_running_loop().create_task(self._serve(head, body, held))
+        plane.tasks.add(task)
+        task.add_done_callback(plane.tasks.discard)
 
-    async def _serve(self, head: Head, body: bytes) -> None:
+    async def _serve(self, head: Head, body: bytes, held: int) -> None:
         plane = self.plane
         try:
             answer = await answer_call(
@@ -265,11 +476,13 @@ class _Connection(asyncio.Protocol):
             )
         except Exception as exc:  # a bug: answer in the contract's shape, keep serving
             plane.service.log.exception("agent.request_crashed", path=head.path)
+            plane.counters.internal_errors += 1
             answer = error_answer(500, f"internal error: {type(exc).__name__}: {exc}")
+        finally:
+            plane.release(held)
         close = head.close or plane.closing
         transport = self.transport
         self.busy = False
-        self.idle_since = time.monotonic()
         if transport is None:
             return  # the client went away during the call
         transport.write(render(answer, plane.clock.date(), close))
@@ -280,20 +493,66 @@ class _Connection(asyncio.Protocol):
             self._paused = False
             transport.resume_reading()
         if self.buffer:
+            self._expect(Phase.HEAD, plane.head_timeout)
             self._next()
+        else:
+            self._expect(Phase.IDLE, plane.idle_timeout)
 
     def _hand_over(self) -> None:
-        """From now on aiohttp serves this connection, starting with the buffered bytes."""
+        """From now on aiohttp serves this connection, starting with the buffered bytes.
+        The head deadline keeps running: the head being received is the same."""
         transport = self.transport
-        if transport is None:
+        if transport is None or self.plane.fallback is None:
             return
-        self.plane.connections.discard(self)
-        self.transport = None
         protocol = self.plane.fallback()
-        transport.set_protocol(protocol)
+        self.delegate = protocol
+        self.plane.delegated[protocol] = self
         protocol.connection_made(transport)
         if self._paused:
+            self._paused = False
             transport.resume_reading()
         data, self.buffer = bytes(self.buffer), bytearray()
         if data:
             protocol.data_received(data)
+
+    # --- on aiohttp's side -------------------------------------------------------------
+
+    def _pass_on(self, data: bytes) -> None:
+        if not self.busy:
+            if self.phase is Phase.IDLE:
+                self._expect(Phase.HEAD, self.plane.head_timeout)
+        elif self._body_read:
+            self._next_started = True
+        assert self.delegate is not None
+        self.delegate.data_received(data)
+
+    def request_started(self) -> None:
+        """aiohttp has the whole head of a request and starts serving it."""
+        self._serving()
+        self._body_read = False
+        self._next_started = False
+
+    def body_read(self) -> None:
+        """The request's body is read: bytes from now on belong to the next request."""
+        self._body_read = True
+
+    def request_finished(self) -> None:
+        """aiohttp is done with the request (its answer is being written)."""
+        self.busy = False
+        if self._next_started:
+            self._expect(Phase.HEAD, self.plane.head_timeout)
+        else:
+            self._expect(Phase.IDLE, self.plane.idle_timeout)
+
+
+def over_connection_cap(cap: int) -> str:
+    """The 503 message of a call on a connection made beyond the data plane's share."""
+    return (
+        f"agent is near its connection cap ({cap}): calls on new connections are refused "
+        "until others close; retry"
+    )
+
+
+def over_body_budget(budget: int) -> str:
+    """The 503 message of a call whose body does not fit in the bodies' budget."""
+    return f"agent holds {budget} bytes of request bodies already: retry"

@@ -18,6 +18,7 @@ from typing import Any
 from aiohttp import web
 
 from gitopsd.agent.data_plane import DataPlane
+from gitopsd.agent.metrics import AgentCounters
 from gitopsd.agent.runtime import Runtime
 from gitopsd.agent.server import create_app
 from gitopsd.agent.service import AgentService
@@ -102,14 +103,18 @@ async def start_agent(settings: AgentSettings, runtime: Runtime | None = None) -
         token = resolve_token(settings.data_dir, settings.token, settings.token_file)
         service = AgentService(settings, active)
         await service.restore()
+        plane = DataPlane(service, AgentCounters())
         runner = web.AppRunner(
-            create_app(service, token), access_log=None, shutdown_timeout=SHUTDOWN_TIMEOUT_S
+            create_app(service, token, plane),
+            access_log=None,
+            shutdown_timeout=SHUTDOWN_TIMEOUT_S,
+            # aiohttp's own idle timer, for connections it serves (the plane has one too).
+            keepalive_timeout=settings.idle_timeout_s,
         )
         await runner.setup()
         assert runner.server is not None
-        plane = DataPlane(service, runner.server)
         try:
-            await plane.start(settings.host, settings.port)
+            await plane.start(settings.host, settings.port, runner.server)
         except OSError as exc:
             raise ConfigError(
                 f"cannot listen on {settings.host}:{settings.port}: {exc.strerror or exc}"

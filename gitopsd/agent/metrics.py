@@ -166,3 +166,45 @@ def prometheus_text(
         labels = _labels(node=node, function=s.function, version=s.version)
         lines.append(f"gitopsd_agent_traffic_percent{labels} {_number(s.traffic_percent)}")
     return "\n".join(lines) + "\n"
+
+
+# Why the agent refused or dropped a request or connection of a client (`AgentCounters`).
+REFUSALS = (
+    "bad_header",  # a header value that is not UTF-8 (400)
+    "body_budget",  # the bodies held at once would exceed body_buffer_bytes (503)
+    "body_timeout",  # a body did not arrive within body_timeout_s (408)
+    "connection_limit",  # a connection beyond the cap, or a call beyond its data share
+    "evicted",  # a connection without a request in progress, closed to make room
+    "head_timeout",  # a request head did not arrive within head_timeout_s
+    "idle_timeout",  # a kept-alive connection idle for idle_timeout_s
+)
+
+
+class AgentCounters:
+    """What the agent itself did to requests, never counted against a version: requests
+    it failed by its own fault (a bug: 500) and clients it refused (by reason)."""
+
+    __slots__ = ("internal_errors", "refused")
+
+    def __init__(self) -> None:
+        self.internal_errors = 0
+        self.refused = dict.fromkeys(REFUSALS, 0)
+
+    def refuse(self, reason: str) -> None:
+        """Count one refusal; `reason` is one of REFUSALS."""
+        self.refused[reason] += 1
+
+    def prometheus_text(self, node: str) -> str:
+        """The node's agent counters, Prometheus text (appended to the versions')."""
+        lines = [
+            "# HELP gitopsd_agent_internal_errors_total Requests the agent failed by its own "
+            "fault (not counted against any version).",
+            "# TYPE gitopsd_agent_internal_errors_total counter",
+            f"gitopsd_agent_internal_errors_total{_labels(node=node)} {self.internal_errors}",
+            "# HELP gitopsd_agent_refused_total Client requests and connections the agent "
+            "refused or closed, by reason.",
+            "# TYPE gitopsd_agent_refused_total counter",
+        ]
+        for reason, count in self.refused.items():
+            lines.append(f"gitopsd_agent_refused_total{_labels(node=node, reason=reason)} {count}")
+        return "\n".join(lines) + "\n"

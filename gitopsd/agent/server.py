@@ -1,13 +1,16 @@
 """The agent's HTTP API (docs/agent-api.md) as an aiohttp application.
 
 Handlers translate HTTP to `AgentService` calls and back; one middleware does bearer auth
-for the control endpoints and turns typed errors into `{"error": ...}` answers. Plain
-`POST /fn/{fn}` calls never get here: the agent's own HTTP path answers them (data_plane.py)
-and hands every other connection to this application.
+for the control endpoints, reads each request's body under the data plane's deadline and
+budget, tells the data plane when a request starts and ends (its deadlines), and turns
+typed errors into `{"error": ...}` answers. Plain `POST /fn/{fn}` calls never get here: the
+agent's own HTTP path answers them (data_plane.py) and hands every other connection to this
+application.
 """
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 import json
 from collections.abc import Awaitable, Callable
@@ -18,12 +21,19 @@ from pydantic import BaseModel, ValidationError
 
 from gitopsd.agent import invocation
 from gitopsd.agent.api import LoadVersion, RunHealth, SetTraffic, explain
+from gitopsd.agent.data_plane import (
+    Connection,
+    DataPlane,
+    over_body_budget,
+    over_connection_cap,
+)
 from gitopsd.agent.errors import AgentRequestError, PayloadTooLarge
 from gitopsd.agent.service import AgentService
 from gitopsd.errors import GitopsdError, ModuleError
 
 SERVICE: web.AppKey[AgentService] = web.AppKey("service", AgentService)
 TOKEN: web.AppKey[bytes] = web.AppKey("token", bytes)
+PLANE: web.AppKey[DataPlane] = web.AppKey("plane", DataPlane)
 MAX_INVENTORY_WAIT_S = 300.0  # longest `GET /inventory?wait=` an agent holds
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -34,6 +44,13 @@ def _error(status: int, message: str, headers: dict[str, str] | None = None) -> 
     return web.json_response({"error": message}, status=status, headers=headers)
 
 
+def _closing(status: int, message: str) -> web.Response:
+    """An error answer after which the connection is closed (its body was not read)."""
+    response = _error(status, message)
+    response.force_close()
+    return response
+
+
 def _is_open(path: str) -> bool:
     """The data plane and the liveness probe need no token."""
     return path == "/healthz" or path.startswith("/fn/")
@@ -41,12 +58,28 @@ def _is_open(path: str) -> bool:
 
 @web.middleware
 async def _middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-    if not _is_open(request.path):
+    plane = request.app[PLANE]
+    connection = plane.connection_of(request.protocol)
+    if connection is None:  # not one of the data plane's connections: nothing to report
+        return await _guarded(request, handler, plane, None)
+    connection.request_started()
+    try:
+        return await _guarded(request, handler, plane, connection)
+    finally:
+        connection.request_finished()
+
+
+async def _guarded(
+    request: web.Request, handler: Handler, plane: DataPlane, connection: Connection | None
+) -> web.StreamResponse:
+    open_path = _is_open(request.path)
+    if not open_path:
         header = request.headers.get("Authorization", "")
         scheme, _, given = header.partition(" ")
         # compare_digest: the time taken must not tell how much of the token was right.
+        # aiohttp hands over bytes that are not UTF-8 as surrogates: back to those bytes.
         if scheme.lower() != "bearer" or not hmac.compare_digest(
-            given.strip().encode(), request.app[TOKEN]
+            given.strip().encode("utf-8", "surrogateescape"), request.app[TOKEN]
         ):
             reason = "missing" if not header else "wrong"
             return _error(
@@ -54,8 +87,17 @@ async def _middleware(request: web.Request, handler: Handler) -> web.StreamRespo
                 f"{reason} bearer token: send 'Authorization: Bearer <token>' with the agent's "
                 "token (--token-file, or <data-dir>/token)",
             )
+    elif request.path.startswith("/fn/") and connection is not None and connection.control_only:
+        plane.counters.refuse("connection_limit")
+        return _closing(503, over_connection_cap(plane.max_connections))
+    held = 0
     try:
+        held = await _read_body(request, plane, open_path)
+        if connection is not None:
+            connection.body_read()
         return await handler(request)
+    except _Refused as exc:
+        return _closing(exc.status, exc.message)
     except AgentRequestError as exc:
         return _error(exc.status, str(exc))
     except ModuleError as exc:
@@ -72,7 +114,48 @@ async def _middleware(request: web.Request, handler: Handler) -> web.StreamRespo
         return _error(500, str(exc))
     except Exception as exc:  # a bug: answer in the contract's shape, keep serving
         request.app[SERVICE].log.exception("agent.request_crashed", path=request.path)
+        plane.counters.internal_errors += 1
         return _error(500, f"internal error: {type(exc).__name__}: {exc}")
+    finally:
+        plane.release(held)
+
+
+class _Refused(Exception):
+    """A request refused before its handler runs; its body was not read (or not all)."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+
+
+async def _read_body(request: web.Request, plane: DataPlane, open_path: bool) -> int:
+    """Read the body (handlers get it from aiohttp's cache) within the body deadline; on
+    the open paths also within the bodies' budget. Returns the bytes reserved in it.
+
+    A body declared over the size cap is left to the handler, which refuses it unread.
+    """
+    cap = request.app[SERVICE].settings.max_module_bytes
+    length = request.content_length
+    if not request.body_exists or (length is not None and length > cap):
+        return 0
+    held = 0
+    if open_path:  # control requests carry a valid token: they are not held to the budget
+        held = cap if length is None else length
+        if not plane.hold(held):
+            plane.counters.refuse("body_budget")
+            raise _Refused(503, over_body_budget(plane.body_budget))
+    try:
+        async with asyncio.timeout(plane.body_timeout):
+            await request.read()
+    except TimeoutError:
+        plane.release(held)
+        plane.counters.refuse("body_timeout")
+        raise _Refused(408, f"request body not complete within {plane.body_timeout:g} s") from None
+    except BaseException:
+        plane.release(held)
+        raise
+    return held
 
 
 async def _json_body(request: web.Request, model: type[Model], optional: bool = False) -> Model:
@@ -197,9 +280,10 @@ async def function_metrics(request: web.Request) -> web.Response:
 
 async def prometheus(request: web.Request) -> web.Response:
     """`GET /metrics`: Prometheus text format."""
+    node = request.app[SERVICE].settings.name
+    text = request.app[SERVICE].prometheus() + request.app[PLANE].counters.prometheus_text(node)
     return web.Response(
-        text=request.app[SERVICE].prometheus(),
-        headers={"Content-Type": "text/plain; version=0.0.4; charset=utf-8"},
+        text=text, headers={"Content-Type": "text/plain; version=0.0.4; charset=utf-8"}
     )
 
 
@@ -208,6 +292,15 @@ async def invoke(request: web.Request) -> web.Response:
     (data_plane.py): chunked bodies, percent-encoded paths, HTTP/1.0 and the like."""
     service = request.app[SERVICE]
     body = await request.read()
+    for name, value in request.headers.items():
+        if not value.isascii() and not _is_utf8(value):
+            # The module gets header values as UTF-8 environment variables: refuse what
+            # would not be one, before any version is picked (a client error, not its).
+            request.app[PLANE].counters.refuse("bad_header")
+            raise AgentRequestError(
+                f"header {name} is not valid UTF-8: the agent passes header values to the "
+                "module as UTF-8 environment variables"
+            )
     answer = await invocation.answer_call(
         service,
         request.match_info["fn"],
@@ -223,14 +316,24 @@ async def invoke(request: web.Request) -> web.Response:
     return web.Response(body=answer.body, status=answer.status, headers=headers)
 
 
-def create_app(service: AgentService, token: str) -> web.Application:
-    """The aiohttp application of one agent."""
+def _is_utf8(value: str) -> bool:
+    """aiohttp decodes header bytes as UTF-8 with surrogates for what is not."""
+    try:
+        value.encode()
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def create_app(service: AgentService, token: str, plane: DataPlane) -> web.Application:
+    """The aiohttp application of one agent, behind `plane` (its deadlines, its counters)."""
     # One cap for every body: modules are the largest thing the agent accepts.
     app = web.Application(
         middlewares=[_middleware], client_max_size=service.settings.max_module_bytes
     )
     app[SERVICE] = service
     app[TOKEN] = token.encode()
+    app[PLANE] = plane
 
     async def release_held(_app: web.Application) -> None:
         service.stop_holding()

@@ -30,6 +30,16 @@ class AgentSettings:
     token_file: Path | None = None
     memory_mib: int = 1024
     max_module_bytes: int = 8 * MIB
+    # What one client can hold (data_plane.py): deadlines for a request head, for a body to
+    # arrive and for an idle kept-alive connection; the connection cap (None: the open-files
+    # limit minus the agent's own headroom), the share of it kept for control requests and
+    # /healthz, and the bytes of request bodies held at once.
+    head_timeout_s: float = 10.0
+    body_timeout_s: float = 30.0
+    idle_timeout_s: float = 75.0
+    max_connections: int | None = None
+    control_connections: int = 32
+    body_buffer_bytes: int = 128 * MIB
 
     def __post_init__(self) -> None:
         # Freeze the labels too: a frozen dataclass holding a mutable dict is not frozen.
@@ -41,6 +51,27 @@ class AgentSettings:
             raise ConfigError(f"agent: --memory-mib must be positive, got {self.memory_mib}")
         if not 0 <= self.port <= 65535:
             raise ConfigError(f"agent: port must be 0..65535, got {self.port}")
+        for what, seconds in (
+            ("head_timeout_s", self.head_timeout_s),
+            ("body_timeout_s", self.body_timeout_s),
+            ("idle_timeout_s", self.idle_timeout_s),
+        ):
+            if not seconds > 0:
+                raise ConfigError(f"agent: {what} must be positive, got {seconds}")
+        if self.control_connections < 0:
+            raise ConfigError(
+                f"agent: control_connections must not be negative, got {self.control_connections}"
+            )
+        if self.max_connections is not None and self.max_connections <= self.control_connections:
+            raise ConfigError(
+                f"agent: max_connections ({self.max_connections}) must be more than "
+                f"control_connections ({self.control_connections})"
+            )
+        if self.body_buffer_bytes < self.max_module_bytes:
+            raise ConfigError(
+                f"agent: body_buffer_bytes ({self.body_buffer_bytes}) must hold at least one "
+                f"body of max_module_bytes ({self.max_module_bytes})"
+            )
 
 
 def endpoints(base: AgentSettings, count: int, base_port: int) -> list[AgentSettings]:

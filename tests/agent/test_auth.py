@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
+import json
 
 import pytest
 
@@ -52,3 +54,25 @@ async def test_healthz_and_data_plane_are_open(client: Client, wasm: dict[str, b
 async def test_right_token_is_accepted(client: Client) -> None:
     async with client.session.get("/inventory", headers=client.auth) as r:
         assert r.status == 200
+
+
+@pytest.mark.parametrize(
+    "authorization",
+    [b"Bearer \xff\xfe", b"Bearer test-token-0123456789\xff", b"\xc3(Bearer"],
+    ids=["not-utf8", "right-token-then-junk", "junk-scheme"],
+)
+async def test_a_token_that_is_not_utf8_is_refused_with_401(
+    client: Client, authorization: bytes
+) -> None:
+    # Issue 14, finding 9: aiohttp hands such bytes over as surrogates, which the token
+    # comparison could not encode (500 with a traceback).
+    reader, writer = await asyncio.open_connection("127.0.0.1", client.agent.port)
+    writer.write(
+        b"GET /inventory HTTP/1.1\r\nHost: edge\r\nAuthorization: " + authorization + b"\r\n\r\n"
+    )
+    head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 10)
+    assert head.startswith(b"HTTP/1.1 401 "), head
+    length = int(head.lower().split(b"content-length: ")[1].split(b"\r\n")[0])
+    body = json.loads(await reader.readexactly(length))
+    assert "wrong bearer token" in body["error"]
+    writer.close()

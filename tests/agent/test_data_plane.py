@@ -63,7 +63,7 @@ async def exchange(agent: RunningAgent, request: bytes) -> Answer:
 
 def fast_connections(agent: RunningAgent) -> int:
     """Connections the agent's own path holds (not handed to aiohttp)."""
-    return len(agent._plane.connections)
+    return sum(1 for c in agent._plane.connections if c.delegate is None)
 
 
 # --- which requests the fast path takes ------------------------------------------------
@@ -337,3 +337,79 @@ async def test_stopping_finishes_the_call_in_flight_and_closes_idle_connections(
         await connect(agent)
     idle_writer.close()
     busy_writer.close()
+
+
+# --- hostile heads: the same answer as aiohttp's (issue 14, finding 8) ----------------------
+
+
+@pytest.fixture
+async def aiohttp_only(agent: RunningAgent) -> AsyncIterator[int]:
+    """A second port serving the agent's aiohttp application without the fast path."""
+    server = await asyncio.get_running_loop().create_server(agent._runner.server, "127.0.0.1", 0)
+    yield server.sockets[0].getsockname()[1]
+    server.close()
+
+
+async def raw_answer(port: int, request: bytes) -> bytes:
+    """Everything the server writes until it closes (aiohttp closes after a 400)."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(request)
+    try:
+        return await asyncio.wait_for(reader.read(), 10)
+    finally:
+        writer.close()
+
+
+def without_date(answer: bytes) -> bytes:
+    return b"\r\n".join(
+        line for line in answer.split(b"\r\n") if not line.lower().startswith(b"date:")
+    )
+
+
+HOSTILE = {
+    "content-length-of-5000-digits": post("/fn/f").replace(b": 0", b": " + b"1" * 5000),
+    "content-length-of-20-digits": post("/fn/f").replace(b": 0", b": " + b"9" * 20),
+    "query-byte-0xff": post("/fn/f?a=0").replace(b"a=0", b"a=\xff"),
+    "query-in-utf-8": post("/fn/f?a=é"),
+    "bare-lf-everywhere": b"POST /fn/f HTTP/1.1\nHost: edge\nContent-Length: 0\n\n",
+    "bare-lf-ending-the-head": b"POST /fn/f HTTP/1.1\r\nHost: edge\r\nContent-Length: 0\r\n\n",
+    "bare-lf-after-a-header": b"POST /fn/f HTTP/1.1\r\nHost: edge\nContent-Length: 0\r\n\r\n",
+}
+
+
+@pytest.mark.parametrize("request_bytes", HOSTILE.values(), ids=HOSTILE.keys())
+async def test_a_hostile_head_gets_exactly_aiohttp_s_answer(
+    client: Client, agent: RunningAgent, aiohttp_only: int, request_bytes: bytes
+) -> None:
+    await client.deploy("f", "1", handler_wasm())
+    through_agent = await raw_answer(agent.port, request_bytes)
+    through_aiohttp = await raw_answer(aiohttp_only, request_bytes)
+    assert through_agent.startswith(b"HTTP/1.0 400 Bad Request\r\n"), through_agent[:200]
+    assert without_date(through_agent) == without_date(through_aiohttp)
+
+
+@pytest.mark.parametrize(
+    "head",
+    [
+        b"POST /fn/f HTTP/1.1\r\n" + HOST + b"Content-Length: " + b"1" * 5000 + b"\r\n",
+        b"POST /fn/f?a=\xff HTTP/1.1\r\n" + HOST,
+        b"POST /fn/f?a=\xc3\xa9 HTTP/1.1\r\n" + HOST,
+        b"POST /fn/f HTTP/1.1\r\n" + HOST + b"X-Name: \xff\xfe\r\n",  # not UTF-8
+    ],
+)
+def test_heads_aiohttp_must_judge_are_left_to_it(head: bytes) -> None:
+    assert parse_head(head) is None
+
+
+async def test_a_head_trickling_in_is_still_served(
+    client: Client, agent: RunningAgent, wasm: dict[str, bytes]
+) -> None:
+    await client.deploy("f", "1", wasm["echo"])
+    reader, writer = await connect(agent)
+    for byte in post("/fn/f", b"ping"):
+        writer.write(bytes([byte]))
+        await writer.drain()
+    answer = await Answer.read(reader)
+    assert (answer.status, answer.body) == (200, b"helloping")
+    assert fast_connections(agent) == 1
+    writer.close()
