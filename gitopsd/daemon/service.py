@@ -196,6 +196,9 @@ class Daemon:
         self.config = config
         self.reconciler = self._reconciler()
         self.pass_state.generations = ()
+        # A commit refused under the old config (allow_non_fast_forward, verify...) is
+        # judged again under the new one.
+        self.pass_state.bad_commit = None
         self.log.info("config reloaded")
         self.notifier.ready()
         self.request("reload")

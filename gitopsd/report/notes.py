@@ -113,6 +113,10 @@ def merge_notes(old: Mapping[str, Any] | None, new: Mapping[str, Any]) -> dict[s
         functions.update(new.get("functions", {}))
         merged["functions"] = dict(sorted(functions.items()))
         merged["status"] = overall_status(merged["functions"], str(new.get("status", "")))
+        if new.get("problems") and new.get("status") == "failure":
+            # The commit itself was refused this time (not a fast-forward, a bad signature,
+            # invalid manifests): earlier functions' successes do not make that a success.
+            merged["status"] = "failure"
     return merged
 
 

@@ -1,24 +1,28 @@
-"""Git faults: force-push over a deployed commit, remote unreachable, corrupt pack, deleted
-branch. The daemon's own reconcile pass runs in-process (the real `Daemon`, its client and
-engine, without the HTTP servers), so that a test can count passes and read the status the
-daemon reports (sd_notify STATUS lines, `last_error`) while the fault lasts. Expected: the
-last good desired state stays in force (nothing pruned, nothing rolled back), the status
-says what is wrong, and the first pass after the fault heals applies the newest commit.
+"""Git faults: force-push over a deployed commit (refused unless allowed), a tag named like
+the branch, remote unreachable, corrupt pack, deleted branch. The daemon's own reconcile
+pass runs in-process (the real `Daemon`, its client and engine, without the HTTP servers),
+so that a test can count passes and read the status the daemon reports (sd_notify STATUS
+lines, `last_error`) while the fault lasts. Expected: the last good desired state stays in
+force (nothing pruned, nothing rolled back), the status says what is wrong, and the first
+pass after the fault heals applies the newest commit.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import shutil
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from gitopsd.daemon.service import MAX_BACKOFF, Daemon
 from gitopsd.rollout.engine import Engine
+from tests.clirunner import Gitopsd
 from tests.faults.conftest import Figures, scale
 from tests.fleetfixture import Fleet
 from tests.gitrepo import GitRemote, git
@@ -110,10 +114,26 @@ def repo(remote: GitRemote, fleet: Fleet) -> GitRemote:
     return remote
 
 
+def note_of(repo: GitRemote, sha: str) -> dict[str, Any]:
+    body: dict[str, Any] = json.loads(repo.note(sha))
+    return body
+
+
+ALLOW_ENV = "GITOPSD_SOURCE__ALLOW_NON_FAST_FORWARD"
+
+
 @pytest.mark.parametrize("kind", KINDS)
 async def test_force_push_over_a_deployed_commit(
-    kind: str, repo: GitRemote, fleet: Fleet, tmp_path: Path, figures: Figures
+    kind: str,
+    repo: GitRemote,
+    fleet: Fleet,
+    tmp_path: Path,
+    figures: Figures,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
+    """Issue 14 finding 1: a head that does not descend from the last applied commit is
+    refused (failure note, status line, the fleet and the daemon stay on the last good
+    state) until the operator allows it; then the rewritten history is followed."""
     async with running(tmp_path / "d", source_url(repo, kind), fleet) as live:
         base = push(repo, "fn", "1.0.0", BLUE_GREEN)
         await live.one_pass()
@@ -127,16 +147,94 @@ async def test_force_push_over_a_deployed_commit(
         rewritten = repo.commit("3.0.0 on a rewritten history")
         repo.push(force=True)
         await live.one_pass()
-        followed = serves(fleet, "3.0.0") and live.desired_commit == rewritten
-        # and back to the very first commit, already reported on once
+        kept = serves(fleet, "2.0.0") and live.desired_commit == deployed
+        refused_note, refused_status = note_of(repo, rewritten), live.statuses[-1]
+        # and back to the very first commit: a downgrade, refused too
         git("push", "-q", "--force", "origin", f"{base}:refs/heads/main", cwd=repo.work)
         await live.one_pass()
-        back = serves(fleet, "1.0.0") and live.desired_commit == base
+        downgrade_kept = serves(fleet, "2.0.0") and live.desired_commit == deployed
+        downgrade_note = note_of(repo, base)
+        # recovery: allow it (here through the environment) and reload (SIGHUP)
+        git("push", "-q", "--force", "origin", f"{rewritten}:refs/heads/main", cwd=repo.work)
+        monkeypatch.setenv(ALLOW_ENV, "true")
+        live.daemon.reload()
+        await live.one_pass()
+        followed = serves(fleet, "3.0.0") and live.desired_commit == rewritten
+        monkeypatch.delenv(ALLOW_ENV)
+        live.daemon.reload()
+        newest = push(repo, "fn", "4.0.0", BLUE_GREEN)  # a fast-forward of the new history
+        await live.one_pass()
+        forward = serves(fleet, "4.0.0") and live.desired_commit == newest
         figures.update(
-            source=kind, followed_rewrite=followed, back_to_old_commit=back, error=live.last_error
+            source=kind,
+            refused_rewrite=kept,
+            refused_downgrade=downgrade_kept,
+            followed_when_allowed=followed,
+            fast_forward_after=forward,
+            status=refused_status,
+            error=live.last_error,
         )
-        assert followed and back
-        assert live.last_error == ""
+        assert kept and downgrade_kept
+        assert refused_note["status"] == "failure"
+        assert "not a fast-forward" in refused_note["message"]
+        assert deployed[:12] in refused_note["message"]
+        assert downgrade_note["status"] == "failure"
+        assert "not a fast-forward" in downgrade_note["message"]
+        assert f"refused {rewritten[:12]}" in refused_status
+        assert followed and forward
+        assert live.last_error == ""  # the daemon ran on, healthy, throughout
+        assert "refused" not in live.statuses[-1]
+
+
+@pytest.mark.parametrize("kind", KINDS)
+async def test_a_tag_named_like_the_branch_does_not_move_the_daemon(
+    kind: str, repo: GitRemote, fleet: Fleet, tmp_path: Path, figures: Figures
+) -> None:
+    """Issue 14 finding 1: `git tag main <old>` in the manifest repository."""
+    async with running(tmp_path / "d", source_url(repo, kind), fleet) as live:
+        old = push(repo, "fn", "1.0.0", BLUE_GREEN)
+        await live.one_pass()
+        head = push(repo, "fn", "2.0.0", BLUE_GREEN)
+        git("tag", "main", old, cwd=repo.bare)
+        await live.one_pass()
+        figures.update(source=kind, desired=live.desired_commit == head)
+        assert live.desired_commit == head and serves(fleet, "2.0.0")
+        newest = push(repo, "fn", "3.0.0", BLUE_GREEN)
+        await live.one_pass()
+        assert live.desired_commit == newest and serves(fleet, "3.0.0")
+
+
+def test_sync_refuses_a_rewritten_head_with_exit_1(
+    repo: GitRemote, fleet: Fleet, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`gitopsd sync --once`: the same rule, exit 1 (a negative result), a failure note and
+    `gitopsd status` saying why; GITOPSD_SOURCE__ALLOW_NON_FAST_FORWARD=true for one run
+    applies it."""
+    run = Gitopsd(tmp_path / "state", fleet.token_file)
+    url = f"file://{repo.bare}"
+    base = push(repo, "fn", "1.0.0", BLUE_GREEN)
+    assert run("sync", url, "--once").code == 0
+    push(repo, "fn", "2.0.0", BLUE_GREEN)
+    assert run("sync", url, "--once").code == 0 and serves(fleet, "2.0.0")
+    git("reset", "-q", "--hard", base, cwd=repo.work)
+    write_function(repo, "3.0.0")
+    rewritten = repo.commit("rewritten")
+    repo.push(force=True)
+    refused = run("sync", url, "--once")
+    status = run("status", "--output", "json")
+    assert refused.code == 1, refused.err
+    assert "not a fast-forward" not in refused.out  # errors go to stderr
+    assert f"commit {rewritten[:12]} refused" in refused.err
+    assert "allow_non_fast_forward" in refused.err
+    assert serves(fleet, "2.0.0")
+    assert note_of(repo, rewritten)["status"] == "failure"
+    assert "the newest head was not applied" in status.json()["note"]
+    monkeypatch.setenv(ALLOW_ENV, "true")
+    allowed = run("sync", url, "--once")
+    assert allowed.code == 0, allowed.err
+    assert serves(fleet, "3.0.0") and note_of(repo, rewritten)["status"] == "success"
+    monkeypatch.delenv(ALLOW_ENV)
+    assert "not applied" not in run("status", "--output", "json").json()["note"]
 
 
 @pytest.mark.parametrize("kind", KINDS)
