@@ -78,8 +78,8 @@ def random_then_reply(pages: int, rounds: int) -> bytes:
 
 def many_memories(memories: int = 8, touch: bool = False) -> bytes:
     """`memories` memories of one page; every memory but the exported first grows by 16
-    pages at a time while the host allows it (with `touch`, writing a byte in every page so
-    the pages are really used). Writes the number of pages granted, as a little-endian u32."""
+    pages at a time while the host allows it (with `touch`, writing a byte in every 4 KiB so
+    the memory is really used). Writes the number of pages granted, as a little-endian u32."""
     names = [f"$m{k}" for k in range(1, memories)]
     decls = " ".join(f"(memory {n} 1)" for n in names)
     grows = []
@@ -87,9 +87,10 @@ def many_memories(memories: int = 8, touch: bool = False) -> bytes:
         touch_pages = (
             f"""(local.set $p (i32.const 0))
         (loop $t_{n[1:]}
-          (i32.store8 {n} (i32.mul (local.get $p) (i32.const {PAGE})) (i32.const 1))
+          (i32.store8 {n} (i32.mul (local.get $p) (i32.const 4096)) (i32.const 1))
           (local.set $p (i32.add (local.get $p) (i32.const 1)))
-          (br_if $t_{n[1:]} (i32.lt_u (local.get $p) (memory.size {n}))))"""
+          (br_if $t_{n[1:]} (i32.lt_u (local.get $p)
+            (i32.mul (memory.size {n}) (i32.const 16)))))"""
             if touch
             else ""
         )

@@ -1,4 +1,5 @@
-"""Content-addressed module upload: PUT and HEAD /modules/{sha256}."""
+"""Content-addressed module upload: PUT and HEAD /modules/{sha256}; loads within the agent's
+memory budget (--memory-mib)."""
 
 from __future__ import annotations
 
@@ -6,8 +7,12 @@ import hashlib
 from pathlib import Path
 
 import aiohttp
+import pytest
 
 from gitopsd.agent import Runtime, start_agent
+from gitopsd.errors import AgentError
+from gitopsd.fleet.client import AgentClient
+from gitopsd.fleet.tokens import FleetAuth
 from tests.agent.conftest import TOKEN, Client, settings_for
 from tests.wasm_modules import handler_wat
 
@@ -70,3 +75,55 @@ async def test_over_the_size_cap(tmp_path: Path, runtime: Runtime) -> None:
             assert "cap" in (await r.json())["error"]
     finally:
         await agent.close()
+
+
+async def test_a_load_over_the_memory_budget_is_refused_with_the_figures(
+    tmp_path: Path, runtime: Runtime, wasm: dict[str, bytes]
+) -> None:
+    agent = await start_agent(settings_for(tmp_path / "data", memory_mib=100), runtime)
+    try:
+        async with aiohttp.ClientSession(base_url=agent.url) as session:
+            client = Client(agent, session)
+            await client.deploy("f", "1", wasm["ok"], limits={"memoryMiB": 64})
+            generation = (await client.inventory())["generation"]
+            refused = await client.load("g", "1", wasm["ok"], limits={"memoryMiB": 40})
+            assert refused.status == 409
+            async with session.put(
+                "/functions/g/versions/1",
+                json={
+                    "sha256": hashlib.sha256(wasm["ok"]).hexdigest(),
+                    "limits": {"memoryMiB": 40},
+                },
+                headers=AUTH,
+            ) as r:
+                error = (await r.json())["error"]
+            for figure in ("needs 40 MiB", "budget is 100 MiB", "64 MiB used", "104 MiB after"):
+                assert figure in error, error
+            inventory = await client.inventory()
+            assert set(inventory["functions"]) == {"f"}
+            assert inventory["generation"] == generation  # nothing changed
+            assert inventory["memoryUsedMiB"] == 64
+            # Replacing a version frees its own share: 64 -> 90 MiB fits in 100.
+            await client.deploy("f", "1", wasm["ok"], limits={"memoryMiB": 90})
+            assert (await client.inventory())["memoryUsedMiB"] == 90
+    finally:
+        await agent.close()
+
+
+async def test_the_controller_reports_a_load_over_budget_as_that_nodes_failure(
+    tmp_path: Path, runtime: Runtime, wasm: dict[str, bytes]
+) -> None:
+    agent = await start_agent(settings_for(tmp_path / "data", memory_mib=32), runtime)
+    sha = hashlib.sha256(wasm["ok"]).hexdigest()
+    body = {"sha256": sha, "limits": {"memoryMiB": 64, "timeoutMs": 100}}
+    try:
+        async with AgentClient({"edge-1": agent.url}, FleetAuth(TOKEN, mode="shared")) as fleet:
+            await fleet.ensure_module("edge-1", sha, wasm["ok"])
+            with pytest.raises(AgentError) as failure:
+                await fleet.load_version("edge-1", "f", "1", body)
+    finally:
+        await agent.close()
+    assert failure.value.node == "edge-1"
+    assert failure.value.status == 409
+    assert "needs 64 MiB" in failure.value.reason and "budget is 32 MiB" in failure.value.reason
+    assert fleet.request_errors == 0  # an answer, not an unreachable agent: not retried

@@ -10,6 +10,7 @@ import pytest
 
 from gitopsd.agent.runtime import MIB, CallResult, Outcome, Prepared, Runtime
 from gitopsd.errors import ModuleError
+from tests import wasm_bombs
 from tests.wasm_modules import compile_wat, handler_wasm, handler_wat
 
 
@@ -224,3 +225,19 @@ def test_stdout_cap(wasm: dict[str, bytes]) -> None:
         assert "stdout cap" in (over.error or "")
     finally:
         small.close()
+
+
+async def test_a_long_host_call_leaves_the_loop_within_the_inline_budget(
+    runtime: Runtime,
+) -> None:
+    # Four 64 MiB random_get calls, no loop in between: epoch checks cannot stop them, so
+    # before the host stopped at the inline budget they all ran on the event loop.
+    bomb = runtime.compile(wasm_bombs.random_then_reply(1024, 4))
+    task = asyncio.create_task(
+        runtime.run(bomb, "_start", memory_bytes=64 * MIB, timeout_ms=60_000)
+    )
+    await asyncio.sleep(0)  # the call starts inline here, and must give the loop back
+    assert not task.done()  # the loop runs this test again while the call goes on elsewhere
+    result = await task
+    assert result.outcome is Outcome.OK and result.stdout == b"done"
+    assert bomb.pace.pooled  # it is slow, so its next calls start on the pool

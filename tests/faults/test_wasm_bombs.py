@@ -6,6 +6,11 @@ recursion (wasmtime's stack limit), a 17 MiB stdout (the 16 MiB cap), a memory m
 the limit (refused at load), a module over the 8 MiB upload cap (413), a module near the cap
 (a 6 MiB data segment) and one of 20,000 functions (compile time). A `table.grow` bomb, which
 the memory limit does not cover, is in test_found_bugs.py.
+
+Issue 14 (findings 3 and 4): bombs aimed at the WASI host rather than at WebAssembly (one
+fd_write of 700 iovecs naming the whole memory; fd_write calls of millions of iovecs, each
+once a multi-second host call on the event loop) and a module of eight memories under one
+memory limit.
 """
 
 from __future__ import annotations
@@ -20,7 +25,8 @@ import aiohttp
 import pytest
 import wasmtime
 
-from tests.faults.agentproc import AgentProcess, gather_limited
+from tests import wasm_bombs
+from tests.faults.agentproc import TOKEN, AgentProcess, gather_limited
 from tests.faults.conftest import Figures, scale
 from tests.wasm_modules import handler_wasm
 
@@ -165,3 +171,91 @@ async def test_bombs_are_contained_and_the_agent_keeps_serving(
     assert all(s == 200 for s, _, _ in healthy), [h for h in healthy if h[0] != 200][:3]
     # 24 calls in flight at most, each under a 16-64 MiB cap: bounded well below that sum
     assert hwm_growth_mib < 24 * 64
+
+
+def _cpu_ticks(agent: AgentProcess) -> int:
+    """User plus system CPU time of the agent process, in clock ticks."""
+    stat = Path(f"/proc/{agent.proc.pid}/stat").read_text()
+    fields = stat.rsplit(")", 1)[1].split()
+    return int(fields[11]) + int(fields[12])
+
+
+@pytest.mark.timeout(120)
+async def test_one_fd_write_of_700_iovecs_stays_within_the_call_limits(
+    agent: AgentProcess, figures: Figures
+) -> None:
+    # The report's reproduction: 700 iovecs over a 1 MiB memory asked the host for 700 MiB
+    # (1.4 GiB allocated) under {memoryMiB: 1, timeoutMs: 50}.
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=60)) as session:
+        status, text = await agent.load(session, "iovecs", wasm_bombs.iovec_flood(700), 1, 50)
+        assert status == 200, text
+        hwm_before = agent.kib("VmHWM")
+        answers = [await agent.invoke(session, "iovecs") for _ in range(3)]
+        growth_mib = (agent.kib("VmHWM") - hwm_before) / 1024
+    figures.update(
+        statuses=[a[0] for a in answers],
+        max_ms=round(max(a[1] for a in answers)),
+        peak_rss_growth_mib=round(growth_mib),
+    )
+    for status, _ms, body in answers:
+        # A limit error of the module: over the stdout cap (500) or out of time (504).
+        assert status in (500, 504), (status, body)
+        assert "stdout cap" in body["error"] or "timeout" in body["error"], body
+    # At most the 16 MiB stdout cap per call is copied (the old host: 1,400 MiB).
+    assert growth_mib < 128
+    assert agent.alive()
+
+
+@pytest.mark.timeout(120)
+async def test_the_agent_answers_healthz_while_a_host_call_bomb_runs(
+    agent: AgentProcess, figures: Figures
+) -> None:
+    # fd_write calls of two million iovecs each, in a loop: one such call held the old
+    # host, and the event loop with it, for seconds (longer than the call's timeout).
+    bomb = wasm_bombs.iovec_count_loop(pages=256)
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=60)) as session:
+        status, text = await agent.load(session, "iovec-count", bomb, 16, 2000)
+        assert status == 200, text
+        ticks = _cpu_ticks(agent)
+        call = asyncio.create_task(agent.invoke(session, "iovec-count"))
+        # Wait until the agent is busy with the bomb (a tenth of a second of its CPU): it
+        # is another process, so poll its counters.
+        for _ in range(3000):
+            if _cpu_ticks(agent) >= ticks + 10 or call.done():
+                break
+            await asyncio.sleep(0.01)
+        async with session.get(f"{agent.url}/healthz") as r:
+            healthz = r.status
+        bomb_running = not call.done()
+        status, _ms, body = await call
+    figures.update(healthz=healthz, answered_while_the_bomb_ran=bomb_running, bomb=status)
+    assert healthz == 200
+    assert bomb_running, "/healthz was answered only once the bomb had finished"
+    assert status == 504, body
+
+
+@pytest.mark.timeout(120)
+async def test_eight_memories_share_one_memory_limit(agent: AgentProcess, figures: Figures) -> None:
+    # Eight memories that each grow as far as allowed and touch every page: under a 64 MiB
+    # limit they once used 64 MiB each, and metrics saw only the exported one (64 KiB).
+    module = wasm_bombs.many_memories(8, touch=True)
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=60)) as session:
+        status, text = await agent.load(session, "memories", module, 64, 10_000)
+        assert status == 200, text
+        hwm_before = agent.kib("VmHWM")
+        answers = [await agent.invoke(session, "memories") for _ in range(3)]
+        growth_mib = (agent.kib("VmHWM") - hwm_before) / 1024
+        async with session.get(
+            f"{agent.url}/functions/memories/metrics",
+            headers={"Authorization": f"Bearer {TOKEN}"},
+        ) as r:
+            peak = (await r.json())["versions"]["1.0.0"]["memoryPeakBytes"]
+    figures.update(
+        statuses=[a[0] for a in answers],
+        peak_rss_growth_mib=round(growth_mib),
+        memory_peak_mib=round(peak / 2**20, 1),
+    )
+    assert [a[0] for a in answers] == [200, 200, 200]
+    assert growth_mib < 2 * 64  # one call's 64 MiB, and slack (the old host: 7 x 64 MiB)
+    # The real peak: all eight memories, within the limit.
+    assert 7 * 7 * 2**20 < peak <= 64 * 2**20
