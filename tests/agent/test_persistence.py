@@ -8,6 +8,7 @@ from pathlib import Path
 
 import aiohttp
 import pytest
+from structlog.testing import capture_logs
 
 from gitopsd.agent import Runtime, start_agent
 from gitopsd.errors import ConfigError
@@ -145,3 +146,66 @@ async def test_busy_port_is_a_config_error(tmp_path: Path, runtime: Runtime) -> 
         await (await start_agent(settings_for(tmp_path / "b"), runtime)).close()
     finally:
         await agent.close()
+
+
+async def test_tampered_state_entries_are_refused_and_the_rest_restores(
+    tmp_path: Path, runtime: Runtime
+) -> None:
+    """state.json is checked as the requests that wrote it were (issue 14, finding 12)."""
+    settings = settings_for(tmp_path / "data")
+    agent = await start_agent(settings, runtime)
+    async with aiohttp.ClientSession(base_url=agent.url) as session:
+        client = Client(agent, session)
+        for name in ("good", "victim", "split", "sticky"):
+            await client.deploy(name, "1", handler_wasm(f"{name}-reply"))
+        stored = await client.inventory()
+    await agent.close()
+    functions = stored["functions"]
+    # The module file of "victim" replaced behind the agent's back; the runtime of this
+    # process still has the genuine module compiled under that digest.
+    victim_sha = functions["victim"]["versions"]["1"]["sha256"]
+    (settings.data_dir / "modules" / f"{victim_sha}.wasm").write_bytes(handler_wasm("evil"))
+    state_path = settings.data_dir / "state.json"
+    state = json.loads(state_path.read_text())
+    edited = state["functions"]
+    edited["split"]["traffic"] = [{"version": "1", "percent": 100}] * 3  # 300 %
+    edited["sticky"]["stickyHeader"] = "X-User-Id\r\nX-Injected"
+    edited["bad\nname"] = edited["good"]
+    edited["good"]["versions"]["../x"] = edited["good"]["versions"]["1"]
+    edited["good"]["versions"]["UPPER"] = dict(
+        edited["good"]["versions"]["1"], sha256=victim_sha.upper()
+    )
+    state_path.write_text(json.dumps(state))
+
+    with capture_logs() as logs:
+        again = await start_agent(settings, runtime)
+    try:
+        async with aiohttp.ClientSession(base_url=again.url) as session:
+            client = Client(again, session)
+            inventory = await client.inventory()
+            assert set(inventory["functions"]) == {"good"}
+            assert set(inventory["functions"]["good"]["versions"]) == {"1"}
+            assert inventory["generation"] == stored["generation"] + 1
+            assert await client.call("good") == (200, "1", b"good-reply")
+            for refused in ("victim", "split", "sticky"):
+                assert (await client.call(refused))[0] == 404
+    finally:
+        await again.close()
+    refusals = {
+        (entry.get("function"), entry.get("version")): entry["reason"]
+        for entry in logs
+        if entry["event"] == "agent.restore_refused"
+    }
+    assert set(refusals) == {
+        ("victim", "1"),
+        ("split", None),
+        ("sticky", None),
+        ("bad\nname", None),
+        ("good", "../x"),
+        ("good", "UPPER"),
+    }
+    assert "corrupt" in refusals[("victim", "1")]
+    assert "sum to 300" in refusals[("split", None)]
+    assert "sticky header" in refusals[("sticky", None)]
+    # What was refused is gone from state.json too, not only from memory.
+    assert set(json.loads(state_path.read_text())["functions"]) == {"good"}
