@@ -341,7 +341,19 @@ def simulate_rollout(
         elif isinstance(step, Analyze):
             looks += 1
             new, old = fleet.figures(step.nodes)
-            outcome = judge.look(new, old, {}, TRIGGERS, settings, tally.left(settings))
+            # As the executor: the counts since both versions shared a node (the simulated
+            # agents count from then on), the old version's only where it still shares it.
+            sharing = {n: f for n, f in old.items() if fleet.weight[n] < 100}
+            outcome = judge.look(
+                new,
+                old,
+                {},
+                TRIGGERS,
+                settings,
+                new_since=new,
+                old_since=sharing,
+                extension_left=tally.left(settings),
+            )
             if decided is None and outcome.verdict != "inconclusive":
                 sides = [
                     sum(f.requests for f in new.values()),

@@ -23,6 +23,7 @@ from gitopsd.manifest.loader import load_snapshot
 from gitopsd.report.notes import CommitOutcome, FunctionOutcome
 from gitopsd.rollout.engine import Engine, EventSink
 from gitopsd.rollout.hold import hold_reason
+from gitopsd.rollout.judge import JudgeSettings
 from gitopsd.rollout.spec import HealthSpec, RolloutSpec, TargetNode
 from gitopsd.rollout.steps import RolloutState, outcome_from_json, step_from_json
 from gitopsd.source.ancestry import (
@@ -195,6 +196,12 @@ def build_spec(fn: DesiredFunction, desired: DesiredState, live: LiveState) -> R
         sticky_header=spec.sticky_header,
         triggers=tuple((t.metric, float(t.threshold)) for t in spec.auto_rollback.triggers),
         approval=spec.approval,
+        analysis=JudgeSettings(
+            baseline=spec.auto_rollback.analysis.baseline,
+            confidence=spec.auto_rollback.analysis.confidence,
+            minimum_samples=spec.auto_rollback.analysis.minimum_samples,
+            max_extension=spec.auto_rollback.analysis.max_extension,
+        ),
     )
 
 

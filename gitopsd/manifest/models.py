@@ -245,6 +245,37 @@ class RollbackTrigger(_Model):
     )
 
 
+class Analysis(_Model):
+    """How an analysis step judges the new version (docs/strategies.md, "How a version is
+    judged")."""
+
+    baseline: Literal["concurrent", "thresholds"] = Field(
+        "concurrent",
+        description="`concurrent`: compare the new version with the old one serving at the "
+        "same time on the same nodes (where a canary or feature flag splits a node's "
+        "traffic), with sequential tests of latency ranks, latency tail and error rate; the "
+        "triggers stay hard limits. `thresholds`: the triggers alone, on every look.",
+    )
+    confidence: Annotated[float, Field(ge=0.8, le=0.9999)] = Field(
+        0.99,
+        description="How sure the concurrent judge must be before it rolls back: 1 - "
+        "confidence bounds the share of healthy versions rolled back over all looks of a "
+        "rollout.",
+    )
+    minimum_samples: Annotated[int, Field(ge=1, le=10_000_000)] = Field(
+        200,
+        description="Requests needed on each side (new and old) before the comparison, or a "
+        "latency trigger, gives a verdict; fewer make the analysis inconclusive.",
+    )
+    max_extension: Annotated[Duration, Field(ge=0, le=86_400)] = Field(
+        1800.0,
+        description="How much longer, in all, a rollout may wait when an analysis is "
+        "inconclusive (too few requests, or a difference not yet proven); spent in up to ten "
+        "extra looks. Once spent, an inconclusive analysis passes on the hard limits. "
+        "Extensions are taken by the canary strategy.",
+    )
+
+
 class AutoRollback(_Model):
     """Metric gates checked while a rollout runs; any trigger rolls the function back."""
 
@@ -252,6 +283,11 @@ class AutoRollback(_Model):
         (),
         description="Checked at every analysis step of a rollout; a breach fails the "
         "analysis and the strategy rolls back. Empty: no metric gate.",
+    )
+    analysis: Analysis = Field(
+        default_factory=Analysis,
+        description="How the analysis judges the new version: against the old one serving "
+        "beside it (default) or by the triggers alone.",
     )
 
 

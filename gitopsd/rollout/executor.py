@@ -7,13 +7,14 @@ weights, deleting a deleted version), so a step interrupted by a crash is simply
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Mapping
+from contextlib import suppress
 from dataclasses import replace
 from typing import Any
 
 from gitopsd.errors import AgentError
 from gitopsd.fleet.client import AgentClient, gather_nodes
 from gitopsd.log import get_logger
-from gitopsd.rollout import analysis
+from gitopsd.rollout import analysis, judge
 from gitopsd.rollout.spec import RolloutSpec
 from gitopsd.rollout.steps import (
     Analyze,
@@ -30,6 +31,8 @@ from gitopsd.rollout.steps import (
 )
 from gitopsd.store.protocol import Store
 
+SINCE = "since"  # prefix of the SetTraffic figures that snapshot a node's counters
+
 
 class StepExecutor:
     """Carries out fleet steps of one rollout."""
@@ -45,9 +48,20 @@ class StepExecutor:
         # Nodes that could not be reached when the new version was to be deployed: if they are
         # still unreachable at rollback, they never had the new version to roll back.
         self.unreached: set[str] = set()
+        # The concurrent judge's bookkeeping, rebuilt from the journal on a restart: each
+        # version's counters on a node when the new version began sharing its traffic there,
+        # the new version's share per node, and the extension time spent.
+        self.since: dict[str, dict[str, analysis.VersionFigures]] = {}
+        self.new_percent: dict[str, float] = {}
+        self.extensions = judge.ExtensionTally()
 
     def remember(self, step: Step, outcome: StepOutcome) -> None:
         """Learn from every outcome, live or replayed from the journal."""
+        self.extensions.note(step, outcome)
+        if isinstance(step, SetTraffic):
+            for node, snapshot in _snapshots_from(outcome.figures).items():
+                self.since.setdefault(node, snapshot)
+            self.new_percent.update(dict.fromkeys(outcome.ok_nodes, step.new_percent))
         if isinstance(step, Deploy):
             for r in outcome.nodes:
                 if not r.ok and r.detail.startswith("unreachable"):
@@ -136,14 +150,33 @@ class StepExecutor:
         return [(self.spec.version, new_percent), (old, 100.0 - new_percent)]
 
     async def traffic(self, step: SetTraffic) -> StepOutcome:
+        snapshots: dict[str, Mapping[str, Any]] = {}
+
         async def one(node: str) -> str:
             weights = self.weights(node, step.new_percent)
+            if self._shares(node, weights):
+                # The old version's counters before it shares traffic with the new one: the
+                # concurrent judge compares only what both served from now on.
+                # A node whose metrics cannot be read now is left out of the comparison.
+                with suppress(AgentError):
+                    snapshots[node] = await self.client.metrics(node, self.spec.function)
             await self.client.set_traffic(
                 node, self.spec.function, weights, self.spec.sticky_header
             )
             return ", ".join(f"{v}={p:g}%" for v, p in weights)
 
-        return await self._per_node(step.nodes, one)
+        outcome = await self._per_node(step.nodes, one)
+        if not snapshots:
+            return outcome
+        return replace(outcome, figures=_snapshot_figures(snapshots))
+
+    def _shares(self, node: str, weights: list[tuple[str, float]]) -> bool:
+        """Whether the concurrent judge needs a snapshot of `node` before these weights."""
+        return (
+            self.spec.analysis.baseline == "concurrent"
+            and len(weights) == 2
+            and node not in self.since
+        )
 
     # rollback / retire ------------------------------------------------------------------------
 
@@ -228,34 +261,30 @@ class StepExecutor:
         return new, silent, old
 
     async def analyze(self, step: Analyze) -> StepOutcome:
-        """One measurement per node against the triggers, judged with Argo-style limits; the
-        old version's latency on the same nodes is the baseline of latency triggers."""
+        """One look by the function's judge (gitopsd.rollout.judge): today's thresholds on
+        every node's cumulative figures, or the concurrent comparison on what each version
+        served since they shared a node, with the triggers as hard limits."""
         figures, silent, old = await self._figures_and_baseline(step.nodes)
-        measurements = [analysis.Measurement(error=f"{n}: {e}") for n, e in silent.items()]
-        # A silent node is tolerated up to the policy's consecutive-error limit.
-        nodes: list[NodeResult] = [
-            NodeResult(n, True, f"no metrics: {e}") for n, e in silent.items()
-        ]
-        for node, fig in figures.items():
-            breaches = tuple(analysis.evaluate_triggers(fig, self.spec.triggers, old.get(node)))
-            measurements.append(analysis.Measurement(breaches=breaches))
-            nodes.append(NodeResult(node, not breaches, "; ".join(breaches)))
-        merged = analysis.merge(*figures.values()) if figures else None
-        if merged is not None:
-            baseline = analysis.merge(*old.values()) if old else None
-            overall = tuple(analysis.evaluate_triggers(merged, self.spec.triggers, baseline))
-            measurements.append(analysis.Measurement(breaches=overall))
-        verdict, reason = (
-            analysis.AnalysisPolicy().judge(measurements)
-            if measurements
-            else ("pass", "no metrics to judge")
-        )
-        return StepOutcome(
-            ok=verdict != "fail",
-            nodes=tuple(nodes),
-            verdict=verdict,
-            message=reason,
-            figures=analysis.as_dict(merged) if merged else {},
+        settings = self.spec.analysis
+        new_since = {
+            n: judge.since(f, self.since.get(n, {}).get(self.spec.version))
+            for n, f in figures.items()
+        }
+        old_since: dict[str, analysis.VersionFigures] = {}
+        for node, fig in old.items():
+            before = self.since.get(node, {}).get(self._old(node) or "")
+            # Only where the old version still shares the node's traffic with the new one.
+            if before is not None and 0 < self.new_percent.get(node, 100.0) < 100:
+                old_since[node] = judge.since(fig, before)
+        return judge.look(
+            figures,
+            old,
+            silent,
+            self.spec.triggers,
+            settings,
+            new_since=new_since,
+            old_since=old_since,
+            extension_left=self.extensions.left(settings),
         )
 
     async def compare(self, step: Compare) -> StepOutcome:
@@ -277,3 +306,50 @@ class StepExecutor:
 
 def _as_mapping(value: Any) -> Mapping[str, Any]:
     return value if isinstance(value, Mapping) else {}
+
+
+def _snapshot_figures(metrics: Mapping[str, Mapping[str, Any]]) -> dict[str, float]:
+    """Per node and version, the counters of a metrics answer as flat journal figures:
+    `since|NODE|VERSION|requests`, ... `since|NODE|VERSION|le|25`."""
+    out: dict[str, float] = {}
+    for node, versions in metrics.items():
+        for version, raw in versions.items():
+            try:
+                fig = analysis.summarize(_as_mapping(raw))
+            except ValueError:  # unreadable figures: no snapshot, the node is not compared
+                continue
+            key = f"{SINCE}|{node}|{version}|"
+            out[key + "requests"] = float(fig.requests)
+            out[key + "errors"] = float(fig.errors)
+            out[key + "traps"] = float(fig.traps)
+            out[key + "timeouts"] = float(fig.timeouts)
+            out[key + "sum"] = fig.latency_sum_ms
+            out[key + "count"] = float(fig.latency_count)
+            for bound, count in fig.buckets:
+                out[f"{key}le|{bound:g}"] = float(count)
+    return out
+
+
+def _snapshots_from(figures: Mapping[str, float]) -> dict[str, dict[str, analysis.VersionFigures]]:
+    """Inverse of _snapshot_figures."""
+    raw: dict[tuple[str, str], dict[str, float]] = {}
+    for key, value in figures.items():
+        parts = key.split("|")
+        if len(parts) < 4 or parts[0] != SINCE:
+            continue
+        raw.setdefault((parts[1], parts[2]), {})["|".join(parts[3:])] = value
+    out: dict[str, dict[str, analysis.VersionFigures]] = {}
+    for (node, version), f in raw.items():
+        buckets = sorted(
+            (float(k.removeprefix("le|")), int(v)) for k, v in f.items() if k.startswith("le|")
+        )
+        out.setdefault(node, {})[version] = analysis.VersionFigures(
+            requests=int(f.get("requests", 0)),
+            errors=int(f.get("errors", 0)),
+            traps=int(f.get("traps", 0)),
+            timeouts=int(f.get("timeouts", 0)),
+            latency_sum_ms=f.get("sum", 0.0),
+            latency_count=int(f.get("count", 0)),
+            buckets=tuple(buckets),
+        )
+    return out

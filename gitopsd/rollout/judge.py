@@ -308,14 +308,20 @@ def thresholds_look(
 def concurrent_look(
     new: Mapping[str, VersionFigures],
     old: Mapping[str, VersionFigures],
+    old_now: Mapping[str, VersionFigures],
     silent: Mapping[str, str],
     triggers: Sequence[tuple[str, float]],
     settings: JudgeSettings,
     extension_left: float,
 ) -> StepOutcome:
-    """The concurrent-baseline judge (module docstring). `new`/`old` hold each node's counts
-    since the new version got traffic there; `extension_left` is how much more the rollout
-    may wait for evidence (0: this look must decide)."""
+    """The concurrent-baseline judge (module docstring).
+
+    `new` holds each node's counts of the new version since it got traffic there, `old` the
+    old version's counts since then on the nodes where it still shares the traffic, `old_now`
+    the old version's figures on the analysed nodes whatever its share (their recent latency
+    samples veto a latency limit that the old version breaches too, as in `thresholds`);
+    `extension_left` is how much longer the rollout may wait for evidence (0: decide now).
+    """
     if not new:
         if not silent:
             return StepOutcome(ok=True, verdict="pass", message="no metrics to judge")
@@ -334,7 +340,8 @@ def concurrent_look(
         "alpha": settings.alpha,
     }
     sizes = f"{merged.requests} new / {baseline.requests if baseline else 0} old requests"
-    breaches, deferred = hard_limits(merged, triggers, baseline, settings)
+    veto = analysis.merge(*old_now.values()) if old_now else None
+    breaches, deferred = hard_limits(merged, triggers, veto, settings)
     for node, fig in new.items():
         nodes.append(NodeResult(node, True, f"{fig.requests} requests"))
     if breaches:
@@ -414,12 +421,20 @@ def look(
     silent: Mapping[str, str],
     triggers: Sequence[tuple[str, float]],
     settings: JudgeSettings,
+    *,
+    new_since: Mapping[str, VersionFigures],
+    old_since: Mapping[str, VersionFigures],
     extension_left: float = 0.0,
 ) -> StepOutcome:
-    """One analysis look by the judge `settings.baseline` names (see the module docstring)."""
+    """One analysis look by the judge `settings.baseline` names (see the module docstring).
+
+    `new`/`old`: each version's figures per analysed node as the agents report them;
+    `new_since`/`old_since`: the counts since both versions shared a node (old: only where
+    it still shares it), which only the concurrent judge reads.
+    """
     if settings.baseline == "thresholds":
         return thresholds_look(new, old, silent, triggers)
-    return concurrent_look(new, old, silent, triggers, settings, extension_left)
+    return concurrent_look(new_since, old_since, old, silent, triggers, settings, extension_left)
 
 
 class ExtensionTally:

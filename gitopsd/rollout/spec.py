@@ -7,6 +7,7 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from gitopsd.rollout.judge import THRESHOLDS_ONLY, JudgeSettings
 from gitopsd.rollout.steps import NodeTarget, PlanContext
 
 
@@ -53,6 +54,7 @@ class RolloutSpec:
     sticky_header: str | None = "X-User-Id"
     triggers: tuple[tuple[str, float], ...] = ()
     approval: str = "auto"
+    analysis: JudgeSettings = field(default_factory=JudgeSettings)  # autoRollback.analysis
 
     @property
     def strategy_name(self) -> str:
@@ -107,4 +109,6 @@ class RolloutSpec:
             sticky_header=data["sticky_header"],
             triggers=tuple((str(m), float(t)) for m, t in data["triggers"]),
             approval=data.get("approval", "auto"),
+            # A rollout stored before autoRollback.analysis existed keeps the judge it began with.
+            analysis=JudgeSettings(**data["analysis"]) if "analysis" in data else THRESHOLDS_ONLY,
         )
