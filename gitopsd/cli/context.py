@@ -111,5 +111,9 @@ def common_options(func: F) -> F:
 def source_options(func: F) -> F:
     """SOURCE, --ref and --path."""
     func = click.option("--path", "path", help="Synced path inside the repository.")(func)
-    func = click.option("--ref", "ref", help="Branch, tag or commit (default: main).")(func)
+    func = click.option(
+        "--ref",
+        "ref",
+        help="Branch (default: main); a tag or commit only in full: refs/tags/v1, a 40-hex id.",
+    )(func)
     return click.argument("source", required=False)(func)
