@@ -74,7 +74,7 @@ def write_version(remote: GitRemote, version: str) -> None:
 def push_to_deploy(
     root: Path, pushes: int, webhook: bool, log: Callable[[str], None]
 ) -> list[float]:
-    fleet = LocalFleet(root / "agents")
+    fleet = LocalFleet(root / "agents", token_mode="shared")  # as DaemonProcess sends
     try:
         for i in range(2):
             fleet.add(f"edge-{i}", "r0")

@@ -33,6 +33,7 @@ def config(root: Path, remote: GitRemote, token_file: Path) -> Path:
         f'[source]\nurl = "{remote.bare}"\nbranch = "main"\ninterval = "PT1H"\nwatch = false\n'
         "allow_empty = true\n"
         f'[fleet]\ntoken_file = "{token_file}"\n'
+        'token_mode = "shared"\n'  # `agent --count N`: one token for every endpoint
         f'[state]\ndir = "{root / "state"}"\n'
     )
     return path

@@ -24,6 +24,7 @@ from bench.support import (
 )
 from gitopsd.clock import SystemClock
 from gitopsd.fleet.client import AgentClient
+from gitopsd.fleet.tokens import FleetAuth
 from gitopsd.reconcile import Reconciler
 from gitopsd.rollout.engine import Engine, RolloutEvent
 from gitopsd.source.git import SourceSpec
@@ -31,6 +32,7 @@ from gitopsd.store.sqlite import SqliteStore
 
 FUNCTION = "hello"
 CONCURRENCY = 64  # [fleet] concurrency's default, for the engine and the direct calls alike
+SHARED = FleetAuth(TOKEN, "shared")  # `agent --count N` gives every endpoint one token
 
 
 @dataclass(frozen=True)
@@ -80,7 +82,7 @@ class Rollouts:
         self.agents = AgentFleet(root / "agents", count, name="edge")
         self.remote = GitRemote(root / "git")
         self.store = SqliteStore(root / "state")
-        self.reconciler = Reconciler(self.store, root / "state", SystemClock(), TOKEN)
+        self.reconciler = Reconciler(self.store, root / "state", SystemClock(), SHARED)
         self.source = SourceSpec(str(self.remote.bare))
         self.modules: dict[str, bytes] = {}
 
@@ -117,7 +119,7 @@ class Rollouts:
         starts: dict[int, float] = {}
         kinds: dict[int, str] = {}
         steps: list[tuple[str, float]] = []
-        async with RecordingClient(addresses, TOKEN, 10.0, CONCURRENCY) as client:
+        async with RecordingClient(addresses, SHARED, 10.0, CONCURRENCY) as client:
 
             def on_event(event: RolloutEvent) -> None:
                 if event.outcome is None:

@@ -320,6 +320,8 @@ class DaemonProcess:
             f'[source]\nurl = "{remote.bare}"\nbranch = "main"\ninterval = "PT1H"\n'
             f"watch = {str(watch).lower()}\n"
             f'[fleet]\ntoken_file = "{token_file}"\n'
+            # `agent --count N` gives every endpoint one token: shared, not per-node.
+            'token_mode = "shared"\n'
             f'[state]\ndir = "{root / "state"}"\n'
             f'[webhook]\nlisten = "127.0.0.1:{self.webhook_port}"\nsecret_file = "secret"\n'
             f'[metrics]\nlisten = "127.0.0.1:{self.metrics_port}"\n'

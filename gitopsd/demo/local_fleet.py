@@ -37,6 +37,7 @@ class Node:
     data_dir: Path
     agent: RunningAgent | None = None
     port: int = 0
+    address: str | None = None  # where the controller reaches it, when not `url` (a proxy)
 
     @property
     def url(self) -> str:
@@ -69,7 +70,17 @@ class LocalFleet:
     def token(self, name: str) -> str:
         """The token `name`'s agent holds: derived from its name and address (per-node)."""
         node = self.nodes[name]
-        return TOKEN if self.token_mode == "shared" else node_token(TOKEN, name, node.url)
+        if self.token_mode == "shared":
+            return TOKEN
+        return node_token(TOKEN, name, node.address or node.url)
+
+    def readdress(self, name: str, address: str) -> None:
+        """The controller reaches `name` at `address` (a proxy in front of it): restart its
+        agent (same port and data dir) with the token of that address, as an operator
+        installs `gitopsd agent-token NAME --address ADDRESS` on a node behind a proxy."""
+        self.nodes[name].address = address
+        self.stop(name)
+        self.start(name)
 
     def start(self, name: str) -> None:
         """Start (or restart, on the same port: same address, same token) `name`'s agent."""

@@ -185,3 +185,20 @@ def test_a_bad_fleet_setting_is_a_config_error(
     remote.commit_push()
     done = Gitopsd(tmp_path / "state", config=config(tmp_path, remote, line))("diff")
     assert done.code == 2 and where in done.err
+
+
+def test_the_daemon_warns_at_start_in_shared_mode_only(remote: GitRemote, tmp_path: Path) -> None:
+    from structlog.testing import capture_logs
+
+    from gitopsd.daemon.service import Daemon
+
+    remote.write("nodes.yaml", "")
+    remote.commit_push()
+    secret = tmp_path / "fleet-secret"
+    secret.write_text("s3cret\n")
+    for mode, warned in (("shared", True), ("per-node", False)):
+        path = config(tmp_path, remote, f'token_file = "{secret}"\ntoken_mode = "{mode}"\n')
+        with capture_logs() as logs:
+            daemon = Daemon(path, tmp_path / f"state-{mode}")
+        assert daemon.reconciler.client({}).auth.mode == mode
+        assert any(e["event"] == "fleet.shared_token" for e in logs) is warned, logs

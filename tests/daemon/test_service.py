@@ -104,12 +104,10 @@ def delete_by_hand(daemon: DaemonProcess, fleet: Fleet, node: str, function: str
     wait_for(lambda: _active_rollouts(daemon.state / "gitopsd.db") == 0, what="first rollout")
     import urllib.request
 
-    from tests.fleetfixture import TOKEN
-
     req = urllib.request.Request(
         f"{fleet.nodes[node].url}/functions/{function}",
         method="DELETE",
-        headers={"Authorization": f"Bearer {TOKEN}"},
+        headers={"Authorization": f"Bearer {fleet.token(node)}"},  # that node's own token
     )
     urllib.request.urlopen(req).close()
 

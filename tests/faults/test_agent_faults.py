@@ -150,6 +150,7 @@ class Harness:
         nodes = fleet.manifests()
         if not direct:
             nodes = nodes.replace(fleet.nodes["edge-c"].url, self.proxy.url)
+            fleet.readdress("edge-c", self.proxy.url)  # the token of the address Git names
         self.remote.write("nodes.yaml", nodes)
         self.store = SqliteStore(self.root / "state")
         self.reconciler = Reconciler(

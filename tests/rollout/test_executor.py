@@ -50,6 +50,7 @@ def test_rollback_flips_every_node_before_unloading_the_new_version(
     # edge-c flips slowly: with one call chain per node, the others would unload meanwhile
     proxy = FaultProxy(fleet.nodes["edge-c"].url)
     run_on(fleet.loop, proxy.start())
+    fleet.readdress("edge-c", proxy.url)  # its token is the one for the proxy's address
     addresses = {n: fleet.nodes[n].url for n in nodes} | {"edge-c": proxy.url}
     spec = RolloutSpec(
         function="fn",
