@@ -138,9 +138,11 @@ class AgentService:
         what is left of the agent's `--memory-mib` budget."""
         budget = self.settings.memory_mib
         after = self.registry.memory_after_load(function, version, limits.memory_mib)
-        if after <= budget:
-            return
         used = self.registry.memory_used_mib()
+        # A load that takes nothing more (the same version again after a restart with a
+        # smaller budget, a smaller limit) is never refused.
+        if after <= budget or after <= used:
+            return
         raise MemoryBudgetExceeded(
             f"version {version!r} of {function!r} needs {limits.memory_mib} MiB "
             f"(limits.memoryMiB) but the agent's memory budget is {budget} MiB with {used} MiB "
