@@ -176,7 +176,17 @@ class AgentClient:
                         raise error
                     last = error
             except _RETRYABLE as exc:
-                last = AgentError(node, f"unreachable at {base}: {exc.__class__.__name__} {exc}")
+                last = AgentError(
+                    node, f"unreachable at {base}: {exc.__class__.__name__} {excerpt(str(exc))}"
+                )
+            except aiohttp.ClientError as exc:
+                # Not HTTP, or broken HTTP (aiohttp quotes the bytes it got): whatever listens
+                # there is no agent; say so briefly, never with all that it sent.
+                raise AgentError(
+                    node,
+                    f"{method} {path}: not an agent's answer: {exc.__class__.__name__} "
+                    f"{excerpt(str(exc))}",
+                ) from None
             if attempt < self._retries:
                 await asyncio.sleep(0.05 * 2**attempt)
         self.request_errors += 1
@@ -319,7 +329,9 @@ class AgentClient:
             return resp.status, resp.headers.get("ETag"), body
 
     def watch_lost(self, node: str, reason: str) -> None:
-        get_logger(component="fleet").info("inventory watch ended", node=node, reason=reason)
+        get_logger(component="fleet").info(
+            "inventory watch ended", node=node, reason=excerpt(reason)
+        )
         if not self._touched(node) and self.on_change is not None:
             self.on_change(node)
 

@@ -19,6 +19,8 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
+from gitopsd.fleet.tokens import excerpt
+
 
 class LongPollError(Exception):
     """The held request failed or was answered in a form this module does not read."""
@@ -56,7 +58,8 @@ class HeldConnection:
                 return await self._get(etag, seconds, grace)
         except (OSError, TimeoutError, asyncio.IncompleteReadError, ValueError) as exc:
             self.close()
-            raise LongPollError(f"{exc.__class__.__name__} {exc}".strip()) from None
+            # The message may quote what the other end sent: keep a short escaped excerpt.
+            raise LongPollError(f"{exc.__class__.__name__} {excerpt(str(exc))}".strip()) from None
         except LongPollError:
             self.close()
             raise

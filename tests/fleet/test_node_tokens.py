@@ -5,6 +5,7 @@ never along a redirect; and what a non-agent answers is shown only as a short ex
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import hmac
 import subprocess
@@ -189,3 +190,24 @@ async def test_shared_mode_still_reaches_agents_that_hold_the_shared_token(
         async with AgentClient(nodes, TOKEN, retries=0) as per_node:
             refused = await per_node.live_state(nodes)
         assert "refused our token" in refused.errors["edge-s"]
+
+
+async def test_a_listener_that_does_not_speak_http_is_shown_as_an_excerpt() -> None:
+    """aiohttp quotes the bytes of a broken status line in its exception; that text was
+    the node's error, whole, and not even an AgentError."""
+
+    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.read(100)
+        writer.write(b"\x1b[2JNOT HTTP " + b"Z" * 5000 + b"\r\n\r\n")
+        await writer.drain()
+        writer.close()
+
+    server = await asyncio.start_server(serve, "127.0.0.1", 0)
+    url = f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}"
+    async with server, AgentClient({"x": url}, TOKEN, retries=0) as client:
+        live = await client.live_state(["x"])
+        with pytest.raises(AgentError, match="not an agent's answer"):
+            await client.inventory("x")
+    error = live.errors["x"]
+    assert "not an agent's answer" in error
+    assert len(error) < 400 and "\x1b" not in error and "Z" * 201 not in error
