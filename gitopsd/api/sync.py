@@ -30,6 +30,7 @@ from gitopsd.rollout.engine import EventSink
 from gitopsd.source.ancestry import NonFastForward
 from gitopsd.source.git import SourceSpec
 from gitopsd.source.reader import current_commit
+from gitopsd.source.redact import redact
 from gitopsd.source.verify import SignatureRefused
 from gitopsd.store.sqlite import SqliteStore
 
@@ -92,7 +93,8 @@ class GitOpsSynchronizer:
             concurrency=concurrency,
             on_event=on_event,
         )
-        self._log = get_logger(component="api", source=repo_url, branch=branch)
+        # redact: a host that configured structlog itself runs without gitopsd's processors
+        self._log = get_logger(component="api", source=redact(repo_url), branch=branch)
 
     def close(self) -> None:
         self.reconciler.store.close()

@@ -240,3 +240,38 @@ async def test_daemon_log_status_line_and_gitopsd_status_are_redacted(
     assert status_line.startswith("STATUS=error:") and "***@" in status_line
     assert "reconcile failed" in logs
     assert "the daemon cannot reconcile" in status.out + status.err
+
+
+def test_python_api_errors_and_logs_under_a_host_logging_setup(tmp_path: Path) -> None:
+    """GitOpsSynchronizer in a program that configured structlog itself (so gitopsd's
+    redacting processors are not in the chain): what the API logs and returns is redacted
+    already."""
+    import io
+    import threading
+
+    from gitopsd.api.sync import GitOpsSynchronizer
+
+    with socket.socket() as closed:
+        closed.bind(("127.0.0.1", 0))
+        port = closed.getsockname()[1]
+    url = f"https://{USER}:{PASSWORD}@127.0.0.1:{port}/edge.git"
+    host_log = io.StringIO()
+    structlog.configure(
+        processors=[structlog.processors.JSONRenderer()],
+        logger_factory=structlog.PrintLoggerFactory(file=host_log),
+    )
+    try:
+        api = GitOpsSynchronizer(url, state_dir=tmp_path / "state", notes=False)
+        try:
+            result = api.sync()
+            stop = threading.Event()
+            stop.set()
+            api.watch(lambda _: None, stop=stop)  # reads the branch once, logs the failure
+        finally:
+            api.close()
+    finally:
+        structlog.reset_defaults()
+    logged = host_log.getvalue()
+    assert PASSWORD not in logged and PASSWORD not in " ".join(result.errors)
+    assert not result.success and f"{USER}:***@127.0.0.1" in " ".join(result.errors)
+    assert "cannot read the branch" in logged and f"{USER}:***@" in logged
