@@ -30,6 +30,8 @@ from gitopsd.store.sqlite import DB_NAME, SCHEMA
 from gitopsd.store.sqlite_errors import is_damage, sqlite_store_error
 from gitopsd.store.sqlite_integrity import integrity
 
+Rows = dict[str, list[tuple[Any, ...]]]  # table -> (rowid, *columns) of salvaged rows
+
 MAX_ROWID = 2**63 - 1
 MIN_ROWID = -(2**63)
 # Columns holding JSON: a row whose JSON does not parse is damaged, not salvaged.
@@ -132,12 +134,16 @@ def rebuild(state_dir: Path, now: float, retry_key: Callable[[str], str]) -> Reb
     if not path.is_file():
         raise StoreError(f"no state database at {path}: nothing to rebuild")
     old = _open_alone(path)
-    try:
-        problems = integrity(old, path, thorough=True).problems if old else ("not a database",)
-        tables, rows = _salvage(old) if old else ((), {})
-    finally:
-        if old is not None:
-            old.close()  # also merges its write-ahead log into the file, so the copy is whole
+    if isinstance(old, str):  # not even the first page reads: nothing to salvage
+        problems: tuple[str, ...] = (old,)
+        tables: tuple[TableSalvage, ...] = ()
+        rows: Rows = {}
+    else:
+        try:
+            problems = integrity(old, path, thorough=True).problems
+            tables, rows = _salvage(old)
+        finally:
+            old.close()  # also merges its write-ahead log into the file: the copy is whole
     moved = _move_aside(path, now)
     closed = _close_in_flight(tables, rows, now) if tables else ()
     refused = _write_new(path, rows, closed, retry_key)
@@ -152,10 +158,11 @@ def rebuild(state_dir: Path, now: float, retry_key: Callable[[str], str]) -> Reb
     return RebuildReport(moved, path, problems, bool(tables), tables, closed)
 
 
-def _open_alone(path: Path) -> sqlite3.Connection | None:
+def _open_alone(path: Path) -> sqlite3.Connection | str:
     """Open the damaged file and make sure no other process (a daemon, a `gitopsd sync`) has
-    it open: moving it aside under them would lose what they write next. None when the file
-    is too damaged to be opened as a database at all."""
+    it open: moving it aside under them would lose what they write next. SQLite's error
+    instead when the file is too damaged to be opened as a database at all (then no process
+    can be using it either)."""
     try:
         db = sqlite3.connect(path, isolation_level=None, timeout=0.5)
     except sqlite3.Error as exc:
@@ -167,7 +174,7 @@ def _open_alone(path: Path) -> sqlite3.Connection | None:
     except sqlite3.Error as exc:
         db.close()
         if is_damage(exc):
-            return None
+            return str(exc)
         raise StoreError(
             f"{path} is in use by another gitopsd process ({exc}): stop the daemon "
             "(`systemctl stop gitopsd`) and any `gitopsd sync`, then rebuild"
@@ -182,9 +189,6 @@ def _columns(table: str) -> list[str]:
         return [str(r[1]) for r in mem.execute(f"PRAGMA table_info({table})")]
     finally:
         mem.close()
-
-
-Rows = dict[str, list[tuple[Any, ...]]]
 
 
 def _salvage(db: sqlite3.Connection) -> tuple[tuple[TableSalvage, ...], Rows]:

@@ -7,6 +7,7 @@ import sqlite3
 from dataclasses import dataclass
 from pathlib import Path
 
+from gitopsd.rollout.steps import Deploy, NodeResult, StepOutcome, outcome_to_json, step_to_json
 from gitopsd.store.rows import RolloutRow
 from gitopsd.store.sqlite import DB_NAME, SqliteStore
 
@@ -49,8 +50,12 @@ def fill(state_dir: Path, rollouts: int = 300, in_flight: int = 3) -> Filled:
         )
         store.create_rollout(row)
         for seq in range(3):
-            store.begin_step(row.id, seq, {"kind": "deploy", "seq": seq}, row.created_at)
-            store.finish_step(row.id, seq, {"ok": True, "message": "ok"}, row.created_at)
+            step = step_to_json(Deploy(nodes=(f"edge-{seq}",)))
+            outcome = outcome_to_json(
+                StepOutcome(ok=True, nodes=(NodeResult(f"edge-{seq}", True),))
+            )
+            store.begin_step(row.id, seq, step, row.created_at, label=f"deploy to edge-{seq}")
+            store.finish_step(row.id, seq, outcome, row.created_at)
             journal_rows += 1
         if done:
             store.update_rollout(row.id, row.updated_at, state="COMPLETED", step="")
