@@ -20,7 +20,7 @@ from urllib.parse import urlparse
 import pygit2
 
 from gitopsd.errors import SourceError
-from gitopsd.source.redact import redact
+from gitopsd.source.redact import redact, split_userinfo
 
 HEAD_REFSPECS = ("+refs/heads/*:refs/heads/*", "+refs/tags/*:refs/tags/*")
 _SSH_SCHEMES = ("ssh://", "git+ssh://", "ssh+git://")
@@ -137,7 +137,8 @@ def fetch_with_git_cli(
         pygit2.init_repository(str(mirror_path), bare=True)
     remotes = git_cli("remote", cwd=mirror_path).stdout.split()
     verb = "set-url" if "origin" in remotes else "add"
-    git_cli("remote", verb, "origin", url, cwd=mirror_path)
+    # never a password on a command line (ps shows it) or in the mirror's config
+    git_cli("remote", verb, "origin", split_userinfo(url).url, cwd=mirror_path)
     done = git_cli("fetch", "--prune", "origin", *HEAD_REFSPECS, cwd=mirror_path, env=env)
     if done.returncode != 0:
         raise classify_ssh_failure(url, done.stderr, known_hosts)
@@ -147,7 +148,9 @@ def check_ssh_host(url: str, known_hosts: Path, identity_file: Path | None = Non
     """Raise HostKeyError unless the server of `url` shows a key listed in `known_hosts`
     (`git ls-remote` through OpenSSH; other failures, such as a refused login, are
     SourceError)."""
-    done = git_cli("ls-remote", "--heads", url, env=git_ssh_env(known_hosts, identity_file))
+    done = git_cli(
+        "ls-remote", "--heads", split_userinfo(url).url, env=git_ssh_env(known_hosts, identity_file)
+    )
     if done.returncode != 0:
         raise classify_ssh_failure(url, done.stderr, known_hosts)
 

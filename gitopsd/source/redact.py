@@ -45,14 +45,14 @@ class UrlParts:
 
 
 def split_userinfo(url: str) -> UrlParts:
-    """Take the password out of an `http(s)://user:password@host/...` URL.
+    """Take the password out of a `scheme://user:password@host/...` URL (only http(s) can
+    use it; for ssh:// it is dropped, OpenSSH never reads it).
 
-    Other schemes (ssh, file) and URLs without a password come back unchanged. A bare token
-    (`https://token@host`) is a user name to git: it stays in `url`, and `redact` hides it
-    wherever the URL is shown.
+    URLs without a password come back unchanged. A bare token (`https://token@host`) is a
+    user name to git: it stays in `url`, and `redact` hides it wherever the URL is shown.
     """
     match = _USERINFO.match(url)
-    if match is None or not match.group("scheme").lower().startswith(("http://", "https://")):
+    if match is None:
         return UrlParts(url)
     info = match.group("info")
     user, sep, password = info.partition(":")

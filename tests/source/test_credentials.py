@@ -275,3 +275,24 @@ def test_python_api_errors_and_logs_under_a_host_logging_setup(tmp_path: Path) -
     assert PASSWORD not in logged and PASSWORD not in " ".join(result.errors)
     assert not result.success and f"{USER}:***@127.0.0.1" in " ".join(result.errors)
     assert "cannot read the branch" in logged and f"{USER}:***@" in logged
+
+
+def test_git_cli_mirrors_keep_no_password_in_config_or_argv(tmp_path: Path) -> None:
+    """The git CLI path (SSH sources, and what notes push through) gets the URL without its
+    password: in the mirror's config, and on the command line (which `ps` shows)."""
+    from gitopsd.source.hostkeys import fetch_with_git_cli
+
+    with socket.socket() as closed:
+        closed.bind(("127.0.0.1", 0))
+        port = closed.getsockname()[1]
+    for url in (
+        f"ssh://{USER}:{PASSWORD}@127.0.0.1:{port}/edge.git",
+        f"https://{USER}:{PASSWORD}@127.0.0.1:{port}/edge.git",
+    ):
+        mirror = tmp_path / url.split(":", 1)[0]
+        with pytest.raises(SourceError) as failed:
+            fetch_with_git_cli(mirror, url, {"GIT_SSH_COMMAND": "ssh -o BatchMode=yes"})
+        assert PASSWORD not in str(failed.value)
+        assert leaks(mirror, PASSWORD) == []
+        assert f"{USER}@127.0.0.1:{port}" in git("config", "remote.origin.url", cwd=mirror)
+        assert stat.S_IMODE(mirror.stat().st_mode) == 0o700
