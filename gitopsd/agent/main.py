@@ -108,8 +108,6 @@ async def start_agent(settings: AgentSettings, runtime: Runtime | None = None) -
             create_app(service, token, plane),
             access_log=None,
             shutdown_timeout=SHUTDOWN_TIMEOUT_S,
-            # aiohttp's own idle timer, for connections it serves (the plane has one too).
-            keepalive_timeout=settings.idle_timeout_s,
         )
         await runner.setup()
         assert runner.server is not None

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
 import aiohttp
@@ -413,3 +413,208 @@ async def test_a_head_trickling_in_is_still_served(
     assert (answer.status, answer.body) == (200, b"helloping")
     assert fast_connections(agent) == 1
     writer.close()
+
+
+# --- what one client can hold (issue 14, finding 6) ---------------------------------------
+
+QUICK = {"head_timeout_s": 0.2, "body_timeout_s": 0.2, "idle_timeout_s": 0.2}
+
+
+@pytest.fixture
+async def quick(tmp_path: Path, runtime: Runtime) -> AsyncIterator[RunningAgent]:
+    """An agent whose deadlines pass in a fifth of a second."""
+    running = await start_agent(settings_for(tmp_path / "quick", **QUICK), runtime)
+    yield running
+    await running.close()
+
+
+async def read_to_close(reader: asyncio.StreamReader) -> bytes:
+    """What the agent writes until it closes the connection."""
+    return await asyncio.wait_for(reader.read(), 10)
+
+
+def refused(agent: RunningAgent, reason: str) -> int:
+    return agent._plane.counters.refused[reason]
+
+
+@pytest.mark.parametrize("first", [b"", PLAIN_CALL[:20], b"GET /healthz HTTP/1.1\r\nHost: e"])
+async def test_a_head_that_does_not_arrive_in_time_is_closed(
+    quick: RunningAgent, first: bytes
+) -> None:
+    reader, writer = await connect(quick)
+    writer.write(first)
+    answer = await read_to_close(reader)
+    if first:  # part of a head came: the client is told why
+        assert answer.startswith(b"HTTP/1.1 408 Request Timeout\r\n")
+        assert b"request head not complete within 0.2 s" in answer
+    else:
+        assert answer == b""
+    assert refused(quick, "head_timeout") == 1
+    assert not quick._plane.connections
+    writer.close()
+
+
+async def test_a_head_on_a_connection_aiohttp_serves_has_the_same_deadline(
+    tmp_path: Path, runtime: Runtime
+) -> None:
+    settings = settings_for(tmp_path / "d", head_timeout_s=0.2, idle_timeout_s=30)
+    quick = await start_agent(settings, runtime)
+    reader, writer = await connect(quick)
+    writer.write(b"GET /healthz HTTP/1.1\r\nHost: e\r\n\r\n")
+    assert (await Answer.read(reader)).status == 200
+    writer.write(b"GET /healthz HTTP/1.1\r\nHost:")
+    assert b"HTTP/1.1 408 " in await read_to_close(reader)
+    assert refused(quick, "head_timeout") == 1
+    writer.close()
+    await quick.close()
+
+
+@pytest.mark.parametrize("request_bytes", [PLAIN_CALL, b"GET /healthz HTTP/1.1\r\nHost: e\r\n\r\n"])
+async def test_an_idle_kept_alive_connection_is_closed(
+    quick: RunningAgent, wasm: dict[str, bytes], request_bytes: bytes
+) -> None:
+    async with aiohttp.ClientSession(base_url=quick.url) as session:
+        await Client(quick, session).deploy("f", "1", wasm["echo"])
+    reader, writer = await connect(quick)
+    writer.write(request_bytes)
+    assert (await Answer.read(reader)).status == 200
+    assert await read_to_close(reader) == b""
+    assert refused(quick, "idle_timeout") == 1
+    writer.close()
+
+
+async def test_a_held_inventory_request_outlives_the_deadlines(quick: RunningAgent) -> None:
+    # A request in progress (the controller's long poll) has no deadline of the plane's.
+    async with aiohttp.ClientSession(base_url=quick.url) as session:
+        client = Client(quick, session)
+        async with session.get("/inventory", headers=client.auth) as r:
+            etag = r.headers["ETag"]
+        headers = {**client.auth, "If-None-Match": etag}
+        async with session.get("/inventory?wait=0.6", headers=headers) as r:
+            assert r.status == 304
+
+
+@pytest.mark.parametrize("chunked", [False, True], ids=["fast", "aiohttp"])
+async def test_a_body_that_does_not_arrive_in_time_is_refused_with_408(
+    quick: RunningAgent, wasm: dict[str, bytes], chunked: bool
+) -> None:
+    async with aiohttp.ClientSession(base_url=quick.url) as session:
+        await Client(quick, session).deploy("f", "1", wasm["echo"])
+    reader, writer = await connect(quick)
+    if chunked:
+        writer.write(b"POST /fn/f HTTP/1.1\r\nHost: e\r\nTransfer-Encoding: chunked\r\n\r\n4\r\nab")
+    else:
+        writer.write(post("/fn/f", b"ping")[:-2])
+    answer = await read_to_close(reader)
+    assert b" 408 " in answer.split(b"\r\n")[0]
+    assert b"request body not complete within 0.2 s" in answer
+    assert refused(quick, "body_timeout") == 1
+    assert quick._plane.body_held == 0
+    writer.close()
+
+
+async def test_bodies_held_at_once_are_bounded(
+    tmp_path: Path, runtime: Runtime, wasm: dict[str, bytes]
+) -> None:
+    size = 64 * 1024
+    agent = await start_agent(
+        settings_for(tmp_path / "d", max_module_bytes=size, body_buffer_bytes=2 * size), runtime
+    )
+    try:
+        async with aiohttp.ClientSession(base_url=agent.url) as session:
+            await Client(agent, session).deploy("f", "1", wasm["echo"])
+        stalled = []
+        for _ in range(2):  # two bodies fill the budget, stalled halfway
+            reader, writer = await connect(agent)
+            writer.write(post("/fn/f", b"x" * size)[: -size // 2])
+            stalled.append((reader, writer))
+        await wait_for_held(agent, 2 * size)
+        for path in ("/fn/f", "/fn/%66"):  # on either path, before any of the body is read
+            reader, writer = await connect(agent)
+            writer.write(post(path, b"x")[:-1])
+            answer = await Answer.read(reader)
+            assert (answer.status, answer.headers["connection"]) == (503, "close")
+            assert f"holds {2 * size} bytes of request bodies" in json.loads(answer.body)["error"]
+            writer.close()
+        assert refused(agent, "body_budget") == 2
+        for _, writer in stalled:  # once they go, the budget is free again
+            writer.close()
+        await wait_for_held(agent, 0)
+        assert (await exchange(agent, post("/fn/f", b"ok"))).status == 200
+    finally:
+        await agent.close()
+
+
+async def settled(condition: Callable[[], bool]) -> None:
+    """Wait (10 s at most) until the agent's event loop has made `condition` true."""
+    for _ in range(1000):
+        if condition():
+            return
+        await asyncio.sleep(0.01)
+    raise AssertionError("the agent never got there")
+
+
+async def wait_for_held(agent: RunningAgent, size: int) -> None:
+    await settled(lambda: agent._plane.body_held == size)
+
+
+async def test_at_the_cap_the_oldest_connection_without_a_request_makes_room(
+    tmp_path: Path, runtime: Runtime
+) -> None:
+    agent = await start_agent(
+        settings_for(tmp_path / "d", max_connections=4, control_connections=1), runtime
+    )
+    try:
+        stalled = []
+        for _ in range(4):
+            reader, writer = await connect(agent)
+            writer.write(b"POST /fn/f HTTP/1.1\r\n")
+            stalled.append((reader, writer))
+        await settled(lambda: len(agent._plane.connections) == 4)
+        health = await exchange(agent, b"GET /healthz HTTP/1.1\r\nHost: e\r\n\r\n")
+        assert health.status == 200
+        assert await read_to_close(stalled[0][0]) == b""  # the oldest went
+        assert refused(agent, "evicted") == 1
+        assert len(agent._plane.connections) <= 4
+        for _, writer in stalled:
+            writer.close()
+    finally:
+        await agent.close()
+
+
+async def test_beyond_the_data_share_calls_get_503_and_control_requests_are_served(
+    tmp_path: Path, runtime: Runtime, wasm: dict[str, bytes]
+) -> None:
+    agent = await start_agent(
+        settings_for(tmp_path / "d", max_connections=8, control_connections=4), runtime
+    )
+    try:
+        async with aiohttp.ClientSession(base_url=agent.url) as session:
+            await Client(agent, session).deploy("f", "1", wasm["ok"])
+        busy = []
+        for _ in range(4):  # the data plane's share, each with a call in progress
+            reader, writer = await connect(agent)
+            writer.write(post("/fn/f", b"x")[:-1])
+            busy.append((reader, writer))
+        await settled(lambda: len(agent._plane.connections) == 4)
+        chunked = b"POST /fn/f HTTP/1.1\r\nHost: e\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n"
+        for call in (PLAIN_CALL, chunked):
+            reader, writer = await connect(agent)
+            writer.write(call)
+            answer = await read_to_close(reader)
+            assert b" 503 " in answer.split(b"\r\n")[0]
+            assert b"near its connection cap (8)" in answer
+            writer.close()
+        inventory = await exchange(
+            agent,
+            b"GET /inventory HTTP/1.1\r\nHost: e\r\n"
+            + f"Authorization: Bearer {agent.token}\r\n\r\n".encode(),
+        )
+        assert inventory.status == 200
+        assert refused(agent, "connection_limit") == 2
+        for reader, writer in busy:  # the calls of the share are served as ever
+            writer.write(b"x")
+            assert (await Answer.read(reader)).status == 200
+            writer.close()
+    finally:
+        await agent.close()

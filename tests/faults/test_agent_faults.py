@@ -13,7 +13,10 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+import hashlib
+import json
 import os
+import resource
 import subprocess
 import sys
 import time
@@ -22,8 +25,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import pytest
 
+from gitopsd.agent import Runtime, start_agent
+from gitopsd.agent.settings import AgentSettings
 from gitopsd.clock import FakeClock
 from gitopsd.errors import GitopsdError
 from gitopsd.fleet.client import AgentClient
@@ -36,6 +42,7 @@ from tests.faults.faultproxy import FaultProxy, Rule, run_on
 from tests.fleetfixture import TOKEN, Fleet, running_fleet
 from tests.gitrepo import GitRemote
 from tests.rollout.livesupport import push
+from tests.wasm_modules import handler_wasm
 
 TIMEOUT = 0.5  # the controller's per-request agent timeout ([fleet] timeout) in these tests
 RETRIES = 2  # AgentClient's default: 3 attempts per call
@@ -372,3 +379,129 @@ def huge_body_figures(tmp_path: Path) -> dict[str, Any]:
         "seconds": round(seconds, 2),
         "node_refused": '"edge-c"' in output and ("unreachable" in output or "unknown" in output),
     }
+
+
+# --- hostile clients of one agent's HTTP surface (issue 14, findings 5 and 6) ---------------
+
+
+def _agent_process(root: Path, open_files: int) -> tuple[subprocess.Popen[str], str]:
+    """A real `python -m gitopsd.agent` limited to `open_files` descriptors; its URL."""
+
+    def limit() -> None:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (open_files, open_files))
+
+    root.mkdir(parents=True, exist_ok=True)
+    (root / "token").write_text(TOKEN + "\n")
+    proc = subprocess.Popen(
+        [
+            *(sys.executable, "-m", "gitopsd.agent", "--listen", "127.0.0.1:0"),
+            *("--name", "edge-x", "--region", "r1", "--data-dir", str(root / "data")),
+            *("--token-file", str(root / "token")),
+        ],
+        stderr=subprocess.PIPE,
+        text=True,
+        preexec_fn=limit,
+    )
+    assert proc.stderr is not None
+    for line in proc.stderr:
+        if '"agent.listening"' in line:
+            return proc, json.loads(line)["url"]
+    proc.wait(10)
+    raise AssertionError("the agent never reported listening")
+
+
+def test_stalled_clients_leave_health_and_inventory_reachable(
+    tmp_path: Path, figures: Figures
+) -> None:
+    # Finding 6: with 256 descriptors, 300 clients that never finish their request head
+    # made /healthz and /inventory fail until they left (the agent ran out of descriptors).
+    proc, url = _agent_process(tmp_path / "agent", open_files=256)
+    port = int(url.rsplit(":", 1)[1])
+
+    async def attack() -> tuple[int, int, int]:
+        stalled: list[asyncio.StreamWriter] = []
+        try:
+            for _ in range(300):
+                _, writer = await asyncio.wait_for(asyncio.open_connection("127.0.0.1", port), 10)
+                writer.write(b"POST /fn/f HTTP/1.1\r\nHost: edge\r\n")  # and nothing more
+                await writer.drain()
+                stalled.append(writer)
+            auth = {"Authorization": f"Bearer {TOKEN}"}
+            timeout = aiohttp.ClientTimeout(total=10)
+            async with aiohttp.ClientSession(base_url=url, timeout=timeout) as session:
+                async with session.get("/healthz") as health:
+                    health_status = health.status
+                async with session.get("/inventory", headers=auth) as inventory:
+                    inventory_status = inventory.status
+                async with session.get("/metrics", headers=auth) as metrics:
+                    text = await metrics.text()
+            evicted = next(
+                int(float(line.rsplit(" ", 1)[1]))
+                for line in text.splitlines()
+                if line.startswith("gitopsd_agent_refused_total") and 'reason="evicted"' in line
+            )
+            return health_status, inventory_status, evicted
+        finally:
+            for writer in stalled:
+                writer.close()
+
+    try:
+        health, inventory, evicted = asyncio.run(attack())
+    finally:
+        proc.terminate()
+        proc.wait(20)
+    figures["stalled_clients"] = 300
+    figures["evicted"] = evicted
+    assert (health, inventory) == (200, 200)
+    assert evicted > 0  # the stalled heads made room, instead of the descriptors running out
+
+
+def test_a_header_an_outsider_sends_never_fails_a_version(tmp_path: Path) -> None:
+    # Finding 5: a header byte >= 0x80 made the agent's own code fail while building the
+    # module's environment: a 500 counted against the version, which could roll back a canary.
+    async def scenario() -> tuple[list[int], dict[str, Any], str]:
+        runtime = Runtime(workers=2)
+        settings = AgentSettings(
+            name="edge-x", region="r1", port=0, data_dir=tmp_path / "data", token=TOKEN
+        )
+        agent = await start_agent(settings, runtime)
+        auth = {"Authorization": f"Bearer {TOKEN}"}
+        try:
+            wasm = handler_wasm(behaviour="env")
+            sha = hashlib.sha256(wasm).hexdigest()
+            async with aiohttp.ClientSession(base_url=agent.url) as session:
+                async with session.put(f"/modules/{sha}", data=wasm, headers=auth) as r:
+                    assert r.status == 201
+                async with session.put(
+                    "/functions/f/versions/2.0.0", json={"sha256": sha}, headers=auth
+                ) as r:
+                    assert r.status == 200
+                statuses = []
+                for extra in (b"", b"Transfer-Encoding: chunked\r\n"):  # either path
+                    reader, writer = await asyncio.open_connection("127.0.0.1", agent.port)
+                    body = b"0\r\n\r\n" if extra else b""
+                    length = b"" if extra else b"Content-Length: 0\r\n"
+                    writer.write(
+                        b"POST /fn/f HTTP/1.1\r\nHost: edge\r\nX-User-Id: \xff\xfe\r\n"
+                        + extra
+                        + length
+                        + b"\r\n"
+                        + body
+                    )
+                    line = await asyncio.wait_for(reader.readline(), 10)
+                    statuses.append(int(line.split()[1]))
+                    writer.close()
+                async with session.get("/functions/f/metrics", headers=auth) as r:
+                    metrics = (await r.json())["versions"]["2.0.0"]
+                async with session.get("/metrics", headers=auth) as r:
+                    text = await r.text()
+            return statuses, metrics, text
+        finally:
+            await agent.close()
+            runtime.close()
+
+    statuses, metrics, text = asyncio.run(scenario())
+    assert statuses == [400, 400]  # the client's fault, said so
+    assert (metrics["requests"], metrics["errors"]) == (0, 0)  # never the version's
+    assert 'gitopsd_agent_refused_total{node="edge-x",reason="bad_header"} 2' in text
+    assert 'gitopsd_agent_internal_errors_total{node="edge-x"} 0' in text
