@@ -97,7 +97,8 @@ class Store(Protocol):
         self, rollout_id: str, seq: int, outcome: Mapping[str, Any], now: float
     ) -> None:
         """Record the outcome of a begun step (`finished_at = now`); once this returns, a
-        restarted daemon replays the step instead of running it again."""
+        restarted daemon replays the step instead of running it again. A step that was never
+        begun is not created by this: nothing changes."""
         ...
 
     # controls -------------------------------------------------------------------------------

@@ -293,12 +293,14 @@ def _count(db: sqlite3.Connection, table: str) -> int | None:
 
 
 def _json_ok(table: str, columns: Sequence[str], row: tuple[Any, ...]) -> bool:
+    """Every JSON column holds a JSON object (a journal outcome may also be NULL)."""
     for name in JSON_COLUMNS.get(table, ()):
         value = row[1 + columns.index(name)]
         if value is None and name == "outcome":
             continue
         try:
-            json.loads(value)
+            if not isinstance(json.loads(value), dict):
+                return False
         except (TypeError, ValueError):
             return False
     return True

@@ -155,6 +155,12 @@ class StoreContract:
         row = store.rollout("r1")
         assert row is not None and (row.step, row.updated_at) == ("first", 120.0)
 
+    def test_finishing_a_step_never_begun_changes_nothing(self, store: Store) -> None:
+        store.create_rollout(rollout("r1"))
+        store.finish_step("r1", 0, {"ok": True}, 120.0)
+        assert store.journal("r1") == []
+        assert store.rollout("r1") == rollout("r1")
+
     def test_the_journal_survives_a_new_handle(self, open_store: OpenStore) -> None:
         """What a killed daemon wrote is what the restarted one replays."""
         first = open_store()

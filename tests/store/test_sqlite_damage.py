@@ -164,3 +164,19 @@ def test_rebuild_without_a_file_is_an_error_and_creates_nothing(tmp_path: Path) 
     with pytest.raises(StoreError, match="nothing to rebuild"):
         rebuild(tmp_path, NOW, retry_key)
     assert list(tmp_path.iterdir()) == []
+
+
+def test_rebuild_drops_rows_whose_json_does_not_parse_and_counts_them(filled: Filled) -> None:
+    with sqlite3.connect(filled.db) as conn:  # damage that SQLite's own check cannot see
+        conn.execute("UPDATE rollouts SET context = '{\"nodes\": [' WHERE rowid = 1")
+        conn.execute("UPDATE journal SET outcome = '42' WHERE rowid = 2")
+    conn.close()
+    corrupt_page(filled.db, "rollouts")
+    report = rebuild(filled.db.parent, NOW, retry_key)
+    tables = {t.table: t for t in report.tables}
+    assert tables["rollouts"].damaged == 1
+    assert tables["journal"].damaged == 1
+    assert "1 damaged row(s) dropped" in tables["rollouts"].describe()
+    store = SqliteStore(filled.db.parent)
+    assert all(isinstance(r.context, dict) for r in store.rollouts(limit=10_000))
+    store.close()
