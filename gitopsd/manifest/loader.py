@@ -16,6 +16,7 @@ from pydantic import ValidationError
 
 from gitopsd.errors import InvalidManifests, ManifestProblem
 from gitopsd.manifest.desired import DesiredFunction, DesiredNode, DesiredState
+from gitopsd.manifest.lines import line_of_byte
 from gitopsd.manifest.models import (
     API_VERSION,
     KINDS,
@@ -144,7 +145,7 @@ class _Load:
             text = entry.data.decode("utf-8").removeprefix("\ufeff")
         except UnicodeDecodeError as exc:
             self.incomplete = True
-            line = entry.data.count(b"\n", 0, exc.start) + 1
+            line = line_of_byte(entry.data, exc.start)
             self.problem(path, line, f"invalid UTF-8 at byte {exc.start}: manifests must be UTF-8")
             return True
         for item in parse_documents(text):

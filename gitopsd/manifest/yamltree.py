@@ -6,7 +6,8 @@ We compose with PyYAML's SafeLoader and build the Python values ourselves instea
 - keep each key's line, to point a pydantic error `loc` at the line to fix;
 - refuse duplicate keys, which `safe_load` silently overwrites;
 - bound what anchors and aliases may expand to (a few hundred bytes of aliases can stand for
-  a billion nodes), and how deep documents nest (the composer recurses).
+  a billion nodes), and how deep documents nest (the composer recurses);
+- number lines as an editor does (`lines.py`), not as PyYAML does.
 """
 
 from __future__ import annotations
@@ -17,6 +18,8 @@ from typing import Any
 
 import yaml
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
+
+from gitopsd.manifest.lines import LineIndex
 
 MAX_DEPTH = 64
 MAX_ALIASES = 100  # alias uses per document
@@ -88,8 +91,13 @@ class _Loader(yaml.SafeLoader):
 
     def __init__(self, text: str) -> None:
         super().__init__(text)
+        self.lines = LineIndex(text)
         self._aliases = 0
         self._depth = 0
+
+    def editor_line(self, mark: yaml.Mark | None) -> int:
+        """The editor line of a PyYAML mark (its `.line` counts NEL, U+2028 and U+2029)."""
+        return self.lines.line(mark.index) if mark is not None else 1
 
     def compose_document(self) -> Node | None:
         self._aliases = 0
@@ -101,13 +109,16 @@ class _Loader(yaml.SafeLoader):
             if self._aliases > MAX_ALIASES:
                 mark = self.peek_event().start_mark  # type: ignore[no-untyped-call]
                 raise _Refused(
-                    mark.line + 1, f"more than {MAX_ALIASES} YAML aliases in one document: refused"
+                    self.editor_line(mark),
+                    f"more than {MAX_ALIASES} YAML aliases in one document: refused",
                 )
         self._depth += 1
         try:
             if self._depth > MAX_DEPTH:
                 mark = self.peek_event().start_mark  # type: ignore[no-untyped-call]
-                raise _Refused(mark.line + 1, f"YAML nested deeper than {MAX_DEPTH} levels")
+                raise _Refused(
+                    self.editor_line(mark), f"YAML nested deeper than {MAX_DEPTH} levels"
+                )
             return super().compose_node(parent, index)
         finally:
             self._depth -= 1
@@ -122,7 +133,7 @@ def parse_documents(text: str) -> Iterator[Document | Defect]:
         # The reader checks every character up front: a control character fails right here.
         loader = _Loader(text)
     except yaml.reader.ReaderError as exc:
-        yield _reader_defect(text, exc)
+        yield _reader_defect(LineIndex(text), exc)
         return
     try:
         while True:
@@ -134,10 +145,10 @@ def parse_documents(text: str) -> Iterator[Document | Defect]:
                 yield exc.defect
                 return
             except yaml.MarkedYAMLError as exc:
-                yield _syntax_defect(exc)
+                yield _syntax_defect(loader, exc)
                 return
             except yaml.reader.ReaderError as exc:  # pragma: no cover - caught up front
-                yield _reader_defect(text, exc)
+                yield _reader_defect(loader.lines, exc)
                 return
             except yaml.YAMLError as exc:  # pragma: no cover - every PyYAML error is one of above
                 yield Defect(1, f"invalid YAML: {exc}")
@@ -149,21 +160,24 @@ def parse_documents(text: str) -> Iterator[Document | Defect]:
         loader.dispose()
 
 
-def _reader_defect(text: str, exc: yaml.reader.ReaderError) -> Defect:
-    line = text.count("\n", 0, exc.position) + 1
+def _reader_defect(lines: LineIndex, exc: yaml.reader.ReaderError) -> Defect:
+    line = lines.line(exc.position)
     char = exc.character if isinstance(exc.character, int) else ord(exc.character)
     return Defect(line, f"invalid character U+{char:04X} in YAML: {exc.reason}")
 
 
-def _syntax_defect(exc: yaml.MarkedYAMLError) -> Defect:
-    mark = exc.problem_mark or exc.context_mark
-    line = mark.line + 1 if mark is not None else 1
+def _syntax_defect(loader: _Loader, exc: yaml.MarkedYAMLError) -> Defect:
+    line = loader.editor_line(exc.problem_mark or exc.context_mark)
     message = exc.problem or "malformed document"
     if exc.context:
         message += f" ({exc.context}"
-        if exc.context_mark is not None and exc.context_mark.line + 1 != line:
-            message += f" at line {exc.context_mark.line + 1}"
+        if exc.context_mark is not None and loader.editor_line(exc.context_mark) != line:
+            message += f" at line {loader.editor_line(exc.context_mark)}"
         message += ")"
+    hidden = loader.lines.yaml11_breaks(line)
+    if hidden:
+        # Where the editor shows one line, YAML 1.1 sees several: say why the error is odd.
+        message += f"; this line holds {', '.join(hidden)}, which YAML 1.1 reads as a line break"
     return Defect(line, f"invalid YAML: {message}")
 
 
@@ -185,6 +199,9 @@ class _Builder:
         self._expanded = 0
         self.defects: list[Defect] = []
 
+    def _line(self, node: Node) -> int:
+        return self._loader.editor_line(node.start_mark)
+
     def build(
         self, node: Node, depth: int, where: int | None = None, aliased: bool = False
     ) -> tuple[Any, Located]:
@@ -193,7 +210,7 @@ class _Builder:
         Inside an alias expansion, nodes carry the marks of their anchor; `where` keeps the line
         of the original text that led here (the alias use), which is what a problem should name.
         """
-        line = node.start_mark.line + 1
+        line = self._line(node)
         aliased = aliased or id(node) in self._seen
         if not aliased or where is None:
             where = line
@@ -219,7 +236,7 @@ class _Builder:
         raise _Refused(line, "unsupported YAML node")  # pragma: no cover - no other node kinds
 
     def _scalar(self, node: ScalarNode) -> Any:
-        line = node.start_mark.line + 1
+        line = self._line(node)
         if node.tag not in _SCALAR_TAGS:
             raise _Refused(line, f"unsupported YAML tag {_tag(node.tag)}")
         construct: Callable[[yaml.SafeLoader, ScalarNode], Any]
@@ -232,7 +249,7 @@ class _Builder:
 
     def _check_tag(self, node: Node, expected: str) -> None:
         if node.tag != expected:
-            raise _Refused(node.start_mark.line + 1, f"unsupported YAML tag {_tag(node.tag)}")
+            raise _Refused(self._line(node), f"unsupported YAML tag {_tag(node.tag)}")
 
     def _mapping(
         self, node: MappingNode, depth: int, where: int, aliased: bool
@@ -241,7 +258,7 @@ class _Builder:
         placed: dict[Any, Located] = {}
         merges: list[tuple[int, Node]] = []
         for key_node, value_node in node.value:
-            key_line = key_node.start_mark.line + 1
+            key_line = self._line(key_node)
             if key_node.tag == _MERGE_TAG:
                 merges.append((key_line, value_node))
                 continue
@@ -264,9 +281,7 @@ class _Builder:
             sources = merge.value if isinstance(merge, SequenceNode) else [merge]
             for source in sources:
                 if not isinstance(source, MappingNode):
-                    raise _Refused(
-                        source.start_mark.line + 1, "a merge key '<<' takes a mapping or a list"
-                    )
+                    raise _Refused(self._line(source), "a merge key '<<' takes a mapping or a list")
                 merged, located = self.build(
                     source, depth + 1, where if aliased else merge_line, aliased
                 )
@@ -275,7 +290,7 @@ class _Builder:
                     if key not in placed:
                         values[key] = value
                         placed[key] = located.keys[key]
-        return values, Located(node.start_mark.line + 1, keys=placed)
+        return values, Located(self._line(node), keys=placed)
 
 
 def _tag(tag: str) -> str:

@@ -713,8 +713,25 @@ def digests() -> list[Case]:
     return cases
 
 
+def line_separators() -> list[Case]:
+    """U+0085, U+2028 and U+2029 inside quoted values: PyYAML counts each as a line break, an
+    editor does not, so the unknown field on the last line was reported past the end of the
+    file (issue 14, finding 13; `_line_count` in test_bad_manifests.py is the editor's count)."""
+    cases = []
+    for name, char in {"nel": "\u0085", "ls": "\u2028", "ps": "\u2029"}.items():
+        for style, quote in {"double": '"', "single": "'"}.items():
+            text = fn_doc(
+                "bad", f"healthCheck: {{expect: {quote}O{char}{char}K{quote}}}", "colour: blue"
+            )
+            cases.append(
+                _case("schema", f"last-line-after-{name}-{style}-quoted", text, expect="colour")
+            )
+    return cases
+
+
 def all_cases() -> list[Case]:
     return [
+        *line_separators(),
         *malformed(),
         *alias_bombs(),
         *duplicate_keys(),

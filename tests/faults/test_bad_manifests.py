@@ -19,7 +19,7 @@ from typing import Any
 
 import pytest
 import yaml
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from gitopsd.errors import InvalidManifests
@@ -45,7 +45,10 @@ def snapshot_of(case: Case, base: dict[str, bytes] = BASE) -> Snapshot:
 
 
 def _line_count(snapshot: Snapshot, path: str) -> int:
-    return snapshot.files[path].data.count(b"\n") + 1
+    """The lines an editor shows: bytes.splitlines() splits on \\n, \\r\\n and \\r only, not
+    on U+0085, U+2028 or U+2029 (which PyYAML counts), and makes no line of the end of a file
+    that ends with a newline."""
+    return max(1, len(snapshot.files[path].data.splitlines()))
 
 
 def judge(case: Case) -> tuple[str, float, str]:
@@ -210,6 +213,9 @@ _NASTY = st.one_of(
             "x" * 300,
             "\x00",
             "\u202e",
+            "a\u0085b",  # PyYAML's line breaks that editors do not show (finding 13)
+            "\u2028",
+            "x\u2029",
             "http://127.0.0.1:9101",
             "X-User-Id",
         ]
@@ -295,6 +301,16 @@ def _mutated_commit(draw: st.DrawFn) -> dict[str, bytes]:
     return {path: text}
 
 
+def _nel_example() -> dict[str, bytes]:
+    """The shape `make faults` found (issue 14, finding 13): PyYAML writes U+0085 raw inside a
+    quoted value, reads it back as a line break, and put the last problem past the file's end."""
+    docs = [_valid_doc(name) for name in ("a", "b", "good")]
+    docs[0]["metadata"]["labels"]["team"] = "x\u0085y"
+    docs[2]["spec"]["version"] = "not a version"  # the last line of the file
+    text = yaml.safe_dump_all(docs, allow_unicode=True).encode("utf-8", "surrogatepass")
+    return {"fuzz.yaml": text}
+
+
 @pytest.mark.timeout(scale(120, 1800))
 def test_loader_fuzz_never_crashes(figures: Figures) -> None:
     counts: Counter[str] = Counter()
@@ -307,6 +323,7 @@ def test_loader_fuzz_never_crashes(figures: Figures) -> None:
         suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
     )
     @given(_mutated_commit())
+    @example(_nel_example())
     def one(files: dict[str, bytes]) -> None:
         case = Case("fuzz", "x", files, blame=next(iter(files)))
         snap = snapshot_of(case)

@@ -205,7 +205,7 @@ def test_dependency_cycles_are_reported_once_each() -> None:
 def test_unknown_dependencies_are_not_guessed_at_when_a_file_is_unreadable() -> None:
     snap = snapshot({"a.yaml": function("a", "dependsOn: [b]"), "b.yaml": "kind: [\n"})
     assert problems(snap) == [
-        "b.yaml:2: invalid YAML: expected the node content, but found '<stream end>' "
+        "b.yaml:1: invalid YAML: expected the node content, but found '<stream end>' "
         "(while parsing a flow node)",
     ]
 

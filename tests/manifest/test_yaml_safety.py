@@ -99,7 +99,7 @@ def test_unreadable_documents_do_not_hide_problems_elsewhere() -> None:
         }
     )
     assert problems(snap) == [
-        "a.yaml:2: invalid YAML: expected the node content, but found '<stream end>' "
+        "a.yaml:1: invalid YAML: expected the node content, but found '<stream end>' "
         "(while parsing a flow node)",
         "b.yaml:7: spec.limits.timeoutMs: Input should be greater than or equal to 1, got 0",
     ]
