@@ -13,19 +13,25 @@ from gitopsd.manifest.desired import DesiredState
 from gitopsd.reconcile import ended_paused, summarize_rollout, waiting_key
 from gitopsd.source.redact import redact
 from gitopsd.store.protocol import Store
-from gitopsd.store.rows import RolloutRow
+from gitopsd.store.rows import Controls, RolloutRow
 
 
 def clock_text(ts: float) -> str:
     return datetime.fromtimestamp(ts, UTC).strftime("%H:%M:%S UTC")
 
 
-def why_waiting(store: Store, function: str, row: RolloutRow | None) -> str | None:
-    """One sentence an operator can act on, or None when nothing is pending."""
-    controls = store.controls(function)
+def why_waiting(
+    store: Store, function: str, row: RolloutRow | None, controls: Controls | None = None
+) -> str | None:
+    """One sentence an operator can act on, or None when nothing is pending. `controls`: the
+    reading the caller also shows, so the sentence and the flags agree."""
+    controls = controls if controls is not None else store.controls(function)
     if controls.held:
         return f"held: {controls.held_reason}"
     recorded = store.get(waiting_key(function)) or None
+    if recorded is not None and recorded.startswith("HELD:"):
+        # What the last pass recorded; the hold was lifted since (`resume`, or Git moved on).
+        recorded = None
     if row is None:
         return recorded
     if row.state == "DRAFT":
@@ -96,6 +102,7 @@ def function_status(
     fn = desired.functions.get(function) if desired else None
     regions = {n: d.region for n, d in desired.nodes.items()} if desired else {}
     nodes = [n for n in _node_rows(function, live, regions) if not n["reachable"] or n["traffic"]]
+    controls = store.controls(function)  # one reading for `waiting`, `held` and `paused`
     live_versions = sorted({t["version"] for n in nodes for t in n["traffic"] if t["percent"]})
     return {
         "function": function,
@@ -114,9 +121,9 @@ def function_status(
             "message": redact(row.message),
             "updatedAt": datetime.fromtimestamp(row.updated_at, UTC).isoformat(timespec="seconds"),
         },
-        "waiting": redact(why_waiting(store, function, row) or "") or None,
-        "held": store.controls(function).held,
-        "paused": store.controls(function).paused,
+        "waiting": redact(why_waiting(store, function, row, controls) or "") or None,
+        "held": controls.held,
+        "paused": controls.paused,
     }
 
 

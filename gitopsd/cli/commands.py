@@ -25,6 +25,7 @@ from gitopsd.reconcile import (
     build_spec,
     ended_paused,
     retry_key,
+    waiting_key,
 )
 from gitopsd.report.notes import (
     CommitOutcome,
@@ -345,10 +346,23 @@ def run_control(ctx: Ctx, action: str, function: str) -> str:
     now = SystemClock().now()
     active = [r for r in store.active_rollouts() if r.function == function]
     if action == "pause":
+        if active:
+            store.set_control(function, now, paused=1)
+            return f"{function}: paused (the rollout stops before its next step)"
+        if not store.rollouts(function, limit=1):
+            raise ConfigError(
+                f"{function}: nothing to pause: no rollout of {function} recorded in "
+                f"{ctx.state_dir_described()}"
+            )
         store.set_control(function, now, paused=1)
-        return f"{function}: paused (the rollout stops before its next step)"
+        return (
+            f"{function}: paused; no rollout of {function} is running: the next rollout of "
+            f"{function} waits before its first step until `gitopsd resume {function}`"
+        )
     if action == "resume":
         store.set_control(function, now, paused=0, held=0, held_reason="")
+        if (store.get(waiting_key(function)) or "").startswith("HELD:"):
+            store.put(waiting_key(function), "")  # the hold it recorded is lifted
         for row in active:
             if row.state != "PAUSED":
                 continue

@@ -45,6 +45,22 @@ class Ctx:
 
         return self.state_dir_flag or self.config.state.dir or default_state_dir()
 
+    def state_dir_origin(self) -> str:
+        """How `state_dir` was chosen, in the words an operator would use to change it."""
+        if self.state_dir_flag:
+            return "--state-dir"
+        if self.config.state.dir:
+            return "[state] dir of the config (or GITOPSD_STATE__DIR)"
+        if os.environ.get("GITOPSD_STATE_DIR"):
+            return "$GITOPSD_STATE_DIR"
+        if os.environ.get("INVOCATION_ID") and os.environ.get("STATE_DIRECTORY"):
+            return "systemd's $STATE_DIRECTORY"
+        return "the default; set --state-dir or $GITOPSD_STATE_DIR"
+
+    def state_dir_described(self) -> str:
+        """`<dir> (<how it was chosen>)`, for every "nothing recorded" message."""
+        return f"the state dir {self.state_dir} ({self.state_dir_origin()})"
+
     def agent_token(self) -> FleetAuth:
         """How to authenticate to agents: the fleet secret from --agent-token-file, else
         GITOPSD_AGENT_TOKEN_FILE, else fleet.token_file, with [fleet] token_mode and
