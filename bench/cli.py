@@ -12,6 +12,7 @@ import time
 import traceback
 from pathlib import Path
 
+from bench import quiet
 from bench.harness import FLEET_NOTE, RESULTS, Context, Row, notes, table, write_results
 
 FIGURES = {
@@ -38,12 +39,33 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--only", default="", help="comma-separated figure ids, e.g. P3,P7")
     parser.add_argument("--output", type=Path, default=RESULTS, help="results JSON file")
     parser.add_argument("--keep", action="store_true", help="keep the scratch directory")
+    parser.add_argument(
+        "--param",
+        action="append",
+        default=[],
+        metavar="FIGURE.KEY=VALUE",
+        help="override one size of one figure, e.g. P2.count=50 or P3.nodes=200 (repeatable; "
+        "each figure's docstring names its keys); for development runs, not for the README",
+    )
     args = parser.parse_args(argv)
+    params: dict[str, dict[str, str]] = {}
+    for item in args.param:
+        key, sep, value = item.partition("=")
+        figure, dot, name = key.partition(".")
+        if not sep or not dot or not name or not value:
+            parser.error(f"--param {item!r}: expected FIGURE.KEY=VALUE, e.g. P2.count=50")
+        params.setdefault(figure.strip().upper(), {})[name.strip()] = value.strip()
     wanted = [f.strip().upper() for f in args.only.split(",") if f.strip()] or list(FIGURES)
     unknown = [f for f in wanted if f not in FIGURES]
     if unknown:
         parser.error(f"unknown figure(s) {', '.join(unknown)}; known: {', '.join(FIGURES)}")
+    stray = sorted(set(params) - set(wanted))
+    if stray:
+        parser.error(f"--param for {', '.join(stray)}, which this run does not include")
     work = Path(tempfile.mkdtemp(prefix="gitopsd-bench-"))
+    # Every log goes to files under `work`: this process's to bench.log, each child's to
+    # its own (support.py); the terminal gets progress lines and the table only.
+    log_file = quiet.to_file(work / "bench.log")
     started = time.monotonic()
     rows: list[Row] = []
     errors: dict[str, str] = {}
@@ -53,22 +75,29 @@ def main(argv: list[str] | None = None) -> int:
         for figure in wanted:
             t0 = time.monotonic()
             _log(f"{figure} ...")
-            ctx = Context(args.quick, work / figure.lower(), _log)
+            ctx = Context(args.quick, work / figure.lower(), _log, params.get(figure, {}))
             ctx.work.mkdir(parents=True, exist_ok=True)
             load = os.getloadavg()[0]
             try:
                 module = importlib.import_module(FIGURES[figure])
                 got: list[Row] = module.run(ctx)
+                ignored = sorted(set(ctx.params) - ctx.used)
+                if ignored:  # a size the figure does not have must not pass silently
+                    raise ValueError(f"{figure} has no size {', '.join(ignored)} (--param)")
                 for row in got:
                     row.extra.setdefault("loadavg_1min_before", round(load, 2))
                 rows.extend(got)
             except Exception as exc:  # one broken figure must not hide the others
                 errors[figure] = f"{type(exc).__name__}: {exc}"
-                traceback.print_exc()
+                traceback.print_exc(file=log_file)
+                _log(f"{figure} FAILED: {errors[figure]} (traceback in {work / 'bench.log'})")
             _log(f"{figure} done in {time.monotonic() - t0:.1f}s")
             write_results(args.output, rows, args.quick, time.monotonic() - started, errors)
     finally:
-        if not args.keep:
+        log_file.flush()
+        if args.keep or errors:
+            _log(f"logs and scratch files kept in {work}")
+        else:
             shutil.rmtree(work, ignore_errors=True)
     print()
     print(table(rows))

@@ -30,9 +30,25 @@ class Context:
     quick: bool
     work: Path  # a scratch directory of this run
     log: Callable[[str], None]
+    params: dict[str, str] = field(default_factory=dict)  # `--param FIGURE.KEY=VALUE`
+    used: set[str] = field(default_factory=set)
 
     def reps(self, full: int, quick: int = 1) -> int:
-        return quick if self.quick else full
+        return self.size("reps", quick if self.quick else full)
+
+    def size(self, key: str, default: int) -> int:
+        """`default`, or the `--param FIGURE.key=N` of this run (development runs)."""
+        self.used.add(key)
+        value = self.params.get(key)
+        if value is None:
+            return default
+        try:
+            number = int(value)
+        except ValueError:
+            raise ValueError(f"--param {key}={value!r}: expected a whole number") from None
+        if number < 1:
+            raise ValueError(f"--param {key}={value!r}: must be at least 1")
+        return number
 
 
 @dataclass
@@ -51,6 +67,7 @@ class Row:
     baseline_samples: list[float] = field(default_factory=list)
     extra: dict[str, Any] = field(default_factory=dict)
     note: str = ""
+    was: str = ""  # the target of an earlier benchmark issue, met and kept for comparison
 
     @property
     def ratio(self) -> float | None:
@@ -99,8 +116,8 @@ def _num(value: float | None, unit: str) -> str:
 
 
 def table(rows: Sequence[Row]) -> str:
-    """The `id  measure  median  baseline  ratio  target  verdict` table."""
-    head = ("id", "measure", "median", "baseline", "ratio", "target", "verdict")
+    """The `id  measure  median  baseline  ratio  target  was  verdict` table."""
+    head = ("id", "measure", "median", "baseline", "ratio", "target", "was", "verdict")
     lines = [head]
     for r in rows:
         ratio = "-" if r.ratio is None else f"{r.ratio:.2f}x"
@@ -112,6 +129,7 @@ def table(rows: Sequence[Row]) -> str:
                 _num(r.baseline, r.unit),
                 ratio,
                 r.target,
+                r.was or "-",
                 r.verdict,
             )
         )

@@ -47,6 +47,11 @@ def test_quick_bench_writes_every_figure_with_numbers(tmp_path: Path) -> None:
             assert math.isfinite(row["baseline"]) and row["baseline"] > 0, row
             assert isinstance(row["ratio"], float), row
         assert row["verdict"] in ("ok", "MISS", "-"), row
+    # Quiet: no log line of the daemon, the agents or the in-process engine reached the
+    # terminal (they go to files under the scratch directory), only progress and the table.
+    printed = (done.stdout + done.stderr).splitlines()
+    assert not [line for line in printed if line.lstrip().startswith("{")], printed[:20]
+    assert not [line for line in printed if "[info" in line or "[debug" in line], printed[:20]
     # The table went to stdout, one line per row under the header.
     assert "id  measure" in done.stdout
     assert "P1" in done.stdout and "P9" in done.stdout
