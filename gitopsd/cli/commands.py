@@ -120,10 +120,24 @@ async def _report(ctx: Ctx, source: SourceSpec, outcome: CommitOutcome, forges: 
         await forges.post_all(outcome.commit, function, state, description)
 
 
-def pending_outcome(read: ReadResult) -> CommitOutcome | None:
-    """The "pending" note of the rollouts a pass is about to start (None: it starts none)."""
+def pending_outcome(read: ReadResult, store: Store, now: float) -> CommitOutcome | None:
+    """The "pending" note of the rollouts a pass is about to start (None: it starts none).
+    A held function starts none: its note must not say "rollout started"."""
+    from gitopsd.rollout.hold import hold_reason
+
     starting = [
-        c for c in read.changes.changes if c.action is not Action.PRUNE and not c.only_unreachable
+        c
+        for c in read.changes.changes
+        if c.action is not Action.PRUNE
+        and not c.only_unreachable
+        and c.function in read.desired.functions
+        and not hold_reason(
+            store,
+            c.function,
+            read.desired.functions[c.function].spec.version,
+            read.desired.functions[c.function].module.sha256,
+            now,
+        )
     ]
     if not starting:
         return None
@@ -162,7 +176,7 @@ async def _sync_and_report(ctx: Ctx, rec: Reconciler, source: SourceSpec, forges
         await _report(ctx, source, non_fast_forward_outcome(exc), forges)
         raise
     render_changes(read.changes)
-    pending = pending_outcome(read)
+    pending = pending_outcome(read, rec.store, rec.clock.now())
     if pending is not None:  # the commit says "pending" while its rollouts run
         await _report(ctx, source, pending, forges)
     report: SyncReport = await rec.apply(read)
@@ -361,8 +375,7 @@ def run_control(ctx: Ctx, action: str, function: str) -> str:
         )
     if action == "resume":
         store.set_control(function, now, paused=0, held=0, held_reason="")
-        if (store.get(waiting_key(function)) or "").startswith("HELD:"):
-            store.put(waiting_key(function), "")  # the hold it recorded is lifted
+        store.put(waiting_key(function), "")  # what the last pass recorded: the next one says anew
         for row in active:
             if row.state != "PAUSED":
                 continue

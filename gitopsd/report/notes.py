@@ -7,7 +7,11 @@ for a local source, the bare mirror for a URL, from where they are pushed to `or
 Several writers may annotate the same commit (two daemons, a daemon and a CLI `sync`). When
 the remote notes ref moved, `push_notes` fetches it and merges three-way, note by note; a
 note both sides changed is merged as JSON (`merge_note_json`: per function, the newer
-`updatedAt` wins). Notes are never dropped, including those on commits a force-push removed.
+`updatedAt` wins, the other goes into its `history`). Notes are never dropped, including
+those on commits a force-push removed.
+
+A function's entry keeps the earlier outcomes of that commit under `history` (latest first,
+bounded): a later pass that finds the function HELD does not erase that it COMPLETED.
 """
 
 from __future__ import annotations
@@ -105,12 +109,59 @@ def read_note(repo: pygit2.Repository, commit: str) -> dict[str, Any] | None:
     return data if isinstance(data, dict) else None
 
 
+NOTE_HISTORY = 10
+"""How many earlier outcomes of one function a note keeps under `history` (latest first)."""
+
+# The fields that make two outcomes of one function the same outcome (a daemon that finds a
+# function HELD on every pass writes one HELD entry, not one per pass).
+_SAME_OUTCOME = ("status", "version", "state", "message", "nodesOk", "nodesFailed", "failedStep")
+
+
+def _history_entries(entry: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """`entry` followed by its own history, each without a nested history."""
+    out = [{k: v for k, v in entry.items() if k != "history"}]
+    earlier = entry.get("history")
+    if isinstance(earlier, list):
+        out.extend(
+            {k: v for k, v in e.items() if k != "history"} for e in earlier if isinstance(e, dict)
+        )
+    return out
+
+
+def with_history(latest: Mapping[str, Any], *earlier: Mapping[str, Any]) -> dict[str, Any]:
+    """`latest` with the earlier outcomes (from `earlier` entries and every history) under
+    `history`, latest first, at most NOTE_HISTORY: a later pass that finds the function HELD
+    must not erase that this commit once COMPLETED. A run of equal outcomes (a daemon finding
+    the function HELD on every pass) is kept once, as its latest entry."""
+    head, *own = _history_entries(latest)
+    pool = own + [e for entry in earlier for e in _history_entries(entry)]
+    unique = {json.dumps(e, sort_keys=True, default=str): e for e in pool}  # two writers' copies
+    ordered = sorted(unique.values(), key=lambda e: _time(e.get("updatedAt")), reverse=True)
+    history: list[dict[str, Any]] = []
+    previous = _outcome_key(head)
+    for entry in ordered:
+        key = _outcome_key(entry)
+        if key != previous:
+            history.append(entry)
+        previous = key
+    if history:
+        head["history"] = history[:NOTE_HISTORY]
+    return head
+
+
+def _outcome_key(entry: Mapping[str, Any]) -> str:
+    return json.dumps({k: entry.get(k) for k in _SAME_OUTCOME}, sort_keys=True, default=str)
+
+
 def merge_notes(old: Mapping[str, Any] | None, new: Mapping[str, Any]) -> dict[str, Any]:
-    """Newer function entries win; functions only the old note knows are kept."""
+    """Newer function entries win, each keeping the older ones under `history`; functions
+    only the old note knows are kept."""
     merged = dict(new)
     if old:
         functions = dict(old.get("functions", {}))
-        functions.update(new.get("functions", {}))
+        for name, entry in dict(new.get("functions", {})).items():
+            before = functions.get(name)
+            functions[name] = with_history(entry, before) if isinstance(before, Mapping) else entry
         merged["functions"] = dict(sorted(functions.items()))
         merged["status"] = overall_status(merged["functions"], str(new.get("status", "")))
         if new.get("problems") and new.get("status") == "failure":
@@ -151,8 +202,12 @@ def merge_note_json(ours: Mapping[str, Any], theirs: Mapping[str, Any]) -> dict[
                 continue
             when = _time(entry.get("updatedAt"), fallback)
             kept = functions.get(name)
-            if kept is None or when >= kept[0]:  # ours goes second: wins a tie
+            if kept is None:
                 functions[name] = (when, entry)
+            elif when >= kept[0]:  # ours goes second: wins a tie; the other entry is history
+                functions[name] = (when, with_history(entry, kept[1]))
+            else:
+                functions[name] = (kept[0], with_history(kept[1], entry))
     merged = dict(newer)
     merged["functions"] = {name: dict(functions[name][1]) for name in sorted(functions)}
     merged["updatedAt"] = max(
