@@ -15,7 +15,9 @@ next) with the memory limit and deadline of its version.
   that traps, exits non-zero, times out or grows its memory past that closes the Store at
   once (returning its slots to the pool). Threads that call rarely use a Store per call.
 - Compiling is expensive, so a module is compiled once per process (cache by sha256) and
-  shared by every agent in it.
+  shared by every agent in it; given an agent's CompiledCache (module_cache.py), what was
+  compiled is also kept on disk, authenticated, and a restarted process deserializes it
+  instead of compiling again.
 
 Wall-clock timeouts use epoch interruption: a ticker thread increments every Engine's epoch
 every `tick_ms`, and each Store gets a deadline of enough ticks to cover its timeout. Epoch
@@ -60,6 +62,7 @@ from dataclasses import dataclass, field, replace
 import wasmtime
 
 from gitopsd.agent import module_shape, wasi, wasm_ffi
+from gitopsd.agent.module_cache import CompiledCache, compile_key
 from gitopsd.errors import ModuleError
 
 WASM_MAGIC = b"\0asm"
@@ -142,6 +145,17 @@ def make_host(*, pooled: bool, slots: int = POOL_SLOTS) -> Host:
     linker = wasmtime.Linker(engine)
     wasi.define(linker)
     return Host(engine, linker, pooled)
+
+
+@functools.cache
+def compile_key_for(pooled: bool) -> str:
+    """The compile key of modules compiled for an Engine made by `make_host(pooled=...)`:
+    the settings that shape compiled code (make_host's), with the wasmtime version."""
+    settings = (
+        f"epoch_interruption=on pooled={pooled} memory_bytes={MAX_MEMORY_BYTES} "
+        f"table_elements={table_limit(MAX_MEMORY_BYTES)} keep_resident={POOL_KEEP_RESIDENT}"
+    )
+    return compile_key(settings)
 
 
 class Outcome(enum.Enum):
@@ -233,6 +247,9 @@ class Runtime:
         self._ticker = threading.Thread(target=self._tick, name="gitopsd-epoch", daemon=True)
         self._ticker.start()
         self._closed = False
+        # What this runtime did to get compiled modules (tests, the restore log, bench P12).
+        self.compilations = 0  # wasmtime.Module(...) compiles
+        self.deserializations = 0  # modules read back from a CompiledCache
 
     def _tick(self) -> None:
         interval = self.tick_ms / 1000
@@ -287,27 +304,40 @@ class Runtime:
                 self._cache.move_to_end(sha256)
             return found or self._live.get(sha256)
 
-    def compile(self, wasm: bytes, sha256: str | None = None) -> Prepared:
+    def compile(
+        self, wasm: bytes, sha256: str | None = None, cache: CompiledCache | None = None
+    ) -> Prepared:
         """Compile and link `wasm` (or return the cached result for its sha256).
 
         Blocking: run it in a thread. Raises ModuleError when the bytes are not valid WASM.
         A module that compiles but does not link (an import the WASI host does not define)
         is returned with `link_error` set: `check` refuses it when a version is loaded.
+
+        With `cache` (an agent's compiled modules on disk), a module not compiled in this
+        process yet is read back from it when it holds an authenticated file for this
+        digest and compile key, and what is compiled is written to it; a module this
+        process has compiled for another agent is written to this agent's cache too, so
+        that each agent restarts fast on its own. `sha256` must be the digest of `wasm`
+        (the caller verified it): the cache is keyed by it.
         """
         digest = sha256 or hashlib.sha256(wasm).hexdigest()
         cached = self.cached(digest)
         if cached is not None:
+            if cache is not None:
+                self._keep(cache, cached)
             return cached
         # Module() would parse text that does not start with the magic as WAT: refuse it.
         if not wasm.startswith(WASM_MAGIC):
             raise ModuleError("module is not WASM binary (missing \\0asm magic); compile it first")
-        host, module = self._compile(wasm)
+        found = self._read_back(cache, digest) if cache is not None else None
+        host, module = found or self._compile(wasm)
         imported = [i.type for i in module.imports]
         memories = sum(isinstance(t, wasmtime.MemoryType) for t in imported)
         tables = sum(isinstance(t, wasmtime.TableType) for t in imported)
         shape = module_shape.shape(wasm)
         exporting, memory_names = module_shape.export_every_memory(wasm, memories)
-        if exporting is not wasm:  # a memory was not exported: compile the copy that does
+        if exporting is not wasm and found is None:
+            # A memory was not exported: compile the copy that does (what the cache holds).
             host, module = self._compile(exporting)
         tables += shape.tables
         pre, link_error = None, None
@@ -330,6 +360,8 @@ class Runtime:
             memory_names=memory_names,
             tables=tables,
         )
+        if cache is not None and found is None:
+            cache.store(digest, self.compile_key(host), module.serialize())
         with self._lock:
             self._live[digest] = prepared
             self._cache[digest] = prepared
@@ -339,10 +371,47 @@ class Runtime:
                 self._cache.popitem(last=False)
         return prepared
 
+    @staticmethod
+    def compile_key(host: Host) -> str:
+        """The compile key (module_cache.compile_key) of modules compiled for `host`."""
+        return compile_key_for(host.pooled)
+
+    def _read_back(self, cache: CompiledCache, digest: str) -> tuple[Host, wasmtime.Module] | None:
+        """The module `digest` from `cache`, compiled for the pooled Engine or the one
+        without a pool (whichever it was compiled for), or None."""
+        first = self._hosts[0]
+        candidates = [first.pooled] if not first.pooled else [True, False]
+        for pooled in candidates:
+            key = compile_key_for(pooled)
+            if not cache.has(digest, key):
+                continue
+            data = cache.load(digest, key)  # authenticated, or None (refused and logged)
+            if data is None:
+                continue
+            host = first if pooled == first.pooled else self._unpooled()
+            try:
+                module = wasmtime.Module.deserialize(host.engine, data)
+            except wasmtime.WasmtimeError as exc:  # e.g. an Engine setting it was not made for
+                cache.refuse(digest, key, f"wasmtime refused it: {_first_line(exc)}")
+                continue
+            with self._lock:
+                self.deserializations += 1
+            return host, module
+        return None
+
+    def _keep(self, cache: CompiledCache, prepared: Prepared) -> None:
+        """Write `prepared` to `cache` unless it holds it already."""
+        key = self.compile_key(prepared.host)
+        if not cache.has(prepared.sha256, key):
+            cache.store(prepared.sha256, key, prepared.module.serialize())
+
     def _compile(self, wasm: bytes) -> tuple[Host, wasmtime.Module]:
         host = self._hosts[0]
         try:
-            return host, wasmtime.Module(host.engine, wasm)
+            module = wasmtime.Module(host.engine, wasm)
+            with self._lock:
+                self.compilations += 1
+            return host, module
         except wasmtime.WasmtimeError as exc:
             error = exc
         if host.pooled and _valid(host.engine, wasm):
@@ -350,7 +419,10 @@ class Runtime:
             # a very large instance): such a module runs on an Engine without a pool.
             host = self._unpooled()
             try:
-                return host, wasmtime.Module(host.engine, wasm)
+                module = wasmtime.Module(host.engine, wasm)
+                with self._lock:
+                    self.compilations += 1
+                return host, module
             except wasmtime.WasmtimeError as exc:
                 error = exc
         raise ModuleError(f"module is not valid WASM: {_first_line(error)}") from error

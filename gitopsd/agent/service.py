@@ -20,6 +20,7 @@ from gitopsd.agent import wagi
 from gitopsd.agent.api import NAME_RE, Limits, LoadVersion, SetTraffic
 from gitopsd.agent.errors import AgentRequestError, MemoryBudgetExceeded, NotFound, Unavailable
 from gitopsd.agent.metrics import prometheus_text
+from gitopsd.agent.module_cache import CompiledCache
 from gitopsd.agent.registry import (
     Registry,
     Version,
@@ -49,6 +50,8 @@ class AgentService:
         self.runtime = runtime
         self.registry = Registry()
         self.modules = ModuleStore(settings.data_dir / "modules")
+        # Compiled code of the loaded modules, so that a restart deserializes, not compiles.
+        self.compiled = CompiledCache(settings.data_dir, node=settings.name)
         self.state_file = StateFile(settings.data_dir / "state.json")
         self.log = get_logger(node=settings.name)
         self._persist_lock = asyncio.Lock()
@@ -117,6 +120,7 @@ class AgentService:
             "agent.restored",
             generation=self.registry.generation,
             functions=len(self.registry.functions),
+            compiled_from_cache=self.compiled.stats.hits,
         )
 
     def _prepare(self, sha256: str, limits: Limits) -> Prepared:
@@ -127,9 +131,7 @@ class AgentService:
         if not self.modules.has(sha256):
             raise ModuleError(f"module {sha256} is not stored under {self.modules.directory}")
         data = self.modules.read(sha256)  # ModuleError when the bytes do not hash to sha256
-        prepared = self.runtime.cached(sha256)
-        if prepared is None:
-            prepared = self.runtime.compile(data, sha256)
+        prepared = self.runtime.compile(data, sha256, self.compiled)
         self.runtime.check(prepared, limits.memory_mib * MIB, limits.timeout_ms)
         return prepared
 

@@ -1,0 +1,183 @@
+"""Compiled modules on disk, so that a restarted agent serves again without recompiling.
+
+Compiling a module is the slow part of a restart (a 5 MiB module takes seconds; wasmtime's
+`Module.deserialize` of the same compiled code takes milliseconds). The agent keeps what
+wasmtime compiled under `<data-dir>/compiled/`, one file per module digest and *compile
+key*: the wasmtime version, this file's format and the Engine settings that shape compiled
+code (epoch interruption, pooled or not and the pool's limits), so that an upgraded
+wasmtime or another Engine never picks up an old file.
+
+`Module.deserialize` trusts its input the way a program trusts its own machine code: bytes
+that are not exactly what wasmtime serialized may do anything when run. So every file is
+authenticated before it is deserialized: it holds an HMAC-SHA256, under a key of this
+agent (`compiled/key`, 32 random bytes, mode 0600, made on first use), of its own name and
+its payload. A file that is truncated, altered, renamed (another module's code under this
+digest) or written by anyone without the key is refused, logged
+(`agent.compiled_cache_refused`), deleted, and the module is compiled again from its
+verified `.wasm`. The bytes verified are the bytes deserialized (read once into memory; no
+second read a writer could race).
+
+What the key does not protect against: whoever can write the data dir can read the key
+too, exactly as they could edit `state.json` or the stored modules. The cache adds no new
+trust: it is as safe as the data dir it lives in, which must be the agent's own (0700).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import hmac
+import importlib.metadata
+import os
+import secrets
+from dataclasses import dataclass
+from pathlib import Path
+
+from gitopsd.agent.api import SHA256_RE
+from gitopsd.agent.state import atomic_write
+from gitopsd.errors import ModuleError, StoreError
+from gitopsd.log import get_logger
+
+FORMAT = 1  # of the files below; part of every compile key
+MAGIC = b"gitopsd-compiled-module\n"
+MAC_BYTES = 32
+KEY_BYTES = 32
+DIRECTORY = "compiled"
+
+
+def wasmtime_version() -> str:
+    """The installed wasmtime-py (which ships its own wasmtime C library of that version)."""
+    return importlib.metadata.version("wasmtime")
+
+
+def compile_key(engine_settings: str) -> str:
+    """16 hex digits naming one wasmtime version, file format and Engine configuration."""
+    text = f"format {FORMAT}\nwasmtime {wasmtime_version()}\n{engine_settings}\n"
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+@dataclass(frozen=True, slots=True)
+class CacheStats:
+    """What one cache did since it was opened (tests and the restore log read these)."""
+
+    hits: int
+    stores: int
+    refused: int
+
+
+class CompiledCache:
+    """The compiled modules of one agent, under `<data-dir>/compiled/`.
+
+    Thread-safe for distinct files; two writers of one file both write whole files under
+    temporary names and rename (the last one wins, and both are valid).
+    """
+
+    def __init__(self, data_dir: Path, *, node: str | None = None) -> None:
+        self.directory = data_dir / DIRECTORY
+        self.log = get_logger(node=node) if node else get_logger()
+        try:
+            self.directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+        except OSError as exc:
+            raise StoreError(f"cannot create {self.directory}: {exc.strerror or exc}") from exc
+        self._key = self._load_key()
+        self._hits = self._stores = self._refused = 0
+
+    @property
+    def stats(self) -> CacheStats:
+        """Hits, stores and refusals so far."""
+        return CacheStats(self._hits, self._stores, self._refused)
+
+    def _load_key(self) -> bytes:
+        path = self.directory / "key"
+        try:
+            key = path.read_bytes()
+        except FileNotFoundError:
+            key = b""
+        except OSError as exc:
+            raise StoreError(f"cannot read {path}: {exc.strerror or exc}") from exc
+        if len(key) == KEY_BYTES:
+            return key
+        if key:
+            # A damaged key only costs recompiling: every file made under it is refused.
+            self.log.warning("agent.compiled_cache_new_key", reason="key file is not 32 bytes")
+        key = secrets.token_bytes(KEY_BYTES)
+        atomic_write(path, key, mode=0o600)
+        return key
+
+    def path(self, sha256: str, key: str) -> Path:
+        """The file of module `sha256` compiled under compile key `key`."""
+        if not SHA256_RE.match(sha256):
+            raise ModuleError(f"{sha256!r} is not a sha256: expected 64 lowercase hex digits")
+        if len(key) != 16 or any(c not in "0123456789abcdef" for c in key):
+            raise ValueError(f"compile key {key!r} is not 16 hex digits")
+        return self.directory / f"{sha256}.{key}.cwasm"
+
+    def _mac(self, name: str, payload: bytes | bytearray | memoryview) -> bytes:
+        mac = hmac.new(self._key, name.encode() + b"\0", hashlib.sha256)
+        mac.update(payload)
+        return mac.digest()
+
+    def has(self, sha256: str, key: str) -> bool:
+        """True when a file exists for this module and key (not yet verified)."""
+        return self.path(sha256, key).is_file()
+
+    def load(self, sha256: str, key: str) -> bytes | None:
+        """The verified compiled bytes, or None (absent, or refused: logged and deleted)."""
+        path = self.path(sha256, key)
+        try:
+            data = path.read_bytes()
+        except FileNotFoundError:
+            return None
+        except OSError as exc:
+            self.refuse(sha256, key, f"cannot read it: {exc.strerror or exc}")
+            return None
+        head = len(MAGIC) + MAC_BYTES
+        if len(data) <= head or not data.startswith(MAGIC):
+            self.refuse(sha256, key, "not a compiled-module file (truncated or overwritten)")
+            return None
+        mac, payload = data[len(MAGIC) : head], memoryview(data)[head:]
+        if not hmac.compare_digest(mac, self._mac(path.name, payload)):
+            self.refuse(sha256, key, "authentication failed (altered, truncated or foreign)")
+            return None
+        self._hits += 1
+        return bytes(payload)
+
+    def store(self, sha256: str, key: str, payload: bytes | bytearray) -> None:
+        """Write the compiled bytes of module `sha256`, authenticated. A failure to write
+        is logged and costs only a later recompile (the agent keeps serving)."""
+        path = self.path(sha256, key)
+        # Renamed into place whole, not fsynced: a file lost in a crash costs a recompile,
+        # and one torn by it fails authentication. Every endpoint of `agent --count N`
+        # writes its own copy, so an fsync per file would slow every rollout down.
+        tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
+        try:
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(fd, "wb") as out:
+                out.write(MAGIC)
+                out.write(self._mac(path.name, payload))
+                out.write(payload)
+            os.replace(tmp, path)
+        except OSError as exc:
+            with contextlib.suppress(OSError):
+                tmp.unlink()
+            self.log.warning(
+                "agent.compiled_cache_write_failed",
+                sha256=sha256,
+                reason=exc.strerror or str(exc),
+                effect="the module is compiled again after a restart",
+            )
+            return
+        self._stores += 1
+
+    def refuse(self, sha256: str, key: str, reason: str) -> None:
+        """Log and delete a file that must not be deserialized (its module is recompiled)."""
+        self._refused += 1
+        self.log.error(
+            "agent.compiled_cache_refused",
+            sha256=sha256,
+            file=str(self.path(sha256, key)),
+            reason=reason,
+            effect="compiled again from the stored module",
+        )
+        with contextlib.suppress(OSError):
+            os.unlink(self.path(sha256, key))

@@ -1,0 +1,145 @@
+"""Compiled modules cached on disk: a restart deserializes instead of compiling, and a cache
+file that is not exactly what this agent wrote is refused, logged and compiled again."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import aiohttp
+import pytest
+from structlog.testing import capture_logs
+
+from gitopsd.agent import Runtime, start_agent
+from gitopsd.agent.module_cache import MAGIC, CompiledCache, compile_key
+from gitopsd.agent.runtime import compile_key_for
+from tests.agent.conftest import Client, settings_for
+from tests.wasm_modules import handler_wasm
+
+
+async def _deploy(data_dir: Path, modules: dict[str, bytes]) -> None:
+    """Start an agent on its own runtime, load every module as a function, stop it."""
+    runtime = Runtime(workers=2, pool_slots=8)
+    agent = await start_agent(settings_for(data_dir), runtime)
+    try:
+        async with aiohttp.ClientSession(base_url=agent.url) as session:
+            client = Client(agent, session)
+            for name, wasm in modules.items():
+                await client.deploy(name, "1", wasm)
+        assert runtime.compilations == len(modules)
+    finally:
+        await agent.close()
+        runtime.close()
+
+
+async def _restart(data_dir: Path) -> tuple[Runtime, dict[str, tuple[int, str | None, bytes]]]:
+    """Start the agent again on a fresh runtime (a new process); call every function."""
+    runtime = Runtime(workers=2, pool_slots=8)
+    agent = await start_agent(settings_for(data_dir), runtime)
+    try:
+        async with aiohttp.ClientSession(base_url=agent.url) as session:
+            client = Client(agent, session)
+            inventory = await client.inventory()
+            answers = {name: await client.call(name) for name in inventory["functions"]}
+    finally:
+        await agent.close()
+        runtime.close()
+    return runtime, answers
+
+
+def _cache_files(data_dir: Path) -> list[Path]:
+    return sorted((data_dir / "compiled").glob("*.cwasm"))
+
+
+async def test_a_restart_deserializes_every_loaded_module_and_compiles_none(
+    tmp_path: Path,
+) -> None:
+    data = tmp_path / "data"
+    await _deploy(data, {"a": handler_wasm("alpha"), "b": handler_wasm("beta")})
+    assert len(_cache_files(data)) == 2
+    with capture_logs() as logs:
+        runtime, answers = await _restart(data)
+    assert runtime.compilations == 0
+    assert runtime.deserializations == 2
+    assert answers == {"a": (200, "1", b"alpha"), "b": (200, "1", b"beta")}
+    restored = [e for e in logs if e["event"] == "agent.restored"]
+    assert restored and restored[0]["compiled_from_cache"] == 2
+
+
+@pytest.mark.parametrize("damage", ["flip_payload_byte", "truncate", "swap_files", "empty"])
+async def test_a_damaged_cache_file_is_refused_logged_and_recompiled(
+    tmp_path: Path, damage: str
+) -> None:
+    data = tmp_path / "data"
+    await _deploy(data, {"a": handler_wasm("alpha"), "b": handler_wasm("beta")})
+    first, second = _cache_files(data)
+    if damage == "flip_payload_byte":
+        raw = bytearray(first.read_bytes())
+        raw[len(raw) // 2] ^= 0x01  # inside the compiled code, past the header
+        first.write_bytes(bytes(raw))
+        refused = 1
+    elif damage == "truncate":
+        first.write_bytes(first.read_bytes()[: len(MAGIC) + 40])
+        refused = 1
+    elif damage == "swap_files":
+        # Each file is valid for its own name only: module a's code under b's name is not b.
+        a, b = first.read_bytes(), second.read_bytes()
+        first.write_bytes(b)
+        second.write_bytes(a)
+        refused = 2
+    else:
+        first.write_bytes(b"")
+        refused = 1
+    with capture_logs() as logs:
+        runtime, answers = await _restart(data)
+    # Each refused file was never deserialized: its module was compiled again and serves.
+    assert runtime.compilations == refused
+    assert runtime.deserializations == 2 - refused
+    assert answers == {"a": (200, "1", b"alpha"), "b": (200, "1", b"beta")}
+    refusals = [e for e in logs if e["event"] == "agent.compiled_cache_refused"]
+    assert len(refusals) == refused
+    assert all(e["log_level"] == "error" and e["reason"] for e in refusals)
+    # ... and written again, good: the next restart compiles nothing.
+    runtime, _ = await _restart(data)
+    assert (runtime.compilations, runtime.deserializations) == (0, 2)
+
+
+async def test_a_file_made_without_the_agents_key_is_refused(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    wasm = handler_wasm("alpha")
+    await _deploy(data, {"a": wasm})
+    (path,) = _cache_files(data)
+    # Someone who can write the cache directory but has not the key (another agent's key
+    # here) makes a well-formed file: its authentication fails.
+    other = CompiledCache(tmp_path / "other")
+    sha, key = path.name.split(".")[:2]
+    other.store(sha, key, path.read_bytes()[len(MAGIC) + 32 :])
+    path.write_bytes((other.directory / path.name).read_bytes())
+    with capture_logs() as logs:
+        runtime, answers = await _restart(data)
+    assert (runtime.compilations, runtime.deserializations) == (1, 0)
+    assert answers == {"a": (200, "1", b"alpha")}
+    assert [e["event"] for e in logs].count("agent.compiled_cache_refused") == 1
+
+
+async def test_a_file_of_another_compile_key_is_not_used(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    await _deploy(data, {"a": handler_wasm("alpha")})
+    (path,) = _cache_files(data)
+    sha, key = path.name.split(".")[:2]
+    assert key == compile_key_for(True) or key == compile_key_for(False)
+    # As after a wasmtime upgrade: the file on disk is named for another key; it is left
+    # unread and the module compiled for this one.
+    path.rename(path.with_name(f"{sha}.{compile_key('another wasmtime')}.cwasm"))
+    runtime, answers = await _restart(data)
+    assert (runtime.compilations, runtime.deserializations) == (1, 0)
+    assert answers == {"a": (200, "1", b"alpha")}
+
+
+def test_the_cache_directory_and_key_are_private(tmp_path: Path) -> None:
+    cache = CompiledCache(tmp_path)
+    assert cache.directory.stat().st_mode & 0o777 == 0o700
+    assert (cache.directory / "key").stat().st_mode & 0o777 == 0o600
+    assert len((cache.directory / "key").read_bytes()) == 32
+    # The same key on reopening: files written before a restart stay valid.
+    cache.store("a" * 64, "0123456789abcdef", b"compiled")
+    assert CompiledCache(tmp_path).load("a" * 64, "0123456789abcdef") == b"compiled"
