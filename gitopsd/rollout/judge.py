@@ -12,7 +12,9 @@ judgment benchmark (bench/judgment.py) on the same figures:
   both sides alike. Three one-sided tests, each stratified by node (the per-node statistics
   are summed, so node differences never count as a version difference):
 
-  - latency ranks: Mann-Whitney U on the latency histograms (ties within a bucket);
+  - latency ranks: Mann-Whitney U on the exact latencies while the agents' rings of recent
+    samples (1,000 per version) still hold every call since the versions began sharing the
+    node, on the latency histograms (ties within a bucket) after that;
   - latency tail: the share of calls above the bucket bound that holds the baseline's
     99th percentile (Cochran-Mantel-Haenszel), which catches a slow 5 % the ranks barely see;
   - error rate (Cochran-Mantel-Haenszel).
@@ -38,7 +40,12 @@ from typing import Literal
 
 from gitopsd.rollout import analysis
 from gitopsd.rollout.analysis import LATENCY_METRICS, RATE_METRICS, VersionFigures
-from gitopsd.rollout.stats import mixture_boundary, mixture_likelihood_ratio, wilson_interval
+from gitopsd.rollout.stats import (
+    mixture_boundary,
+    mixture_likelihood_ratio,
+    u_statistic,
+    wilson_interval,
+)
 from gitopsd.rollout.steps import NodeResult, StepOutcome
 
 Baseline = Literal["concurrent", "thresholds"]
@@ -112,25 +119,46 @@ def _effective(n1: int, n2: int) -> float:
     return 2.0 * n1 * n2 / (n1 + n2) if n1 and n2 else 0.0
 
 
+def complete(figures: VersionFigures) -> bool:
+    """Whether the latency samples are every call counted (the agent's ring of recent
+    latencies still holds all of them): then ranks need no histogram buckets."""
+    return 0 < figures.requests == len(figures.samples)
+
+
+def _u_from_bins(new: Sequence[int], old: Sequence[int]) -> tuple[float, float]:
+    """U of the new version and its tie-corrected variance from per-bucket counts."""
+    n1, n2 = sum(new), sum(old)
+    n = n1 + n2
+    below = 0
+    u = 0.0
+    for a, c in zip(new, old, strict=True):
+        u += a * (below + c / 2)  # new calls slower than old ones, ties count one half
+        below += c
+    ties = sum((a + c) ** 3 - (a + c) for a, c in zip(new, old, strict=True))
+    return u, n1 * n2 / 12 * ((n + 1) - ties / (n * (n - 1)))
+
+
 def rank_test(strata: Sequence[Stratum]) -> Comparison | None:
-    """Stratified Mann-Whitney U (van Elteren's sum) of the latency histograms."""
+    """Stratified Mann-Whitney U (van Elteren's sum) of the latencies: per node, on the exact
+    latencies while the agents' sample rings hold every call of both sides since they
+    shared the node, else on the histograms (ties within a bucket)."""
     bounds = sorted({b for s in strata for b, _ in (*s.new.buckets, *s.old.buckets)})
     u_sum = mean_sum = var_sum = pairs = effective = 0.0
+    exact = 0
     for s in strata:
-        new, old = _bins(s.new.buckets, bounds), _bins(s.old.buckets, bounds)
-        n1, n2 = sum(new), sum(old)
-        n = n1 + n2
-        if n1 == 0 or n2 == 0 or n < 2:
-            continue
-        below = 0
-        u = 0.0
-        for a, c in zip(new, old, strict=True):
-            u += a * (below + c / 2)  # new calls slower than old ones, ties count one half
-            below += c
-        ties = sum((a + c) ** 3 - (a + c) for a, c in zip(new, old, strict=True))
+        if complete(s.new) and complete(s.old):
+            n1, n2 = len(s.new.samples), len(s.old.samples)
+            u, variance = u_statistic(s.new.samples, s.old.samples)
+            exact += 1
+        else:
+            new, old = _bins(s.new.buckets, bounds), _bins(s.old.buckets, bounds)
+            n1, n2 = sum(new), sum(old)
+            if n1 == 0 or n2 == 0 or n1 + n2 < 2:
+                continue
+            u, variance = _u_from_bins(new, old)
         u_sum += u
         mean_sum += n1 * n2 / 2
-        var_sum += n1 * n2 / 12 * ((n + 1) - ties / (n * (n - 1)))
+        var_sum += variance
         pairs += n1 * n2
         effective += _effective(n1, n2)
     if pairs == 0 or var_sum <= 0:
@@ -142,7 +170,7 @@ def rank_test(strata: Sequence[Stratum]) -> Comparison | None:
         z,
         effective / MIXTURE_SCALE,
         f"P(new slower) {slower:.3f}",
-        {"rank_p_slower": slower, "rank_z": z},
+        {"rank_p_slower": slower, "rank_z": z, "rank_exact_nodes": float(exact)},
     )
 
 
@@ -212,23 +240,46 @@ def error_test(strata: Sequence[Stratum]) -> Comparison | None:
     )
 
 
+_RATE_COUNTS = {"error_rate": "errors", "crash_rate": "traps", "timeout_rate": "timeouts"}
+
+
+def _rate_vetoed(metric: str, strata: Sequence[Stratum], confidence: float) -> bool:
+    """Whether the old version beside the new one shows the rate is not the new version's
+    doing: on the same nodes at the same time it is not lower at `confidence` (one-sided
+    Cochran-Mantel-Haenszel), as an error burst on a node hits both versions."""
+    count = _RATE_COUNTS[metric]
+    tables = [
+        (getattr(s.new, count), s.new.requests, getattr(s.old, count), s.old.requests)
+        for s in strata
+    ]
+    result = _cmh(tables)
+    return result is not None and result[0] < NormalDist().inv_cdf(confidence)
+
+
 def hard_limits(
     new: VersionFigures,
     triggers: Iterable[tuple[str, float]],
     baseline: VersionFigures | None,
     settings: JudgeSettings,
+    strata: Sequence[Stratum] = (),
 ) -> tuple[list[str], list[str]]:
     """(breaches, triggers not judged yet for want of requests) of the merged new version.
 
     A rate limit is breached once `minimum_samples` requests are in, or earlier when the
     rate's lower confidence bound is above it (10 errors in 10 calls need no more evidence;
-    1 in 10 does). A latency limit waits for `minimum_samples` requests and keeps the old
-    version's veto of `analysis.evaluate_triggers`. Memory is no statistic: always judged.
+    1 in 10 does); where the old version shares the nodes (`strata`), only if the new
+    version's rate is also above the old one's there at `confidence` (an error burst on a
+    node is no fault of the version). A latency limit waits for `minimum_samples` requests and
+    keeps the old version's veto of `analysis.evaluate_triggers` (`baseline`). Memory is no
+    statistic: always judged.
     """
     enough = new.requests >= settings.minimum_samples
     breaches: list[str] = []
     deferred: list[str] = []
     for metric, threshold in triggers:
+        over = new.metric(metric) > threshold
+        if metric in RATE_METRICS and over and _rate_vetoed(metric, strata, settings.confidence):
+            continue
         if metric in RATE_METRICS and not enough:
             events = round(new.metric(metric) * new.requests / 100)
             low, _ = wilson_interval(events, new.requests, settings.confidence)
@@ -253,10 +304,12 @@ def since(now: VersionFigures, before: VersionFigures | None) -> VersionFigures:
     """The counts `now` minus those of an earlier snapshot of the same version and node.
 
     Counters that went down mean the agent restarted since: then `now` is all since. The
-    latency samples and the memory peak are not counters and stay as they are.
+    latency samples keep the calls since the snapshot when the agent's ring still holds them
+    all (the newest ones), else the whole ring; the memory peak stays as it is.
     """
     if before is None or now.requests < before.requests or now.errors < before.errors:
         return now
+    calls = now.requests - before.requests
     earlier = dict(before.buckets)
     buckets = tuple((b, max(0, c - earlier.get(b, 0))) for b, c in now.buckets)
     return replace(
@@ -268,6 +321,9 @@ def since(now: VersionFigures, before: VersionFigures | None) -> VersionFigures:
         latency_sum_ms=max(0.0, now.latency_sum_ms - before.latency_sum_ms),
         latency_count=max(0, now.latency_count - before.latency_count),
         buckets=buckets,
+        samples=now.samples[len(now.samples) - calls :]
+        if calls <= len(now.samples)
+        else now.samples,
     )
 
 
@@ -341,7 +397,7 @@ def concurrent_look(
     }
     sizes = f"{merged.requests} new / {baseline.requests if baseline else 0} old requests"
     veto = analysis.merge(*old_now.values()) if old_now else None
-    breaches, deferred = hard_limits(merged, triggers, veto, settings)
+    breaches, deferred = hard_limits(merged, triggers, veto, settings, strata)
     for node, fig in new.items():
         nodes.append(NodeResult(node, True, f"{fig.requests} requests"))
     if breaches:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 import random
+from dataclasses import replace
 
 from gitopsd.manifest.strategy_options import CanaryOptions
 from gitopsd.rollout import judge
@@ -274,3 +275,35 @@ def test_spec_keeps_its_judge_and_old_rollouts_keep_theirs() -> None:
     assert RolloutSpec.from_json(data).analysis == spec.analysis
     del data["analysis"]  # a rollout journaled before autoRollback.analysis existed
     assert RolloutSpec.from_json(data).analysis == judge.THRESHOLDS_ONLY
+
+
+def test_an_error_burst_on_the_node_is_not_the_new_versions_fault() -> None:
+    triggers = (("error_rate", 5.0),)
+    # The node failed 7% of everyone's calls: over the limit, but the old version beside
+    # the new one failed as many.
+    burst = look(
+        {"a": figures(FAST, errors=70)}, {"a": figures(FAST, errors=68)}, triggers=triggers
+    )
+    assert burst.verdict == "pass", burst
+    # The same 7% against an old version at 1% is the new version's doing.
+    own = look({"a": figures(FAST, errors=70)}, {"a": figures(FAST, errors=10)}, triggers=triggers)
+    assert own.verdict == "fail" and "hard limit: error_rate 7.0% > 5%" in own.message
+
+
+def test_exact_latencies_are_ranked_while_the_rings_hold_every_call() -> None:
+    old_values = tuple(4.0 + (i % 10) / 100 for i in range(300))  # 4.00-4.09 ms
+    new_values = tuple(v * 1.2 for v in old_values)  # 20% slower: all in the same bucket
+    new = {"a": replace(figures([0, 300, 0, 0, 0, 0, 0]), samples=new_values)}
+    old = {"a": replace(figures([0, 300, 0, 0, 0, 0, 0]), samples=old_values)}
+    outcome = look(new, old)
+    assert outcome.verdict == "fail" and outcome.figures["rank_exact_nodes"] == 1.0
+    # Without the samples the histograms cannot tell the two apart.
+    blind = look({"a": figures([0, 300, 0, 0, 0, 0, 0])}, {"a": figures([0, 300, 0, 0, 0, 0, 0])})
+    assert blind.verdict == "pass"
+
+
+def test_since_keeps_only_the_samples_of_calls_after_the_snapshot() -> None:
+    before = replace(figures([0, 3, 0, 0, 0, 0, 0]), samples=(9.0, 9.0, 9.0))
+    now = replace(figures([0, 5, 0, 0, 0, 0, 0]), samples=(9.0, 9.0, 9.0, 1.0, 2.0))
+    delta = judge.since(now, before)
+    assert delta.samples == (1.0, 2.0) and judge.complete(delta)
