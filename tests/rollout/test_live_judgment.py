@@ -114,6 +114,7 @@ def test_a_20_percent_slower_canary_is_rolled_back_and_an_identical_rebuild_land
     push(remote, "fn", "2.0.1", CANARY, behaviour=f"busy:{old}", extra=ANALYSIS)
     same = sync().results[0]
     assert same.state == "COMPLETED", same
+    assert "judged: concurrent baseline: no regression at confidence 0.99" in same.message
     assert set(pair.serving("fn").values()) == {"2.0.1"}
     # It was judged against the old version, on enough requests, not waved through.
     judged = [

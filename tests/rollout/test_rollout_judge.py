@@ -307,3 +307,17 @@ def test_since_keeps_only_the_samples_of_calls_after_the_snapshot() -> None:
     now = replace(figures([0, 5, 0, 0, 0, 0, 0]), samples=(9.0, 9.0, 9.0, 1.0, 2.0))
     delta = judge.since(now, before)
     assert delta.samples == (1.0, 2.0) and judge.complete(delta)
+
+
+def test_a_completed_canary_says_how_it_was_judged() -> None:
+    verdict = StepOutcome(
+        ok=True,
+        verdict="pass",
+        message="concurrent baseline: no regression at confidence 0.99 (300 new / 310 old)",
+        figures={"old_requests": 310.0},
+    )
+    steps = _canary_answers(build_ctx(2), [verdict])
+    assert steps[-1].state is RolloutState.COMPLETED
+    assert steps[-1].message.endswith(
+        "; judged: concurrent baseline: no regression at confidence 0.99 (300 new / 310 old)"
+    )

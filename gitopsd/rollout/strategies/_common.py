@@ -140,17 +140,18 @@ def wait(seconds: float, reason: str) -> Wait | None:
     return Wait(seconds, reason) if seconds > 0 else None
 
 
-def judged(nodes: Nodes, what: str) -> SubPlan[Failure | None]:
+def judged(nodes: Nodes, what: str) -> SubPlan[tuple[Failure | None, StepOutcome]]:
     """Analyze `nodes`; while the judge answers "inconclusive" and offers more time (the
     outcome's `extend_s`, which the executor bounds by autoRollback.analysis.maxExtension),
     wait that long and look again. The waits are ordinary journaled Wait steps, so a restart
-    resumes an extension toward its deadline. Returns the failure, if the analysis failed."""
+    resumes an extension toward its deadline. Returns the failure, if the analysis failed,
+    and the last analysis outcome."""
     step = Analyze(nodes)
     outcome = yield step
     while outcome.verdict == "inconclusive" and outcome.figures.get("extend_s", 0.0) > 0:
         yield Wait(float(outcome.figures["extend_s"]), f"more evidence for {what}")
         outcome = yield step
-    return None if passed(outcome) else Failure.of(step, outcome)
+    return (None if passed(outcome) else Failure.of(step, outcome)), outcome
 
 
 def rollback(nodes: Nodes) -> SubPlan[Nodes]:

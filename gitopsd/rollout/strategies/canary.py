@@ -93,6 +93,7 @@ class CanaryStrategy:
         opts = self.options
         stages = self.stages(ctx)
         touched = Touched()
+        compared = ""
         for index, stage in enumerate(stages):
             if index > 0 and not opts.auto_promote:
                 gate = yield Gate(
@@ -113,7 +114,9 @@ class CanaryStrategy:
                 touched=touched,
             )
             if failure is None:
-                failure = yield from judged(stage.nodes, stage.label)
+                failure, outcome = yield from judged(stage.nodes, stage.label)
+                if failure is None and outcome.figures.get("old_requests", 0) > 0:
+                    compared = outcome.message  # the last verdict against the old version
             if failure is not None:
                 reason = f"rolled back {ctx.version}: {failure} ({stage.label})"
                 yield from rollback_and_finish(touched.nodes, reason)
@@ -125,7 +128,9 @@ class CanaryStrategy:
                 yield from rollback_and_finish(touched.nodes, reason)
                 return
         note = yield from retire(ctx)
+        judged_by = f"; judged: {compared}" if compared else ""
         yield Finish(
             RolloutState.COMPLETED,
-            f"{ctx.version} on all {len(ctx.nodes)} nodes after {len(stages)} stages{note}",
+            f"{ctx.version} on all {len(ctx.nodes)} nodes after {len(stages)} stages"
+            f"{note}{judged_by}",
         )
