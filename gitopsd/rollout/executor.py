@@ -59,8 +59,10 @@ class StepExecutor:
         """Learn from every outcome, live or replayed from the journal."""
         self.extensions.note(step, outcome)
         if isinstance(step, SetTraffic):
+            ok = set(outcome.ok_nodes)
             for node, snapshot in _snapshots_from(outcome.figures).items():
-                self.since.setdefault(node, snapshot)
+                if node in ok:  # a node whose traffic did not move shares nothing yet
+                    self.since.setdefault(node, snapshot)
             self.new_percent.update(dict.fromkeys(outcome.ok_nodes, step.new_percent))
         if isinstance(step, Deploy):
             for r in outcome.nodes:

@@ -119,6 +119,20 @@ def _effective(n1: int, n2: int) -> float:
     return 2.0 * n1 * n2 / (n1 + n2) if n1 and n2 else 0.0
 
 
+def consistent(figures: VersionFigures) -> bool:
+    """Whether an agent's counts can be true (it may be broken or lying): no negative count,
+    no more failures than calls, a cumulative histogram that never goes down. A node whose
+    counts are not is left out of the comparison."""
+    counts = (figures.requests, figures.errors, figures.traps, figures.timeouts)
+    cumulative = [c for _, c in figures.buckets]
+    return (
+        min(counts) >= 0
+        and max(figures.errors, figures.traps, figures.timeouts) <= figures.requests
+        and all(0 <= a <= b for a, b in zip([0, *cumulative], cumulative, strict=False))
+        and all(math.isfinite(v) and v >= 0 for v in figures.samples)
+    )
+
+
 def complete(figures: VersionFigures) -> bool:
     """Whether the latency samples are every call counted (the agent's ring of recent
     latencies still holds all of them): then ranks need no histogram buckets."""
@@ -387,7 +401,11 @@ def concurrent_look(
         return StepOutcome(ok=verdict != "fail", verdict=verdict, message=reason)
     nodes = [NodeResult(n, True, f"no metrics: {e}") for n, e in silent.items()]
     merged = analysis.merge(*new.values())
-    strata = [Stratum(n, new[n], old[n]) for n in sorted(new) if n in old]
+    strata = [
+        Stratum(n, new[n], old[n])
+        for n in sorted(new)
+        if n in old and consistent(new[n]) and consistent(old[n])
+    ]
     baseline = analysis.merge(*(s.old for s in strata)) if strata else None
     figures: dict[str, float] = {
         **analysis.as_dict(merged),

@@ -321,3 +321,11 @@ def test_a_completed_canary_says_how_it_was_judged() -> None:
     assert steps[-1].message.endswith(
         "; judged: concurrent baseline: no regression at confidence 0.99 (300 new / 310 old)"
     )
+
+
+def test_a_node_with_impossible_counts_is_left_out_of_the_comparison() -> None:
+    liar = replace(figures(FAST), errors=-5)
+    outcome = look({"a": figures(SLOW), "b": figures(FAST)}, {"a": liar, "b": figures(FAST)})
+    # Node a's old version cannot be believed: only node b (no difference) is compared.
+    assert outcome.verdict == "pass" and outcome.figures["old_requests"] == 1000
+    assert not judge.consistent(replace(figures(FAST), buckets=((1.0, 5), (5.0, 3))))
