@@ -329,3 +329,31 @@ def test_a_node_with_impossible_counts_is_left_out_of_the_comparison() -> None:
     # Node a's old version cannot be believed: only node b (no difference) is compared.
     assert outcome.verdict == "pass" and outcome.figures["old_requests"] == 1000
     assert not judge.consistent(replace(figures(FAST), buckets=((1.0, 5), (5.0, 3))))
+
+
+def test_a_restarted_executor_rebuilds_the_judges_bookkeeping_from_the_journal() -> None:
+    from typing import Any, cast
+
+    from gitopsd.rollout.executor import StepExecutor
+
+    spec = RolloutSpec(
+        "fn",
+        "2.0.0",
+        "c" * 40,
+        "d" * 64,
+        {"type": "canary"},
+        (TargetNode("n1", "r", "u", old_version="1.0.0"), TargetNode("n2", "r", "u2")),
+    )
+    # The client and store are not touched by remember(): it only reads outcomes.
+    executor = StepExecutor(spec, cast(Any, None), cast(Any, None), lambda: 0.0)
+    snapshot = _snapshot_figures(
+        {"n1": {"1.0.0": {"requests": 40, "latencyMs": {"buckets": {"+Inf": 40}, "count": 40}}}}
+    )
+    traffic = StepOutcome.all_ok(("n1",))
+    executor.remember(SetTraffic(("n1",), 50.0), replace(traffic, figures=snapshot))
+    offered = StepOutcome(ok=True, verdict="inconclusive", figures={"extend_s": 180.0})
+    executor.remember(Analyze(("n1",)), offered)
+    executor.remember(Wait(180.0, "more evidence for stage 1 (50%)"), StepOutcome(ok=True))
+    assert executor.since["n1"]["1.0.0"].requests == 40
+    assert executor.new_percent == {"n1": 50.0}
+    assert executor.extensions.spent == 180.0
