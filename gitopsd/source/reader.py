@@ -7,14 +7,13 @@ from pathlib import Path
 import pygit2
 
 from gitopsd.errors import SourceError
+from gitopsd.source.bounded import read_commit, read_plain_directory
 from gitopsd.source.credentials import git_credential_env, source_credentials
 from gitopsd.source.git import (
     SourceSpec,
     local_path,
     mirror_dir,
     open_repository,
-    read_directory,
-    read_snapshot,
     resolve_commit,
 )
 from gitopsd.source.hostkeys import git_ssh_env, is_ssh_url, open_ssh_mirror
@@ -31,16 +30,19 @@ def is_plain_directory(url: str) -> bool:
 
 
 def take_snapshot(spec: SourceSpec, state_dir: Path, fetch: bool = True) -> Snapshot:
-    """The snapshot of `spec` now: fetch (for URLs), resolve the ref, read the tree."""
+    """The snapshot of `spec` now: fetch (for URLs), resolve the ref, read the tree.
+
+    The tree is read within the limits of source/bounded.py: InvalidManifests (carrying the
+    commit) for a synced path too deep, with too many entries or too many bytes."""
     if is_plain_directory(spec.url):
         local = local_path(spec.url)
         assert local is not None
-        return read_directory(local / spec.root if spec.root else local)
+        return read_plain_directory(local / spec.root if spec.root else local)
     repo = open_source(spec, state_dir, fetch=fetch)
     commit = resolve_commit(repo, spec.ref)
     if spec.verify is not None:
         verify_commit(repo, str(commit.id), spec.verify)
-    return read_snapshot(repo, commit, spec.root)
+    return read_commit(repo, commit, spec.root)
 
 
 def open_source(spec: SourceSpec, state_dir: Path, fetch: bool = True) -> pygit2.Repository:

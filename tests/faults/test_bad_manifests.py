@@ -17,6 +17,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
+import pygit2
 import pytest
 import yaml
 from hypothesis import HealthCheck, example, given, settings
@@ -25,11 +26,16 @@ from hypothesis import strategies as st
 from gitopsd.errors import InvalidManifests
 from gitopsd.manifest.desired import DesiredState
 from gitopsd.manifest.loader import load_snapshot
+from gitopsd.source.bounded import MAX_DEPTH, MAX_ENTRIES
+from gitopsd.source.git import SourceSpec
+from gitopsd.source.reader import take_snapshot
 from gitopsd.source.snapshot import GIT_MODE_SYMLINK, Snapshot, SnapshotFile
+from tests.clirunner import Gitopsd
 from tests.faults.conftest import Figures, scale
 from tests.faults.corpus import BASE, GOOD, NODES, Case, all_cases, fn_doc
 from tests.fleetfixture import Fleet, running_fleet
-from tests.gitrepo import GitRemote
+from tests.gitrepo import GitRemote, git
+from tests.manifest.support import WAT
 from tests.rollout.livesupport import HookClock, Syncer
 from tests.wasm_modules import handler_wat
 
@@ -368,3 +374,131 @@ def test_inside_references_still_load(reference: str) -> None:
     files = {**BASE, "functions/other.yaml": fn_doc("other", module=reference).encode()}
     state = load_snapshot(Snapshot("0" * 40, "", {p: SnapshotFile(p, d) for p, d in files.items()}))
     assert sorted(state.functions) == ["good", "other"]
+
+
+# -- the synced path's size: depth, entries, bytes (issue 14, finding 11) -----------------------
+
+
+def commit_tree(remote: GitRemote, name: str, subtree: pygit2.Oid, message: str) -> str:
+    """Commit HEAD's tree plus `name` -> `subtree` in the work repository and push it with the
+    git CLI (what an author with push access can do: no work tree has to hold it)."""
+    repo = pygit2.Repository(str(remote.work))
+    head = repo.head.peel(pygit2.Commit)
+    builder = repo.TreeBuilder(head.tree)
+    builder.insert(name, subtree, pygit2.GIT_FILEMODE_TREE)
+    sig = pygit2.Signature("Mallory", "mallory@example.test")
+    sha = repo.create_commit("HEAD", sig, sig, message, builder.write(), [head.id])
+    git("push", "-q", "origin", "main", cwd=remote.work)
+    # The index and the work tree keep the parent's files (a checkout 1,200 directories deep
+    # would defeat shutil.rmtree): a later `remote.commit_push` commits `name` away again.
+    return str(sha)
+
+
+def deep_tree(repo: pygit2.Repository, depth: int, leaf: bytes = b"a: 1\n") -> pygit2.Oid:
+    """`d/d/.../d/x.yaml`, `depth` directories deep, built bottom-up without recursion."""
+    builder = repo.TreeBuilder()
+    builder.insert("x.yaml", repo.create_blob(leaf), pygit2.GIT_FILEMODE_BLOB)
+    tree = builder.write()
+    for _ in range(depth - 1):
+        builder = repo.TreeBuilder()
+        builder.insert("d", tree, pygit2.GIT_FILEMODE_TREE)
+        tree = builder.write()
+    return tree
+
+
+def wide_tree(repo: pygit2.Repository, files: int, data: bytes) -> pygit2.Oid:
+    """One directory of `files` files that all hold `data` (one blob, many names)."""
+    blob = repo.create_blob(data)
+    builder = repo.TreeBuilder()
+    for n in range(files):
+        builder.insert(f"f{n:06d}.txt", blob, pygit2.GIT_FILEMODE_BLOB)
+    return builder.write()
+
+
+def _valid_repo(remote: GitRemote) -> None:
+    remote.write("nodes.yaml", NODES)
+    remote.write("functions/good.yaml", GOOD)
+    remote.write("modules/good.wat", WAT)
+    remote.commit_push("valid")
+
+
+def test_a_tree_1200_directories_deep_is_refused_not_a_recursion_error(
+    tmp_path: Path, figures: Figures
+) -> None:
+    """Regression (issue 14, finding 11): source/git.py `_walk()` recursed per directory, so
+    a commit 1,200 directories deep raised RecursionError out of `gitopsd validate`, and the
+    daemon retried it forever without a failure note."""
+    remote = GitRemote(tmp_path / "git")
+    _valid_repo(remote)
+    repo = pygit2.Repository(str(remote.work))
+    sha = commit_tree(remote, "deep", deep_tree(repo, 1200), "1,200 directories")
+    for source in (str(remote.bare), f"file://{remote.bare}"):
+        with pytest.raises(InvalidManifests) as caught:
+            take_snapshot(SourceSpec(source, "main"), tmp_path / "state")
+        (problem,) = caught.value.problems
+        assert caught.value.commit == sha
+        assert problem.path == "deep/" + "/".join(["d"] * 32) and problem.line == 1
+        assert "nested 33 levels below the synced path, over the limit of 32" in problem.message
+    result = Gitopsd(tmp_path / "cli-state")("validate", str(remote.bare))
+    figures.update(validate_exit=result.code, problem=result.err.splitlines()[0][-80:])
+    assert result.code == 1, result.err
+    assert f"deep/{'d/' * 31}d:1: directory nested 33 levels" in result.err
+
+
+def test_the_limits_are_exact_for_depth_entries_and_bytes(tmp_path: Path) -> None:
+    """At the limit a commit is read; one past it is refused, naming the path that passed."""
+    remote = GitRemote(tmp_path / "git")
+    _valid_repo(remote)
+    repo = pygit2.Repository(str(remote.work))
+    spec = SourceSpec(str(remote.bare), "main")
+    state = tmp_path / "state"
+
+    def problems() -> list[str]:
+        with pytest.raises(InvalidManifests) as caught:
+            take_snapshot(spec, state)
+        return [str(p) for p in caught.value.problems]
+
+    commit_tree(remote, "deep", deep_tree(repo, MAX_DEPTH), "at the depth limit")
+    assert f"deep/{'d/' * (MAX_DEPTH - 1)}x.yaml" in take_snapshot(spec, state).files
+    commit_tree(remote, "deep", deep_tree(repo, MAX_DEPTH + 1), "one level deeper")
+    assert problems() == [
+        f"deep/{'d/' * (MAX_DEPTH - 1)}d:1: directory nested {MAX_DEPTH + 1} levels below "
+        f"the synced path, over the limit of {MAX_DEPTH}"
+    ]
+    commit_tree(remote, "deep", deep_tree(repo, 2), "shallow again")
+    files = len(take_snapshot(spec, state).files)
+    directories = 5  # functions/, modules/, deep/, deep/d/ and wide/
+    room = MAX_ENTRIES - files - directories
+    commit_tree(remote, "wide", wide_tree(repo, room, b"x"), "at the entries limit")
+    assert len(take_snapshot(spec, state).files) == files + room
+    commit_tree(remote, "wide", wide_tree(repo, room + 1, b"x"), "one entry more")
+    (message,) = problems()
+    assert message.startswith(f"wide/f{room:06d}.txt:1: more than 10,000 files and directories")
+    nine_mib = b"\x00" * (9 << 20)
+    commit_tree(remote, "wide", wide_tree(repo, 8, nine_mib), "72 MiB in 8 files")
+    (message,) = problems()
+    assert message.startswith("wide/f000007.txt:1: file of 9,437,184 bytes takes the synced path")
+    assert "over 67,108,864 bytes read in all" in message
+
+
+def test_a_plain_directory_is_read_within_the_same_limits(tmp_path: Path) -> None:
+    """`gitopsd validate DIR` walked with os.walk (recursive in Python 3.11): the same
+    depth limit, without a RecursionError, and a fifo is a problem instead of a read that
+    never returns."""
+    top = tmp_path / "manifests"
+    top.mkdir()
+    (top / "nodes.yaml").write_text(NODES)
+    here = top
+    for _ in range(1200):  # os.makedirs itself recurses per level
+        here = here / "d"
+        here.mkdir()
+    os.mkfifo(top / "pipe.yaml")
+    try:
+        result = Gitopsd(tmp_path / "state")("validate", str(top))
+    finally:
+        while here != top:  # shutil.rmtree recurses too: remove bottom-up
+            here.rmdir()
+            here = here.parent
+    assert result.code == 1, result.err
+    assert f"\n{'d/' * 32}d:1: directory nested 33 levels" in "\n" + result.err
+    assert "pipe.yaml:1: not a regular file, directory or symlink" in result.err
