@@ -5,12 +5,14 @@ and SIGTERM behaviour, sd_notify readiness, metrics."""
 from __future__ import annotations
 
 import json
+import re
 import signal
 import socket
 import sqlite3
 from collections.abc import Iterator
 from pathlib import Path
 
+import pygit2
 import pytest
 
 from tests.daemon.daemonsupport import DaemonProcess, wait_for
@@ -415,3 +417,37 @@ def test_a_plain_directory_source_is_refused_at_start(tmp_path: Path) -> None:
     )
     assert done.returncode == 2, done.stderr
     assert "is a plain directory" in done.stderr
+
+
+def _passes(daemon: DaemonProcess) -> float:
+    found = re.findall(r"^gitopsd_reconcile_total\{[^}]*\} (\S+)$", daemon.metrics(), re.M)
+    return sum(float(v) for v in found)
+
+
+def test_a_tree_too_deep_is_noted_once_and_the_daemon_waits_for_a_new_commit(
+    daemon: DaemonProcess, repo: GitRemote, fleet: Fleet
+) -> None:
+    """Regression (issue 14, finding 11): a commit 1,200 directories deep raised
+    RecursionError while the tree was read, an unexpected error to the daemon, which retried
+    the same commit with backoff forever and never wrote a failure note."""
+    from tests.faults.test_bad_manifests import commit_tree, deep_tree
+
+    daemon.start()
+    wait_for(lambda: serves(fleet, "hello", "1.0.0"), what="first sync")
+    work = pygit2.Repository(str(repo.work))
+    bad = commit_tree(repo, "deep", deep_tree(work, 1200), "1,200 directories")
+    wait_for(lambda: note(repo, bad) is not None, what="failure note on the deep commit")
+    body = note(repo, bad)
+    assert body is not None and body["status"] == "failure"
+    problems = body["problems"]
+    assert isinstance(problems, list) and len(problems) == 1
+    assert f"deep/{'d/' * 31}d:1: directory nested 33 levels" in problems[0]
+    before = _passes(daemon)
+    for n in range(3):  # more passes at the same commit: it is not read or noted again
+        assert daemon.hook("github", {"ref": "refs/heads/main", "n": n}, f"again-{n}") == 202
+        wait_for(lambda n=n: _passes(daemon) >= before + n + 1, what=f"pass {n + 1}")
+    assert daemon.logs().count("invalid manifests; previous desired state stays in force") == 1
+    assert 'gitopsd_reconcile_total{result="error"}' not in daemon.metrics()
+    assert serves(fleet, "hello", "1.0.0")
+    push(repo, "hello", "2.0.0", "{type: blue-green}")  # commits the index: deep/ is gone
+    wait_for(lambda: serves(fleet, "hello", "2.0.0"), what="the next commit applied")
