@@ -384,6 +384,7 @@ class Connection(asyncio.Protocol):
         if transport is None:
             return
         plane = self.plane
+        self.deadline = math.inf  # once: the socket closes on the loop's next turn
         if self.phase is Phase.IDLE:
             plane.counters.refuse("evicted" if evicted else "idle_timeout")
         elif evicted:
@@ -416,7 +417,7 @@ class Connection(asyncio.Protocol):
         if transport is None:
             return
         transport.write(render(error_answer(status, message), self.plane.clock.date(), True))
-        self.close()
+        transport.close()  # after those few bytes, which the socket's buffer takes at once
 
     # --- the fast path -----------------------------------------------------------------
 
@@ -448,11 +449,13 @@ class Connection(asyncio.Protocol):
                 return
             self._held = head.content_length
             self._waiting = (end + 4, head)
-            self._expect(Phase.BODY, plane.body_timeout)
+            if len(self.buffer) < end + 4 + head.content_length:
+                self._expect(Phase.BODY, plane.body_timeout)
+                return  # the rest of the body is on its way
         start, head = self._waiting
         size = start + head.content_length
         if len(self.buffer) < size:
-            return  # the rest of the body is on its way
+            return
         body = bytes(self.buffer[start:size])
         del self.buffer[:size]
         self._waiting = None
