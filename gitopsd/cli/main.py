@@ -53,12 +53,27 @@ def _setup_logging(json: bool | None = None) -> None:
 def validate(ctx: Ctx, source: str | None, ref: str | None, path: str | None) -> None:
     """Check the manifests of SOURCE; exit 1 with file:line for every problem."""
     _setup_logging()
+    from gitopsd.cli.worktree import hint_uncommitted_modules, working_tree
+    from gitopsd.errors import InvalidManifests
     from gitopsd.manifest.loader import load_snapshot
     from gitopsd.source.reader import take_snapshot
 
     spec = ctx.source(source, ref, path)
     snapshot = take_snapshot(spec, ctx.state_dir)
-    desired = load_snapshot(snapshot)
+    tree = working_tree(spec)
+    uncommitted = tree.uncommitted() if tree is not None else []
+    if uncommitted:
+        click.echo(
+            f"warning: uncommitted changes to {', '.join(uncommitted)}: validated the commit "
+            f"{snapshot.short} of {spec.ref}, not the working tree (commit them first)",
+            err=True,
+        )
+    try:
+        desired = load_snapshot(snapshot)
+    except InvalidManifests as exc:
+        if tree is None:
+            raise
+        raise InvalidManifests(hint_uncommitted_modules(exc.problems, tree), exc.commit) from None
     for warning in desired.warnings:
         click.echo(f"warning: {warning}", err=True)
     click.echo(

@@ -254,6 +254,9 @@ class _Load:
     def _functions(self, docs: list[_Doc]) -> dict[str, DesiredFunction]:
         functions: dict[str, DesiredFunction] = {}
         for doc in docs:
+            if doc.kind == "EdgeFunction" and doc.manifest is None:
+                self._check_module_of_invalid(doc)
+                continue
             if not isinstance(doc.manifest, EdgeFunctionManifest):
                 continue
             meta, spec = doc.manifest.metadata, doc.manifest.spec
@@ -294,6 +297,19 @@ class _Load:
                 labels=MappingProxyType(dict(meta.labels)),
             )
         return functions
+
+    def _check_module_of_invalid(self, doc: _Doc) -> None:
+        """The module of a function whose other fields are invalid, checked all the same: every
+        problem in one run, not a missing module found only once the rest is fixed."""
+        value = doc.document.value
+        spec = value.get("spec") if isinstance(value, dict) else None
+        module = spec.get("module") if isinstance(spec, dict) else None
+        if not isinstance(module, str) or not 0 < len(module) <= 4096:
+            return  # a missing, mistyped or oversized module is already a validation problem
+        try:
+            self.compiler.compile(doc.path, module)
+        except ModuleRefused as exc:
+            self.problem(doc.path, doc.line_of("spec", "module"), str(exc))
 
     def _check_dependencies(self, functions: dict[str, DesiredFunction]) -> None:
         declared = {d.name for d in self.docs if d.kind == "EdgeFunction" and d.name}
