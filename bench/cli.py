@@ -26,6 +26,7 @@ FIGURES = {
     "P8": "bench.p8_daemon_rss",
     "P9": "bench.p9_cli_startup",
     "J": "bench.judgment",  # rows J1-J6: the rollout judge over simulated traffic
+    "UI": "bench.ui_page",  # rows UI1-UI3: the status page at 2,000 functions, event delay
 }
 
 

@@ -72,6 +72,7 @@ from gitopsd.source.reader import current_commit, is_plain_directory
 from gitopsd.source.redact import redact
 from gitopsd.source.verify import SignatureRefused
 from gitopsd.store.sqlite import SqliteStore
+from gitopsd.ui.events import EventBus
 
 from .metrics import Metrics, serve_metrics
 from .sdnotify import Notifier
@@ -135,6 +136,7 @@ class Daemon:
         self._controls_seen = 0.0
         self.metrics = Metrics()
         self.forges = ForgeReporter()
+        self.events = EventBus()  # rollout steps and node changes, for the status page
 
     # configuration ---------------------------------------------------------------------------
 
@@ -232,7 +234,7 @@ class Daemon:
             self.client = await stack.enter_async_context(self.open_client())
             self.forges = reporter_from_config(self.config.status.forges)
             stack.push_async_callback(self.forges.aclose)
-            self.engine = Engine(self.store, self.client, self.clock)
+            self.engine = Engine(self.store, self.client, self.clock, self.events.rollout_sink)
             scheduler = self._start_scheduler()
             stack.callback(scheduler.shutdown, False)
             await self._start_servers(stack)
@@ -258,6 +260,7 @@ class Daemon:
     def _agent_changed(self, node: str) -> None:
         self.log.debug("agent inventory changed", node=node)
         self.request("agent")
+        self.events.node_changed(node)
 
     def _start_scheduler(self) -> Any:
         from apscheduler.schedulers.asyncio import AsyncIOScheduler
@@ -315,6 +318,10 @@ class Daemon:
             host, _, port = self.config.metrics.listen.rpartition(":")
             runner = await serve_metrics(self.metrics, host.strip("[]"), int(port))
             stack.push_async_callback(runner.cleanup)
+        if self.config.ui.listen:
+            from gitopsd.ui.daemon_ports import start_ui  # Jinja2 only when the page is on
+
+            await start_ui(self, stack)
 
     async def _serve(
         self, stack: contextlib.AsyncExitStack, app: web.Application, listen: str
@@ -373,6 +380,8 @@ class Daemon:
             self.store.put(LAST_ERROR_KEY, f"{error} (retrying in {backoff:.0f}s)")
             return float(backoff)
         self.metrics.observe_reconcile(result, time.perf_counter() - started)
+        if result != "noop":
+            self.events.publish("pass", {"result": result})
         self._export_rollout_states()
         if state.last_error:
             self.store.put(LAST_ERROR_KEY, "")

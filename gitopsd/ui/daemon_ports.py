@@ -1,15 +1,17 @@
 """The status page inside `gitopsd run`: ports onto the daemon's own state, and its start.
 
-The page reads what the daemon already holds: the desired state of the last pass, the
-fleet client's inventories (held requests keep them current, so a page view asks no
-agent anything), the store; the commit and its notes from the daemon's Git mirror.
+The page reads what the daemon already holds: the desired state of the last pass and the
+store; the commit and its notes come from the daemon's Git mirror. The agents' inventories
+come through a fleet client of the page's own (the daemon's serves one caller at a time,
+and the daemon does not read the fleet back after its own steps), one read at a time: a
+read of an unchanged agent is one bodiless 304 over a kept-alive connection (fleet/probe.py).
+A rollback runs as `gitopsd rollback` does, with a client of its own and the same engine.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -17,7 +19,9 @@ import pygit2
 
 from gitopsd.config import read_secret
 from gitopsd.errors import ConfigError, GitopsdError
+from gitopsd.fleet.client import AgentClient
 from gitopsd.fleet.live import LiveState
+from gitopsd.reconcile import FunctionResult, summarize_rollout
 from gitopsd.source.git import SourceSpec
 from gitopsd.store.sqlite import RolloutRow
 from gitopsd.ui.ports import CommitInfo, UiPorts
@@ -25,8 +29,6 @@ from gitopsd.ui.server import StatusPage, serve
 
 if TYPE_CHECKING:
     from gitopsd.daemon.service import Daemon
-
-LIVE_TTL_S = 0.5  # page views within this share one read of the fleet client's cache
 
 
 def read_commit(spec: SourceSpec, state_dir: Path, sha: str) -> CommitInfo | None:
@@ -78,22 +80,24 @@ def read_notes(spec: SourceSpec, state_dir: Path, shas: list[str]) -> dict[str, 
 class DaemonPorts:
     """UiPorts over a running Daemon."""
 
-    def __init__(self, daemon: Daemon) -> None:
+    def __init__(self, daemon: Daemon, stack: contextlib.AsyncExitStack) -> None:
         self.daemon = daemon
-        self._live: tuple[float, LiveState] | None = None
+        self._stack = stack
         self._commits: dict[str, CommitInfo | None] = {}
+        self._client: AgentClient | None = None
+        self._reading = asyncio.Lock()
 
     async def live(self) -> LiveState:
-        client = self.daemon.client
         desired = self.daemon.pass_state.desired
-        if client is None or desired is None:
+        if desired is None:
             return LiveState()
-        now = time.monotonic()
-        if self._live is not None and now - self._live[0] < LIVE_TTL_S:
-            return self._live[1]
-        state = await client.live_state({n: d.address for n, d in desired.nodes.items()})
-        self._live = (now, state)
-        return state
+        addresses = {n: d.address for n, d in desired.nodes.items()}
+        async with self._reading:
+            if self._client is None:
+                client = self.daemon.reconciler.client({})
+                self._client = await self._stack.enter_async_context(client)
+            self._client.addresses = addresses
+            return await self._client.live_state(addresses)
 
     async def commit(self, sha: str) -> CommitInfo | None:
         if sha not in self._commits:
@@ -109,21 +113,34 @@ class DaemonPorts:
         return await asyncio.to_thread(read_notes, self.daemon.source, self.daemon.state_dir, shas)
 
     async def rollback(self, function: str, to: str | None) -> RolloutRow:
+        """`gitopsd rollback` from the page, run in the daemon: while it runs it stands in
+        the daemon's table of running rollouts, so no pass starts another rollout of the
+        function, or takes the rollback for one a dead process left and runs it twice."""
         from gitopsd.rollout.operator_rollback import rollback_function
 
-        client = self.daemon.client
-        if client is None:
-            raise GitopsdError("the daemon is not connected to its fleet yet")
-        row = await rollback_function(
-            self.daemon.store,
-            client,
-            self.daemon.clock,
-            function,
-            to,
-            self.daemon.events.rollout_sink,
-        )
-        self.daemon.request("operator")
-        return row
+        daemon = self.daemon
+        running = daemon.pass_state.rollouts
+        if function in running:
+            raise ConfigError(f"{function}: a rollout of it is running; abort it first")
+        done: dict[str, RolloutRow] = {}
+
+        async def run() -> FunctionResult:
+            try:
+                async with daemon.reconciler.client({}) as client:
+                    row = await rollback_function(
+                        daemon.store, client, daemon.clock, function, to, daemon.events.rollout_sink
+                    )
+                done["row"] = row
+                return summarize_rollout(daemon.store, row)
+            finally:
+                if running.get(function) is task:
+                    del running[function]  # before the task ends: no pass reports it
+                daemon.request("operator")
+
+        task = asyncio.create_task(run())
+        running[function] = task
+        await task
+        return done["row"]
 
     def ports(self) -> UiPorts:
         daemon = self.daemon
@@ -153,7 +170,7 @@ async def start_ui(daemon: Daemon, stack: contextlib.AsyncExitStack) -> None:
     assert ui.listen is not None
     host, port = parse_listen(ui.listen)
     token = read_secret(ui.token_file, "ui token") if ui.token_file else None
-    page = StatusPage(DaemonPorts(daemon).ports(), token, daemon.clock)
+    page = StatusPage(DaemonPorts(daemon, stack).ports(), token, daemon.clock)
     runner = await serve(page, host, port)
     stack.push_async_callback(runner.cleanup)
     daemon.log.info(

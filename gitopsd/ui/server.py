@@ -33,7 +33,7 @@ ACTIONS = ("pause", "resume", "promote", "abort", "approve", "rollback")
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,252}$")
 KEEPALIVE_S = 15.0
 SSE_RETRY_MS = 1000
-STATIC = {"app.js": "text/javascript", "style.css": "text/css"}
+STATIC = {"app.js": "text/javascript", "style.css": "text/css", "favicon.svg": "image/svg+xml"}
 SECURITY_HEADERS = {
     "Content-Security-Policy": (
         "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
@@ -57,11 +57,13 @@ class StatusPage:
         self.sessions = Sessions(token)
         self.clock = clock or SystemClock()
         self.renderer = Renderer()
-        self.flash: dict[str, str] = {}  # session id -> result of its last action
+        # (session id, nonce) -> result of an action, shown once by the page it redirects to
+        # (`?done=nonce`): a live refresh of the page running meanwhile cannot take it.
+        self.flash: dict[tuple[str, str], str] = {}
         self.streams: set[Subscription] = set()
         self.log = get_logger(component="ui")
         self._static = {
-            name: (resources.files("gitopsd.ui").joinpath("static", name).read_bytes(), kind)
+            name: ((resources.files("gitopsd.ui") / "static" / name).read_bytes(), kind)
             for name, kind in STATIC.items()
         }
         self.asset_version = secrets.token_hex(4)
@@ -81,6 +83,7 @@ class StatusPage:
         r.add_post("/logout", self.logout)
         r.add_post("/functions/{name}/{action}", self.act)
         r.add_get("/static/{file}", self.static)
+        r.add_get("/favicon.ico", self.favicon)
         app.on_shutdown.append(self._close_streams)
         app.on_cleanup.append(self._close_reads)
         return app
@@ -124,7 +127,9 @@ class StatusPage:
             scope=scope,
             session=session,
             read_only=self.sessions.read_only,
-            flash=self.flash.pop(session.id, "") if session else "",
+            flash=self.flash.pop((session.id, request.query.get("done", "")), "")
+            if session
+            else "",
             asset=self.asset_version,
             path=request.path,
             **ctx,
@@ -254,6 +259,9 @@ class StatusPage:
         response.enable_compression()
         return response
 
+    async def favicon(self, _request: web.Request) -> web.Response:
+        raise web.HTTPMovedPermanently(f"/static/favicon.svg?v={self.asset_version}")
+
     # live -------------------------------------------------------------------------------------
 
     async def events(self, request: web.Request) -> web.StreamResponse:
@@ -376,8 +384,11 @@ class StatusPage:
             result=message,
         )
         self.ports.events.publish("action", {"function": name, "action": action, "ok": ok})
-        self.flash[session.id] = message if ok else f"refused: {message}"
-        raise web.HTTPSeeOther(f"/functions/{name}")
+        nonce = secrets.token_urlsafe(8)
+        if len(self.flash) > 1_000:  # results nobody came back for
+            self.flash.clear()
+        self.flash[(session.id, nonce)] = message if ok else f"refused: {message}"
+        raise web.HTTPSeeOther(f"/functions/{name}?done={nonce}")
 
     async def _run_action(self, action: str, name: str, to: str | None) -> str:
         if action == "rollback":

@@ -272,6 +272,13 @@ def plan_json(row: RolloutRow, journal: list[JournalRow], now: float) -> list[di
                 "kind": step.kind,
                 "label": describe_step(step, row.version),
                 "status": "planned",
+                "startedAt": None,
+                "finishedAt": None,
+                "deadline": None,
+                "message": "",
+                "verdict": "",
+                "failedNodes": [],
+                "figures": {},
             }
             if isinstance(step, Wait):
                 item["eta"] = iso(eta + step.seconds)

@@ -1,0 +1,1 @@
+"""The status page served by the daemon on `[ui] listen` (docs/status-page.md)."""
