@@ -216,10 +216,27 @@ def _not_found(ref: str, name: str, repo: pygit2.Repository) -> str:
         return f"commit {ref} not found in {repo.path}"
     if name.startswith("refs/heads/") and not ref.startswith("refs/"):
         return (
-            f"ref {ref!r} not found in {repo.path}: no branch {name} (a tag or another ref "
-            "is named in full, e.g. refs/tags/v1; a commit by its full id)"
+            f"ref {ref!r} not found in {repo.path}: no branch {name}; {_branches_hint(repo)} "
+            "(a tag or another ref is named in full, e.g. refs/tags/v1; a commit by its full id)"
         )
     return f"ref {ref!r} not found in {repo.path} (or it names no commit)"
+
+
+def _branches_hint(repo: pygit2.Repository, shown: int = 10) -> str:
+    """The branches the repository has, and how to pick one: the usual cause of a missing
+    `main` is a repository whose branch is `master`."""
+    try:
+        branches = sorted(repo.branches.local)
+    except pygit2.GitError:
+        branches = []
+    if not branches:
+        return "the repository has no branches (nothing committed yet?)"
+    listed = ", ".join(branches[:shown]) + (", ..." if len(branches) > shown else "")
+    first = "master" if "master" in branches else branches[0]
+    return (
+        f"branches here: {listed}; choose one with --ref {first} or "
+        f'[source] branch = "{first}" in the config'
+    )
 
 
 def read_snapshot(repo: pygit2.Repository, commit: pygit2.Commit, root: str) -> Snapshot:
