@@ -170,6 +170,23 @@ def alias_bombs() -> list[Case]:
         ),
         _case("alias-bomb", "deep-block-seq", "".join("  " * i + "-\n" for i in range(100))),
     ]
+    # Nesting the size of a whole manifest (1 MiB): PyYAML's composer recurses per level, so
+    # each must end at the depth limit with a line, never in a RecursionError (finding 11).
+    mib = (1 << 20) - 16
+    deep = {
+        "1mib-flow-seq": "[" * mib,
+        "1mib-flow-map": "{a: " * (mib // 4),
+        "1mib-flow-mixed": "[{a: " * (mib // 5),
+        "1mib-quoted-keys": '{"a": ' * (mib // 6),
+        "1mib-inline-dashes": "- " * (mib // 2) + "x\n",
+        "1mib-explicit-keys": "? " * (mib // 2) + "x\n",
+        "alias-chain": "a0: &a0 x\n" + "".join(f"a{i}: &a{i} [*a{i - 1}]\n" for i in range(1, 99)),
+        "merge-chain": "b0: &b0 {x: 1}\n"
+        + "".join(f"b{i}: &b{i} {{<<: *b{i - 1}}}\n" for i in range(1, 99)),
+    }
+    cases += [
+        _case("alias-bomb", name, text, expect="nested deeper") for name, text in deep.items()
+    ]
     return cases
 
 
