@@ -22,6 +22,7 @@ from pydantic.fields import FieldInfo
 from gitopsd.manifest.durations import ACCEPTED_FORMS, Duration, format_duration
 from gitopsd.manifest.models import API_VERSION, MANIFEST_MODELS
 from gitopsd.manifest.strategy_options import OPTION_MODELS
+from gitopsd.source.bounded import limits_markdown
 
 REGENERATE = "python -m gitopsd.manifest.reference > docs/manifest-reference.md"
 
@@ -106,6 +107,7 @@ def manifest_reference_markdown() -> str:
         if rest not in shown:
             shown.add(rest)
             out += _section(rest)
+    out += limits_markdown()
     return "\n".join(out).rstrip("\n") + "\n"
 
 
