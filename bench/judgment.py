@@ -411,6 +411,12 @@ class Cell:
     rolled_back: int
     decided_per_side: tuple[float, ...]
     mean_seconds: float
+    outcomes: tuple[bool, ...] = ()  # rolled back, per simulated rollout
+
+    @property
+    def per_rollout(self) -> list[float]:
+        """100.0 for a rollout rolled back, 0.0 for one that completed (the row's samples)."""
+        return [100.0 if rolled else 0.0 for rolled in self.outcomes]
 
     @property
     def share(self) -> float:
@@ -458,6 +464,7 @@ def simulate(scenario: Scenario, rate: int, judge_name: str, rollouts: int, seed
             if r.decided_per_side is not None and r.rolled_back == scenario.regression
         ),
         statistics.fmean(r.seconds for r in results),
+        tuple(r.rolled_back for r in results),
     )
 
 
@@ -515,10 +522,11 @@ def rows(cells: Sequence[Cell]) -> list[Row]:
                 baseline_measure="today's judge (thresholds only), same simulated traffic",
                 target=">= 95% at 50 req/s" if s.regression else "<= 1% at 50 req/s",
                 ok=goal,
-                samples=[100 * c.share for c in new],
-                baseline_samples=[100 * c.share for c in today],
+                samples=at50n.per_rollout,
+                baseline_samples=at50t.per_rollout,
                 extra={"cells": [c.to_json() for c in (*today, *new)]},
-                note=f"{n} rollouts per cell, 50 req/s per node in the median column; {detail}",
+                note=f"{n} rollouts per cell (samples: 100 = rolled back, per rollout at 50 "
+                f"req/s); {detail}",
             )
         )
     decided_new = [v for s in SCENARIOS for v in by[(s.id, 50, "new")].decided_per_side]
@@ -535,7 +543,8 @@ def rows(cells: Sequence[Cell]) -> list[Row]:
             baseline_measure="today's judge: its first look",
             target="<= 2,000 per side",
             ok=bool(med_new <= 2000),
-            samples=[float(v) for v in sorted(decided_new)[:: max(1, len(decided_new) // 50)]],
+            samples=[float(v) for v in decided_new],
+            baseline_samples=[float(v) for v in decided_today],
             extra={
                 "p95_new": sorted(decided_new)[int(0.95 * (len(decided_new) - 1))]
                 if decided_new
@@ -543,8 +552,8 @@ def rows(cells: Sequence[Cell]) -> list[Row]:
                 "right_decisions_new": len(decided_new),
                 "right_decisions_today": len(decided_today),
             },
-            note="median over the rollouts the judge got right (rolled back a regression, "
-            "promoted the A/A version); samples are every n-th value",
+            note="median over the rollouts each judge got right (rolled back a regression, "
+            "promoted the A/A version), one sample per such rollout",
         )
     )
     j6n, j6t = by[("J4", 5, "new")], by[("J4", 5, "today")]
@@ -558,8 +567,8 @@ def rows(cells: Sequence[Cell]) -> list[Row]:
             baseline_measure="today's judge, same simulated traffic",
             target="0 false rollbacks",
             ok=j6n.rolled_back == 0,
-            samples=[100 * j6n.share],
-            baseline_samples=[100 * j6t.share],
+            samples=j6n.per_rollout,
+            baseline_samples=j6t.per_rollout,
             extra={
                 "new": j6n.to_json(),
                 "today": j6t.to_json(),
