@@ -60,3 +60,21 @@ def test_reference_uses_yaml_names_and_readable_defaults() -> None:
     )
     assert "| `sha256` | sha256 (hex) | absent |" in text
     assert "health_check_timeout" not in text
+
+
+def test_the_limits_section_states_the_limits_in_force() -> None:
+    """The synced path's limits come from source/bounded.py; the sentence on the per-file and
+    YAML limits is written by hand, so it is checked against the constants here."""
+    from gitopsd.manifest.loader import DEFAULT_MAX_MANIFEST_BYTES, DEFAULT_MAX_MODULE_BYTES
+    from gitopsd.manifest.yamltree import MAX_ALIAS_EXPANSION
+    from gitopsd.manifest.yamltree import MAX_DEPTH as YAML_DEPTH
+    from gitopsd.source.bounded import MAX_BYTES, MAX_DEPTH, MAX_ENTRIES, limits_markdown
+
+    text = "\n".join(limits_markdown())
+    assert text in manifest_reference_markdown()
+    assert f"| {MAX_DEPTH} |" in text and f"| {MAX_ENTRIES:,} |" in text
+    assert f"| {MAX_BYTES >> 20} MiB |" in text
+    assert f"manifest file may hold at most {DEFAULT_MAX_MANIFEST_BYTES >> 20} MiB" in text
+    assert f"a module {DEFAULT_MAX_MODULE_BYTES >> 20} MiB" in text
+    assert f"YAML may nest {YAML_DEPTH} levels" in text
+    assert f"expand at most {MAX_ALIAS_EXPANSION:,} nodes" in text
