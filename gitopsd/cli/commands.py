@@ -18,6 +18,8 @@ from gitopsd.diff import Action
 from gitopsd.errors import ConfigError, InvalidManifests
 from gitopsd.fleet.client import AgentClient
 from gitopsd.fleet.tokens import node_problem
+from gitopsd.notify.dispatcher import NotificationDispatcher
+from gitopsd.notify.wiring import notifying, observe_drift, observe_results
 from gitopsd.reconcile import (
     ReadResult,
     Reconciler,
@@ -74,9 +76,9 @@ def run_diff(ctx: Ctx, source: SourceSpec, plan: bool, output: str) -> bool:
     if output == "json":
         doc = read.changes.to_json()
         if plan:
-            from gitopsd.rollout.steps import step_to_json
+            from gitopsd.cli.json_documents import plan_step_json
 
-            doc["plans"] = {k: [step_to_json(s) for s in v] for k, v in plans.items()}
+            doc["plans"] = {k: [plan_step_json(s) for s in v] for k, v in plans.items()}
         click.echo(json.dumps(doc, indent=2))
     else:
         render_changes(read.changes, plans if plan else None)
@@ -105,8 +107,11 @@ def run_sync(ctx: Ctx, source: SourceSpec, once: bool, dry_run: bool) -> bool:
 async def _sync_pass(ctx: Ctx, rec: Reconciler, source: SourceSpec) -> bool:
     from gitopsd.report.forges import reporter_from_config
 
-    async with reporter_from_config(ctx.config.status.forges) as forges:
-        return await _sync_and_report(ctx, rec, source, forges)
+    async with (
+        notifying(rec, ctx.config.notify, ctx.state_dir) as notes,
+        reporter_from_config(ctx.config.status.forges) as forges,
+    ):
+        return await _sync_and_report(ctx, rec, source, forges, notes)
 
 
 async def _report(ctx: Ctx, source: SourceSpec, outcome: CommitOutcome, forges: Any) -> None:
@@ -155,7 +160,9 @@ def pending_outcome(read: ReadResult, store: Store, now: float) -> CommitOutcome
     return CommitOutcome(read.desired.commit, "pending", f"rolling out {names}", functions)
 
 
-async def _sync_and_report(ctx: Ctx, rec: Reconciler, source: SourceSpec, forges: Any) -> bool:
+async def _sync_and_report(
+    ctx: Ctx, rec: Reconciler, source: SourceSpec, forges: Any, notes: NotificationDispatcher
+) -> bool:
     try:
         read = await rec.read(source)
     except SignatureRefused as exc:
@@ -175,11 +182,13 @@ async def _sync_and_report(ctx: Ctx, rec: Reconciler, source: SourceSpec, forges
     except NonFastForward as exc:  # exit 1: a negative result about the commit
         await _report(ctx, source, non_fast_forward_outcome(exc), forges)
         raise
+    observe_drift(notes, rec.store, read.desired, read.changes)
     render_changes(read.changes)
     pending = pending_outcome(read, rec.store, rec.clock.now())
     if pending is not None:  # the commit says "pending" while its rollouts run
         await _report(ctx, source, pending, forges)
     report: SyncReport = await rec.apply(read)
+    observe_results(notes, report.results, report.commit)
     outcome = report.outcome()
     if report.results or not read.changes.changes:
         await _report(ctx, source, outcome, forges)
@@ -201,6 +210,7 @@ def run_agent_cmd(
     memory_mib: int,
     count: int | None = None,
     base_port: int | None = None,
+    controller: str | None = None,
 ) -> None:
     from pathlib import Path
 
@@ -217,7 +227,13 @@ def run_agent_cmd(
         data_dir=Path(data_dir),
         token_file=Path(token_file) if token_file else None,
         memory_mib=memory_mib,
+        controller=controller,
     )
+    if count is not None and controller is not None:
+        raise ConfigError(
+            "agent: --count and --controller do not go together: each dial-out endpoint "
+            "needs its own token (gitopsd agent-token NAME --dial-out)"
+        )
     if count is None:
         run_agent(settings)
     else:

@@ -128,11 +128,22 @@ def run(ctx: Ctx) -> None:
 
 
 @cli.command()
+@click.option(
+    "--output-docs",
+    is_flag=True,
+    help="Print instead the JSON Schemas of the --output json documents, by command "
+    "(diff, status, history).",
+)
 @common_options
-def schema(ctx: Ctx) -> None:
+def schema(ctx: Ctx, output_docs: bool) -> None:
     """Print the JSON Schema of the manifests."""
     import json
 
+    if output_docs:
+        from gitopsd.cli.json_documents import output_json_schemas
+
+        click.echo(json.dumps(output_json_schemas(), indent=2))
+        return
     from gitopsd.manifest.schema import manifest_json_schema
 
     click.echo(json.dumps(manifest_json_schema(), indent=2))
@@ -159,6 +170,14 @@ def schema(ctx: Ctx) -> None:
     default=None,
     help="With --count: endpoint i listens on BASE_PORT+i (default: --listen's port).",
 )
+@click.option(
+    "--controller",
+    default=None,
+    metavar="URL",
+    help="Dial out to the controller's [fleet] listen (https://HOST:PORT) and take its "
+    "requests over that connection (EdgeNode spec.connect: dial-out); needs --token-file. "
+    "--listen still serves invocations.",
+)
 @common_options
 def agent(
     ctx: Ctx,
@@ -171,13 +190,23 @@ def agent(
     memory_mib: int,
     count: int | None,
     base_port: int | None,
+    controller: str | None,
 ) -> None:
     """Run an edge agent: hosts WASM functions with wasmtime behind HTTP."""
     _setup_logging()
     from gitopsd.cli import commands
 
     commands.run_agent_cmd(
-        listen, name, region, labels, data_dir, token_file, memory_mib, count, base_port
+        listen,
+        name,
+        region,
+        labels,
+        data_dir,
+        token_file,
+        memory_mib,
+        count,
+        base_port,
+        controller,
     )
 
 
