@@ -15,6 +15,7 @@ from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, Settings
 
 from gitopsd.errors import ConfigError
 from gitopsd.manifest.durations import Duration
+from gitopsd.notify.events import EVENT_NAMES, EventName
 
 if TYPE_CHECKING:
     from gitopsd.fleet.tokens import FleetAuth
@@ -100,6 +101,15 @@ class StatusConfig(_Section):
     forges: list[ForgeConfig] = Field(default_factory=list)
 
 
+class NotifyConfig(_Section):
+    """One `[[notify]]` receiver (gitopsd/notify/): the URL is a secret, read from a file."""
+
+    kind: Literal["webhook", "slack"]
+    url_file: Path
+    events: list[EventName] = Field(default_factory=lambda: list(EVENT_NAMES), min_length=1)
+    functions: list[str] | None = Field(None, min_length=1)  # None: every function
+
+
 class Config(BaseSettings):
     """Everything `gitopsd` reads from its config file and environment."""
 
@@ -114,6 +124,7 @@ class Config(BaseSettings):
     metrics: MetricsConfig = Field(default_factory=MetricsConfig)
     status: StatusConfig = Field(default_factory=StatusConfig)
     ui: UiConfig = Field(default_factory=UiConfig)
+    notify: list[NotifyConfig] = Field(default_factory=list)
 
     @classmethod
     def settings_customise_sources(
@@ -166,6 +177,8 @@ def _relative_to(config: Config, base: Path) -> Config:
     config.state.dir = fix(config.state.dir)
     config.webhook.secret_file = fix(config.webhook.secret_file)
     config.ui.token_file = fix(config.ui.token_file)
+    for receiver in config.notify:
+        receiver.url_file = fix(receiver.url_file) or receiver.url_file
     if (
         config.source.url
         and "://" not in config.source.url

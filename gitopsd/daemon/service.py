@@ -46,6 +46,8 @@ from gitopsd.fleet.live import LiveState
 from gitopsd.fleet.tokens import FleetAuth
 from gitopsd.log import get_logger
 from gitopsd.manifest.desired import DesiredState
+from gitopsd.notify.dispatcher import NotificationDispatcher, dispatcher_from_config
+from gitopsd.notify.wiring import commit_lookup, fan_out, observe_drift, observe_results
 from gitopsd.reconcile import (
     FunctionResult,
     Reconciler,
@@ -136,6 +138,7 @@ class Daemon:
         self._controls_seen = 0.0
         self.metrics = Metrics()
         self.forges = ForgeReporter()
+        self.notifications = NotificationDispatcher((), None)  # [[notify]], opened in run()
         self.events = EventBus()  # rollout steps and node changes, for the status page
 
     # configuration ---------------------------------------------------------------------------
@@ -234,7 +237,12 @@ class Daemon:
             self.client = await stack.enter_async_context(self.open_client())
             self.forges = reporter_from_config(self.config.status.forges)
             stack.push_async_callback(self.forges.aclose)
+            self.notifications = dispatcher_from_config(
+                self.config.notify, self.state_dir, commit_lookup(self.store)
+            )
+            await stack.enter_async_context(self.notifications)
             self.engine = Engine(self.store, self.client, self.clock, self.events.rollout_sink)
+            self.engine.on_event = fan_out(self.engine.on_event, self.notifications.rollout_sink)
             scheduler = self._start_scheduler()
             stack.callback(scheduler.shutdown, False)
             await self._start_servers(stack)
@@ -527,6 +535,7 @@ class Daemon:
         assert self.client is not None and self.engine is not None
         state = self.pass_state
         await self._resume_orphans()
+        observe_drift(self.notifications, self.store, desired, changes)
         by_name = {c.function: c for c in changes.changes}
         for change in changes.changes:
             if change.action is Action.PRUNE or change.function in state.rollouts:
@@ -641,6 +650,7 @@ class Daemon:
 
         def done(t: asyncio.Task[FunctionResult]) -> None:
             if not t.cancelled() and t.exception() is None and t.result().state == "DRAFT":
+                observe_results(self.notifications, [t.result()])
                 return  # waiting for approval: nothing to report until `gitopsd approve`
             self.request("rollout finished")
 
