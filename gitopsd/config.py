@@ -56,6 +56,17 @@ class FleetConfig(_Section):
     token_mode: Literal["per-node", "shared"] = "per-node"
     # Networks (CIDR) and host-name globs agents may be at; None: any address.
     allowed_addresses: list[str] | None = None
+    # HOST:PORT where dial-out agents connect (fleet/tunnel.py); None: no dial-out nodes.
+    listen: str | None = None
+
+    @field_validator("listen")
+    @classmethod
+    def _listen(cls, value: str | None) -> str | None:
+        if value is not None:
+            _host, sep, port = value.rpartition(":")
+            if not sep or not port.isdigit() or not 0 < int(port) < 65536:
+                raise ValueError(f"listen {value!r}: expected HOST:PORT, e.g. 0.0.0.0:9600")
+        return value
 
     @field_validator("allowed_addresses")
     @classmethod
@@ -261,4 +272,9 @@ def fleet_auth(config: Config, token_file: Path | None = None) -> FleetAuth:
             "fleet, and any address a manifest names receives that token",
             fix='install per-node tokens (gitopsd agent-token) and set token_mode = "per-node"',
         )
-    return FleetAuth(secret, fleet.token_mode, allowed)
+    relay = None
+    if fleet.listen is not None:
+        from gitopsd.fleet.tunnel import listen_url
+
+        relay = listen_url(fleet.listen)
+    return FleetAuth(secret, fleet.token_mode, allowed, relay)

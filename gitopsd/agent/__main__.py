@@ -23,6 +23,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--token-file", type=Path)
     parser.add_argument("--memory-mib", type=int, default=1024)
     parser.add_argument("--log-level", default="info")
+    parser.add_argument("--controller", default=None, metavar="URL")
     args = parser.parse_args(argv)
     configure(args.log_level)
     try:
@@ -36,6 +37,7 @@ def main(argv: list[str] | None = None) -> int:
             data_dir=args.data_dir,
             token_file=args.token_file,
             memory_mib=args.memory_mib,
+            controller=args.controller,
         )
         run_agent(settings)
     except GitopsdError as exc:

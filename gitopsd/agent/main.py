@@ -18,6 +18,7 @@ from typing import Any
 from aiohttp import web
 
 from gitopsd.agent.data_plane import DataPlane
+from gitopsd.agent.dialout import DialOut
 from gitopsd.agent.metrics import AgentCounters
 from gitopsd.agent.runtime import Runtime
 from gitopsd.agent.server import create_app
@@ -47,6 +48,7 @@ class RunningAgent:
     _owns_runtime: bool
     _lock: DataDirLock
     _closed: bool = False
+    dialout: DialOut | None = None  # the tunnel to the controller (`--controller`)
 
     async def close(self) -> None:
         """Stop serving, wait for in-flight requests, release the data dir. Idempotent."""
@@ -54,6 +56,8 @@ class RunningAgent:
             return
         self._closed = True
         try:
+            if self.dialout is not None:
+                await self.dialout.close()
             await self._plane.close(SHUTDOWN_TIMEOUT_S)
             await self._runner.cleanup()
             if self._owns_runtime:
@@ -131,9 +135,13 @@ async def start_agent(settings: AgentSettings, runtime: Runtime | None = None) -
     get_logger(node=settings.name).info(
         "agent.listening", url=url, region=settings.region, data_dir=str(settings.data_dir)
     )
-    return RunningAgent(
+    running = RunningAgent(
         settings, url, port, token, service, runner, plane, active, owns_runtime, lock
     )
+    if settings.controller is not None:
+        running.dialout = DialOut(settings.controller, settings.name, token, url)
+        running.dialout.start()
+    return running
 
 
 async def start_agents(settings: Sequence[AgentSettings], runtime: Runtime) -> list[RunningAgent]:

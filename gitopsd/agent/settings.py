@@ -40,6 +40,9 @@ class AgentSettings:
     max_connections: int | None = None
     control_connections: int = 32
     body_buffer_bytes: int = 128 * MIB
+    # `--controller URL`: dial out to the controller (agent/dialout.py) and take its control
+    # requests over that connection; None: the controller connects to this listener.
+    controller: str | None = None
 
     def __post_init__(self) -> None:
         # Freeze the labels too: a frozen dataclass holding a mutable dict is not frozen.
@@ -67,6 +70,15 @@ class AgentSettings:
                 f"agent: max_connections ({self.max_connections}) must be more than "
                 f"control_connections ({self.control_connections})"
             )
+        if self.controller is not None:
+            from gitopsd.agent.dialout import connect_url
+
+            connect_url(self.controller)  # ConfigError for a URL it cannot dial
+            if self.token is None and self.token_file is None:
+                raise ConfigError(
+                    "agent: --controller needs --token-file holding this node's dial-out token "
+                    f"(`gitopsd agent-token {self.name} --dial-out` on the controller)"
+                )
         if self.body_buffer_bytes < self.max_module_bytes:
             raise ConfigError(
                 f"agent: body_buffer_bytes ({self.body_buffer_bytes}) must hold at least one "

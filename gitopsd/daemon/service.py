@@ -44,8 +44,10 @@ from gitopsd.errors import GitopsdError, InvalidManifests, SourceError, StateErr
 from gitopsd.fleet.client import AgentClient
 from gitopsd.fleet.live import LiveState
 from gitopsd.fleet.tokens import FleetAuth
+from gitopsd.fleet.tunnel import TunnelRegistry
 from gitopsd.log import get_logger
 from gitopsd.manifest.desired import DesiredState
+from gitopsd.manifest.models import is_dial_out
 from gitopsd.notify.dispatcher import NotificationDispatcher, dispatcher_from_config
 from gitopsd.notify.wiring import commit_lookup, fan_out, observe_drift, observe_results
 from gitopsd.reconcile import (
@@ -140,6 +142,7 @@ class Daemon:
         self.forges = ForgeReporter()
         self.notifications = NotificationDispatcher((), None)  # [[notify]], opened in run()
         self.events = EventBus()  # rollout steps and node changes, for the status page
+        self.tunnels: TunnelRegistry | None = None  # dial-out agents ([fleet] listen)
 
     # configuration ---------------------------------------------------------------------------
 
@@ -322,6 +325,8 @@ class Daemon:
                 secret, self.config.source.branch, self.request, self.metrics.webhook_delivery
             )
             await self._serve(stack, self.webhook.app(), hook.listen)
+        if self.config.fleet.listen:
+            await self._start_tunnels(stack, self.config.fleet.listen)
         if self.config.metrics.listen:
             host, _, port = self.config.metrics.listen.rpartition(":")
             runner = await serve_metrics(self.metrics, host.strip("[]"), int(port))
@@ -330,6 +335,20 @@ class Daemon:
             from gitopsd.ui.daemon_ports import start_ui  # Jinja2 only when the page is on
 
             await start_ui(self, stack)
+
+    async def _start_tunnels(self, stack: contextlib.AsyncExitStack, listen: str) -> None:
+        """The listener dial-out agents connect to (fleet/tunnel.py); the fleet client
+        reaches them through it (FleetAuth.relay)."""
+        from gitopsd.fleet.tunnel import tunnel_app
+
+        auth = self.reconciler.token
+        if not isinstance(auth, FleetAuth) or auth.secret is None:
+            raise GitopsdError(
+                "[fleet] listen is set but no fleet secret is: dial-out agents authenticate "
+                "with tokens derived from it ([fleet] token_file)"
+            )
+        self.tunnels = TunnelRegistry(auth)
+        await self._serve(stack, tunnel_app(self.tunnels), listen)
 
     async def _serve(
         self, stack: contextlib.AsyncExitStack, app: web.Application, listen: str
@@ -452,6 +471,8 @@ class Daemon:
         assert self.client is not None
         addresses = {n: node.address for n, node in desired.nodes.items()}
         self.client.addresses = addresses
+        if self.tunnels is not None:
+            self.tunnels.set_known(n for n, a in addresses.items() if is_dial_out(a))
         live = await self.client.live_state(addresses)
         state.unreachable_passes = state.unreachable_passes + 1 if live.errors else 0
         # An operator's command (resume, approve...) is written by another process: a change

@@ -6,6 +6,10 @@ real HTTP. Used by `gitopsd demo` and by the tests.
 started with its own token derived from it, exactly what `gitopsd agent-token NAME
 --address URL` prints, so the fleet checks per-node authentication in every test that uses
 it. `LocalFleet(root, token_mode="shared")` starts every agent with the secret itself.
+
+The fleet also plays the controller's tunnel listener (fleet/tunnel.py) on a free loopback
+port, `relay`: `add_dial_out` starts an agent that dials out to it (EdgeNode
+`spec.connect: dial-out`), and `auth()` is the FleetAuth a controller uses to reach both kinds.
 """
 
 from __future__ import annotations
@@ -24,7 +28,8 @@ import aiohttp
 from gitopsd.agent.main import RunningAgent, start_agent
 from gitopsd.agent.settings import AgentSettings
 from gitopsd.errors import ConfigError
-from gitopsd.fleet.tokens import node_token
+from gitopsd.fleet.tokens import FleetAuth, dial_out_token, node_token
+from gitopsd.fleet.tunnel import TunnelRegistry, serve_tunnel
 
 TOKEN = "local-fleet-token-0123456789abcdef"
 
@@ -38,6 +43,7 @@ class Node:
     agent: RunningAgent | None = None
     port: int = 0
     address: str | None = None  # where the controller reaches it, when not `url` (a proxy)
+    dial_out: bool = False  # the agent connects to the fleet's tunnel listener
 
     @property
     def url(self) -> str:
@@ -57,6 +63,16 @@ class LocalFleet:
         self.loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self.loop.run_forever, daemon=True)
         self._thread.start()
+        self.registry = TunnelRegistry(FleetAuth(TOKEN, token_mode))
+        self._tunnel, port = self._run(self._serve_tunnel())
+        self.relay = f"http://127.0.0.1:{port}"
+
+    async def _serve_tunnel(self) -> Any:
+        return await serve_tunnel(self.registry, "127.0.0.1:0")
+
+    def auth(self) -> FleetAuth:
+        """What a controller of this fleet holds: the secret, and the tunnel's relay."""
+        return FleetAuth(TOKEN, self.token_mode, relay=self.relay)
 
     def _run(self, coro: Any) -> Any:
         return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout=60)
@@ -67,11 +83,32 @@ class LocalFleet:
         self.start(name)
         return node
 
+    def add_dial_out(self, name: str, region: str, **labels: str) -> Node:
+        """An agent that dials out to the fleet's tunnel listener (`spec.connect: dial-out`);
+        Git names it from now on (the registry's known names)."""
+        node = Node(name, region, dict(labels), self.root / name, dial_out=True)
+        self.nodes[name] = node
+        self.declare_dial_out()
+        self.start(name)
+        return node
+
+    def declare_dial_out(self, *extra: str) -> None:
+        """Tell the tunnel which dial-out names Git declares (every dial-out node, `extra`)."""
+        names = {n for n, node in self.nodes.items() if node.dial_out} | set(extra)
+        self.loop.call_soon_threadsafe(self.registry.set_known, names)
+
+    def connected(self, name: str) -> bool:
+        """True when `name`'s agent holds a tunnel to the fleet's listener."""
+        return name in self.registry.sessions
+
     def token(self, name: str) -> str:
-        """The token `name`'s agent holds: derived from its name and address (per-node)."""
+        """The token `name`'s agent holds: derived from its name and address (per-node), or
+        from its name alone for a dial-out node."""
         node = self.nodes[name]
         if self.token_mode == "shared":
             return TOKEN
+        if node.dial_out:
+            return dial_out_token(TOKEN, name)
         return node_token(TOKEN, name, node.address or node.url)
 
     def readdress(self, name: str, address: str) -> None:
@@ -99,6 +136,7 @@ class LocalFleet:
                 port=node.port,
                 data_dir=node.data_dir,
                 token=self.token(name),
+                controller=self.relay if node.dial_out else None,
             )
             try:
                 node.agent = self._run(start_agent(settings))
@@ -116,6 +154,7 @@ class LocalFleet:
     def close(self) -> None:
         for name in list(self.nodes):
             self.stop(name)
+        self._run(self._tunnel.cleanup())
         self.loop.call_soon_threadsafe(self.loop.stop)
         self._thread.join(timeout=10)
 
@@ -124,10 +163,11 @@ class LocalFleet:
         docs = []
         for node in self.nodes.values():
             labels = ", ".join(f"{k}: {v}" for k, v in node.labels.items())
+            where = "connect: dial-out" if node.dial_out else f'address: "{node.url}"'
             docs.append(
                 "apiVersion: gitopsd/v1\nkind: EdgeNode\n"
                 f"metadata: {{name: {node.name}, labels: {{{labels}}}}}\n"
-                f'spec: {{address: "{node.url}", region: {node.region}}}\n'
+                f"spec: {{{where}, region: {node.region}}}\n"
             )
         return "---\n".join(docs)
 

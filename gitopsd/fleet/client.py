@@ -16,10 +16,12 @@ from gitopsd.errors import AgentAuthError, AgentError
 from gitopsd.fleet.live import LiveNode, LiveState
 from gitopsd.fleet.longpoll import HeldConnection, LongPollError
 from gitopsd.fleet.probe import InventoryProbe
-from gitopsd.fleet.tokens import FleetAuth, excerpt
+from gitopsd.fleet.tokens import REFUSED_TOKEN, FleetAuth, excerpt
+from gitopsd.fleet.tunnel import relay_base
 from gitopsd.fleet.watch import InventoryWatch
 from gitopsd.fleet.wire import WireHealth, WireInventory
 from gitopsd.log import get_logger
+from gitopsd.manifest.models import is_dial_out
 
 T = TypeVar("T")
 _RETRYABLE = (aiohttp.ClientConnectionError, asyncio.TimeoutError)
@@ -95,12 +97,35 @@ class AgentClient:
 
     # one request ---------------------------------------------------------------------------
 
+    def base(self, node: str) -> str | None:
+        """The base URL of `node`'s agent API: its address, or for a dial-out node the
+        controller's relay (fleet/tunnel.py) when this process knows `[fleet] listen`."""
+        address = self.addresses.get(node)
+        if address is None or not is_dial_out(address) or self.auth.relay is None:
+            return address
+        return relay_base(self.auth.relay, node)
+
+    def _dial_out(self, node: str) -> bool:
+        return is_dial_out(self.addresses.get(node, ""))
+
+    def _refusal(self, node: str, base: str) -> str:
+        if self._dial_out(node):
+            return (
+                f"{REFUSED_TOKEN}: a dial-out node's token is derived from its name; install "
+                f"`gitopsd agent-token {node} --dial-out` on it"
+            )
+        return self.auth.refusal(node, base)
+
     def authorization(self, node: str, base: str) -> str | None:
         """The Authorization header for `node` at `base` (its own token), None without a
-        secret; AddressNotAllowed (an AgentError) when `base` is outside the allow-list."""
+        secret; AddressNotAllowed (an AgentError) when `base` is outside the allow-list
+        (which names where agents listen: a dial-out node is reached through the relay)."""
         key = (node, base)
         if key not in self._authorizations:
-            token = self.auth.token_for(node, base)
+            if self._dial_out(node):
+                token = self.auth.dial_out_token_for(node)
+            else:
+                token = self.auth.token_for(node, base)
             if len(self._authorizations) > 65536:
                 self._authorizations.clear()
             self._authorizations[key] = f"Bearer {token}" if token else None
@@ -122,9 +147,15 @@ class AgentClient:
         session = self._session
         if session is None:
             raise RuntimeError("AgentClient used outside 'async with'")
-        base = self.addresses.get(node)
+        base = self.base(node)
         if base is None:
             raise AgentError(node, "no address known for this node")
+        if is_dial_out(base):
+            raise AgentError(
+                node,
+                "a dial-out node, reached only through the controller's [fleet] listen, "
+                "which this process's config does not set",
+            )
         url = base.rstrip("/") + path
         extra = dict(headers or {})
         authorization = self.authorization(node, base)  # refused addresses get no request
@@ -155,7 +186,7 @@ class AgentClient:
                     if response_headers is not None:  # names in lower case
                         response_headers.update((k.lower(), v) for k, v in resp.headers.items())
                     if resp.status == 401:
-                        raise AgentAuthError(node, self.auth.refusal(node, base), 401)
+                        raise AgentAuthError(node, self._refusal(node, base), 401)
                     if resp.status in ok or resp.status in allow:
                         return resp.status, body
                     if 300 <= resp.status < 400:
@@ -199,7 +230,7 @@ class AgentClient:
 
     async def inventory(self, node: str) -> LiveNode:
         tick = self._tick()
-        base = self.addresses.get(node, "")
+        base = self.base(node) or ""
         cached = self._inventories.get(node)
         if cached is not None and cached[0] != base:
             cached = None
@@ -265,7 +296,7 @@ class AgentClient:
 
     def watch_target(self, node: str) -> tuple[str, str] | None:
         cached = self._inventories.get(node)
-        if cached is None or cached[0] != self.addresses.get(node):
+        if cached is None or cached[0] != self.base(node):
             return None
         return cached[0], cached[1]
 
@@ -277,7 +308,7 @@ class AgentClient:
         if status == 304:
             return False
         if status == 401:
-            raise AgentAuthError(node, self.auth.refusal(node, base), 401)
+            raise AgentAuthError(node, self._refusal(node, base), 401)
         if status != 200:
             raise AgentError(
                 node, f"GET /inventory?wait -> {status}: {answer_excerpt(body)}", status
@@ -396,7 +427,7 @@ class AgentClient:
         known = {
             n: (c[0], c[1])
             for n in names
-            if (c := self._inventories.get(n)) is not None and c[0] == self.addresses.get(n)
+            if (c := self._inventories.get(n)) is not None and c[0] == self.base(n)
         }
         held = self.watch.held
         # Held at the cached ETag and not changed by us since the last read: no request.

@@ -160,6 +160,9 @@ class FleetAuth:
     secret: str | None = field(default=None, repr=False)
     mode: TokenMode = "per-node"
     allowed: AddressAllowList | None = None
+    # Where dial-out nodes are reached: the controller's `[fleet] listen` as a URL
+    # (fleet/tunnel.py relays each request over the node's own connection). None: nowhere.
+    relay: str | None = None
 
     def __post_init__(self) -> None:
         if self.mode not in ("per-node", "shared"):
@@ -188,6 +191,12 @@ class FleetAuth:
         if self.mode == "shared":
             return self.secret
         return node_token(self.secret, node, address)
+
+    def dial_out_token_for(self, node: str) -> str | None:
+        """The bearer token dial-out node `node` holds; None without a secret."""
+        if self.secret is None:
+            return None
+        return self.secret if self.mode == "shared" else dial_out_token(self.secret, node)
 
     def refusal(self, node: str, address: str) -> str:
         """What to say when `node` answered 401 to its token."""

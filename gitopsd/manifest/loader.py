@@ -234,11 +234,14 @@ class _Load:
             meta, spec = doc.manifest.metadata, doc.manifest.spec
             node = DesiredNode(
                 name=meta.name,
-                address=spec.address,
+                address=spec.agent_address(meta.name),
                 region=spec.region,
                 labels=MappingProxyType(dict(meta.labels)),
                 source=doc.source,
             )
+            if spec.address is None:  # dial-out: known by its name, unique already
+                nodes[node.name] = node
+                continue
             other = by_address.setdefault(agent_identity(spec.address), node)
             if other is not node:
                 # Two names for one agent would make the diff fight itself.

@@ -11,7 +11,14 @@ import re
 from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
 
-from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    model_validator,
+)
 from pydantic.alias_generators import to_camel
 
 from gitopsd.manifest.durations import Duration
@@ -157,17 +164,58 @@ class Metadata(_Model):
     )
 
 
-class EdgeNodeSpec(_Model):
-    """`spec` of an EdgeNode: where its agent listens and which region it serves."""
+DIAL_OUT_SCHEME = "dial-out://"
 
-    address: Annotated[str, AfterValidator(_check_address)] = Field(
+
+def dial_out_address(name: str) -> str:
+    """The address a dial-out node is known by inside gitopsd (the fleet client sends its
+    requests through the controller's tunnel listener, fleet/tunnel.py)."""
+    return f"{DIAL_OUT_SCHEME}{name}"
+
+
+def is_dial_out(address: str) -> bool:
+    """True for the address of a dial-out node (`dial_out_address`)."""
+    return address.startswith(DIAL_OUT_SCHEME)
+
+
+class EdgeNodeSpec(_Model):
+    """`spec` of an EdgeNode: where its agent listens (or that it dials out to the
+    controller) and which region it serves."""
+
+    address: Annotated[str, AfterValidator(_check_address)] | None = Field(
+        None,
         description="Base URL of the node's agent, http:// or https://, with no credentials, "
-        "query or fragment; two nodes may not share an address."
+        "query or fragment; two nodes may not share an address. Give either this or "
+        "`connect: dial-out`.",
+    )
+    connect: Literal["dial-out"] | None = Field(
+        None,
+        description="`dial-out`: the node's agent connects to the controller's "
+        "`[fleet] listen` (`gitopsd agent --controller URL`), for nodes behind NAT or a "
+        "firewall; the node then has no `address`.",
     )
     region: Name = Field(
         description="Region the node serves; matched by `targets.regions` and ordered by the "
         "regional strategy."
     )
+
+    @model_validator(mode="after")
+    def _address_or_dial_out(self) -> EdgeNodeSpec:
+        if self.address is not None and self.connect is not None:
+            raise ValueError(
+                "give either address (the controller connects to the agent) or "
+                "connect: dial-out (the agent connects to the controller), not both"
+            )
+        if self.address is None and self.connect is None:
+            raise ValueError(
+                "missing address: give the agent's address, or connect: dial-out for an agent "
+                "that connects to the controller"
+            )
+        return self
+
+    def agent_address(self, name: str) -> str:
+        """The address the fleet client uses for node `name` (see `dial_out_address`)."""
+        return self.address if self.address is not None else dial_out_address(name)
 
 
 class Targets(_Model):

@@ -79,7 +79,7 @@ def test_every_problem_is_reported_at_once_with_file_and_line() -> None:
         "(a-z, 0-9 and '-', at most 63 characters, starting and ending with a letter or digit)",
         "bad.yaml:7: spec.address: invalid address 'ftp://x': use an http:// or https:// URL "
         "with a host",
-        "bad.yaml:9: spec.zone: unknown field (expected one of: address, region)",
+        "bad.yaml:9: spec.zone: unknown field (expected one of: address, connect, region)",
         'bad.yaml:15: spec.version: version must be a string: quote it, as in "1.1"',
         "bad.yaml:18: spec.healthCheck.timeout: invalid duration '5 minutes': use ISO 8601 like "
         "'PT5M', 'PT30S', 'PT1H30M', 'P1D' (or '500ms', '30s', '5m', '1h', '1d')",
@@ -121,7 +121,8 @@ def test_missing_fields_point_at_the_parent_key_or_document_start() -> None:
         "m.yaml:1: spec: required field is missing",
         "m.yaml:7: spec.version: required field is missing",
         "m.yaml:12: metadata.name: required field is missing",
-        "m.yaml:13: spec.address: required field is missing",
+        "m.yaml:13: spec: missing address: give the agent's address, or connect: dial-out "
+        "for an agent that connects to the controller",
         "m.yaml:15: missing kind: expected EdgeNode or EdgeFunction",
     ]
 
