@@ -21,6 +21,7 @@ Pure, like diff.py: no I/O, same inputs, same output.
 
 from __future__ import annotations
 
+import bisect
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 
@@ -107,23 +108,20 @@ def rediff(
     if not _same_nodes(base, desired, live):
         return DiffBase.full(desired, live)
     old_fns, new_fns = base.desired.functions, desired.functions
-    affected: set[str] = set(old_fns.keys() ^ new_fns.keys())
+    affected: set[str] = set()
+    unknown_path = False
     for path in changed_paths:
-        affected |= base.by_path.get(path, frozenset())
-    new_names = affected & new_fns.keys()
-    # A function added, or whose manifest now names other files, is indexed by its new
-    # files; one whose files changed is in `affected` through its old manifest path.
-    by_path = dict(base.by_path)
-    if affected:
-        for gone in (old_fns[n] for n in affected if n in old_fns):
-            for path in _files_of(gone):
-                left = by_path.get(path, frozenset()) - {gone.name}
-                if left:
-                    by_path[path] = left
-                else:
-                    by_path.pop(path, None)
-        for path, names in _index([new_fns[n] for n in new_names]).items():
-            by_path[path] = by_path.get(path, frozenset()) | names
+        named = base.by_path.get(path)
+        if named is None:
+            unknown_path = True  # a new file, or one that holds no function
+        else:
+            affected |= named
+    # Functions added or removed: a removed one's manifest is a changed path, so it is in
+    # `affected` and gone from Git; an added one makes the count differ or its file is new
+    # (or another function went, as with a rename). Only then are all names compared.
+    if unknown_path or len(old_fns) != len(new_fns) or not affected <= new_fns.keys():
+        affected |= old_fns.keys() ^ new_fns.keys()
+    by_path = _reindex(base.by_path, old_fns, new_fns, affected)
     affected |= _moved_on_nodes(base.live, live)
     if not affected and desired.commit == base.changes.commit:
         return DiffBase(desired, live, base.changes, by_path)
@@ -144,10 +142,56 @@ def rediff(
     prunes = sorted(
         kept_prunes + [c for n, c in fresh.items() if n not in new_fns], key=lambda c: c.function
     )
-    unchanged = [n for n in base.changes.unchanged if n not in affected]
-    unchanged.extend(n for n in affected & new_fns.keys() if n not in fresh)
-    unchanged.sort()
-    changes = ChangeSet(
-        desired.commit, tuple(updates + prunes), tuple(unchanged), dict(live.errors)
-    )
+    unchanged = _unchanged(base, old_fns, new_fns, affected, fresh)
+    changes = ChangeSet(desired.commit, tuple(updates + prunes), unchanged, dict(live.errors))
     return DiffBase(desired, live, changes, by_path)
+
+
+def _reindex(
+    by_path: Mapping[str, frozenset[str]],
+    old_fns: Mapping[str, DesiredFunction],
+    new_fns: Mapping[str, DesiredFunction],
+    affected: set[str],
+) -> Mapping[str, frozenset[str]]:
+    """`by_path` after the `affected` functions changed (the same mapping when none of them
+    names other files than before: the common case of a new version)."""
+    moved = [
+        n
+        for n in affected
+        if n not in old_fns or n not in new_fns or _files_of(old_fns[n]) != _files_of(new_fns[n])
+    ]
+    if not moved:
+        return by_path
+    index = dict(by_path)
+    for gone in (old_fns[n] for n in moved if n in old_fns):
+        for path in _files_of(gone):
+            left = index.get(path, frozenset()) - {gone.name}
+            if left:
+                index[path] = left
+            else:
+                index.pop(path, None)
+    for path, names in _index([new_fns[n] for n in moved if n in new_fns]).items():
+        index[path] = index.get(path, frozenset()) | names
+    return index
+
+
+def _unchanged(
+    base: DiffBase,
+    old_fns: Mapping[str, DesiredFunction],
+    new_fns: Mapping[str, DesiredFunction],
+    affected: set[str],
+    fresh: Mapping[str, Change],
+) -> tuple[str, ...]:
+    """The sorted names of Git's functions that need nothing: the last list, with only the
+    `affected` names put in or taken out (the same tuple when none moves)."""
+    was_pending = {c.function for c in base.changes.changes}
+    leave = [n for n in affected if n in old_fns and n not in was_pending]
+    join = [n for n in affected if n in new_fns and n not in fresh]
+    if sorted(leave) == sorted(join):
+        return base.changes.unchanged
+    names = list(base.changes.unchanged)
+    for name in leave:
+        del names[bisect.bisect_left(names, name)]
+    for name in join:
+        bisect.insort(names, name)
+    return tuple(names)
