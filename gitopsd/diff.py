@@ -14,11 +14,11 @@ from gitopsd.manifest.desired import DesiredFunction, DesiredState
 class Action(StrEnum):
     """What a function (or one node of it) needs."""
 
-    DEPLOY = "deploy"  # on no target node yet
+    DEPLOY = "deploy"  # on no target node that answered
     UPDATE = "update"  # some target node runs something else (or is unreachable)
     PRUNE = "prune"  # live somewhere Git no longer puts it
     OK = "ok"
-    UNKNOWN = "unknown"  # the node did not answer
+    UNKNOWN = "unknown"  # the node did not answer; for a change: no target node answered
 
 
 @dataclass(frozen=True)
@@ -95,6 +95,9 @@ class ChangeSet:
             f"{self.count(Action.UPDATE)} to update",
             f"{self.count(Action.PRUNE)} to prune",
         ]
+        unknown = self.count(Action.UNKNOWN)
+        if unknown:
+            parts.append(f"{unknown} unknown (no target node answered)")
         return ", ".join(parts)
 
     def to_json(self) -> dict[str, Any]:
@@ -104,6 +107,7 @@ class ChangeSet:
                 "deploy": self.count(Action.DEPLOY),
                 "update": self.count(Action.UPDATE),
                 "prune": self.count(Action.PRUNE),
+                "unknown": self.count(Action.UNKNOWN),
                 "unchanged": len(self.unchanged),
             },
             "changes": [c.to_json() for c in self.changes],
@@ -220,11 +224,14 @@ def _function_change(fn: DesiredFunction, desired: DesiredState, live: LiveState
     if not pending:
         return None
     live_versions = tuple(sorted({n.live_version for n in nodes if n.live_version}))
-    deployed_nowhere = (
-        all(n.action in (Action.DEPLOY, Action.PRUNE) for n in nodes if n.node in targets)
-        and not live_versions
-    )
-    action = Action.DEPLOY if deployed_nowhere else Action.UPDATE
+    # Only what the nodes that answered said counts: an unreachable node runs "unknown",
+    # never "nothing".
+    answered = [n for n in nodes if n.node in target_set and n.action is not Action.UNKNOWN]
+    deployed_nowhere = all(n.action is Action.DEPLOY for n in answered) and not live_versions
+    if targets and not answered:
+        action = Action.UNKNOWN
+    else:
+        action = Action.DEPLOY if deployed_nowhere else Action.UPDATE
     reason = "; ".join(sorted({f"{n.node}: {n.detail}" for n in pending}))
     return Change(fn.name, action, fn.spec.version, live_versions, tuple(nodes), reason)
 

@@ -145,11 +145,15 @@ def ended_paused(store: Store, row: RolloutRow) -> bool:
 
 
 def waiting_for(change: Change) -> str:
-    """Why a change whose only differing nodes are unreachable is not rolled out."""
-    return (
-        f"waiting for unreachable nodes ({', '.join(change.only_unreachable)}); the rest of "
-        "the fleet already runs this version"
-    )
+    """Why a change whose only differing nodes are unreachable is not rolled out. Only the
+    target nodes that answered are said to run the version: nothing is known of the others."""
+    waiting = f"waiting for unreachable nodes ({', '.join(change.only_unreachable)})"
+    answered = [n.node for n in change.nodes if n.action is Action.OK]
+    if not answered:
+        return f"{waiting}: no target node answered, what they run is unknown"
+    if len(answered) == 1:
+        return f"{waiting}; the 1 target node that answered already runs this version"
+    return f"{waiting}; the {len(answered)} target nodes that answered already run this version"
 
 
 def previous_version(lf: LiveFunction, new: str) -> str | None:

@@ -115,3 +115,29 @@ def test_shared_inventory_objects_and_built_ones_give_the_same_diff() -> None:
     by_value = diff(desired, live({"edge-a": all_settled(), "edge-b": {**drifted}}))
     assert by_identity.to_json() == by_value.to_json()
     assert [c.function for c in by_identity.changes] == ["beta"]
+
+
+def test_a_function_on_no_node_that_answered_is_unknown_not_nothing() -> None:
+    """Issue 22 item 12: no target node answered, so nothing is known of what they run."""
+    errors = {"edge-a": "unreachable", "edge-b": "unreachable"}
+    changes = diff(desired_state(), live({}, errors=errors))
+    assert {c.action for c in changes.changes} == {Action.UNKNOWN}
+    assert all(c.live_versions == () for c in changes.changes)
+    assert all(set(c.only_unreachable) == {"edge-a", "edge-b"} for c in changes.changes)
+    assert changes.summary.endswith("3 unknown (no target node answered)")
+    assert changes.to_json()["summary"]["unknown"] == 3
+    # One node answered without the function: a deploy, on what is known.
+    partial = diff(desired_state(), live({"edge-a": {}}, errors={"edge-b": "unreachable"}))
+    assert {c.action for c in partial.changes} == {Action.DEPLOY}
+
+
+def test_waiting_for_counts_only_the_nodes_that_answered() -> None:
+    from gitopsd.reconcile import waiting_for
+
+    nobody = diff(desired_state(), live({}, errors={"edge-a": "x", "edge-b": "x"}))
+    text = waiting_for(nobody.changes[0])
+    assert "already run" not in text and "no target node answered" in text
+    one = diff(desired_state(), live({"edge-a": all_settled()}, errors={"edge-b": "x"}))
+    assert waiting_for(one.changes[0]).endswith(
+        "; the 1 target node that answered already runs this version"
+    )

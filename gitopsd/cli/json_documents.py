@@ -68,7 +68,7 @@ class Change(_Doc):
     """One function the diff would change."""
 
     function: str
-    action: Literal["deploy", "update", "prune"]
+    action: Literal["deploy", "update", "prune", "unknown"]
     version: str | None
     live_versions: list[str]
     reason: str
@@ -81,6 +81,7 @@ class DiffSummary(_Doc):
     deploy: int
     update: int
     prune: int
+    unknown: int = Field(description="functions on no target node that answered")
     unchanged: int
 
 

@@ -15,7 +15,12 @@ from gitopsd.rollout.engine import RolloutEvent
 from gitopsd.rollout.preview import describe_step
 from gitopsd.rollout.steps import Step
 
-_MARK = {Action.DEPLOY: ("+", "green"), Action.UPDATE: ("~", "yellow"), Action.PRUNE: ("-", "red")}
+_MARK = {
+    Action.DEPLOY: ("+", "green"),
+    Action.UPDATE: ("~", "yellow"),
+    Action.PRUNE: ("-", "red"),
+    Action.UNKNOWN: ("?", "magenta"),
+}
 
 
 def echo(text: str = "", **style: object) -> None:
@@ -25,6 +30,11 @@ def echo(text: str = "", **style: object) -> None:
 def render_change(change: Change) -> None:
     mark, colour = _MARK.get(change.action, ("?", "white"))
     live = ", ".join(change.live_versions) or "nothing"
+    unknown = sum(1 for n in change.nodes if n.action is Action.UNKNOWN)
+    if change.action is Action.UNKNOWN:
+        live = "(no target node answered)"  # what they run is unknown, not "nothing"
+    elif unknown:
+        live += f" ({unknown} node{'s' if unknown > 1 else ''} unknown)"
     if change.action is Action.PRUNE:
         head = f"{mark} {change.action} {change.function} ({live})"
     else:
