@@ -51,6 +51,7 @@ class ReadModel:
         except sqlite3.Error as exc:
             raise StoreError(f"cannot open state database {path} for the page: {exc}") from exc
         self._lock = threading.Lock()
+        self._heads: tuple[tuple[object, ...], dict[str, RolloutHead]] | None = None
 
     def close(self) -> None:
         self._db.close()
@@ -62,14 +63,18 @@ class ReadModel:
             return list(cur.fetchall())
 
     def latest_rollouts(self) -> dict[str, RolloutHead]:
-        """Per function, its newest rollout."""
+        """Per function, its newest rollout (read again only when a rollout row changed:
+        every change moves its `updated_at`, and a new row the count)."""
+        stamp = tuple(self._query("SELECT count(*), max(updated_at) FROM rollouts")[0])
+        if self._heads is not None and self._heads[0] == stamp:
+            return self._heads[1]
         rows = self._query(
             "SELECT r.id, r.function, r.version, r.commit_sha, r.strategy, r.state, r.message,"
             " r.step, r.created_at, r.updated_at, r.finished_at FROM rollouts r"
             " JOIN (SELECT function, max(created_at) AS newest FROM rollouts GROUP BY function) m"
             " ON r.function = m.function AND r.created_at = m.newest"
         )
-        return {
+        heads = {
             r["function"]: RolloutHead(
                 id=r["id"],
                 function=r["function"],
@@ -85,6 +90,8 @@ class ReadModel:
             )
             for r in rows
         }
+        self._heads = (stamp, heads)
+        return heads
 
     def step_counts(self, rollout_ids: list[str]) -> dict[str, int]:
         """Journaled steps per rollout (for the progress of those under way)."""
