@@ -456,7 +456,7 @@ def test_stalled_clients_leave_health_and_inventory_reachable(
     assert evicted > 0  # the stalled heads made room, instead of the descriptors running out
 
 
-def test_a_header_an_outsider_sends_never_fails_a_version(tmp_path: Path) -> None:
+def test_a_header_an_outsider_sends_never_fails_a_version(tmp_path: Path, figures: Figures) -> None:
     # Finding 5: a header byte >= 0x80 made the agent's own code fail while building the
     # module's environment: a 500 counted against the version, which could roll back a canary.
     async def scenario() -> tuple[list[int], dict[str, Any], str]:
@@ -501,6 +501,8 @@ def test_a_header_an_outsider_sends_never_fails_a_version(tmp_path: Path) -> Non
             runtime.close()
 
     statuses, metrics, text = asyncio.run(scenario())
+    figures["hostile_requests"] = len(statuses)
+    figures["version_errors"] = metrics["errors"]
     assert statuses == [400, 400]  # the client's fault, said so
     assert (metrics["requests"], metrics["errors"]) == (0, 0)  # never the version's
     assert 'gitopsd_agent_refused_total{node="edge-x",reason="bad_header"} 2' in text
