@@ -80,6 +80,7 @@ MAX_MEMORY_BYTES = 4096 * MIB  # the largest `memoryMiB` a version may ask for (
 # reserves address space for a 4 GiB memory and a full-size table (~4.2 GiB, not RSS).
 POOL_SLOTS = 96
 POOL_KEEP_RESIDENT = 1 * MIB  # bytes of a freed memory zeroed in place, not page-faulted again
+SERIALIZED_KEPT = 4  # serialized modules kept in memory for the next agent's cache write
 
 
 def table_limit(memory_bytes: int) -> int:
@@ -250,6 +251,7 @@ class Runtime:
         # What this runtime did to get compiled modules (tests, the restore log, bench P12).
         self.compilations = 0  # wasmtime.Module(...) compiles
         self.deserializations = 0  # modules read back from a CompiledCache
+        self._recent_serialized: OrderedDict[str, bytes] = OrderedDict()
 
     def _tick(self) -> None:
         interval = self.tick_ms / 1000
@@ -361,7 +363,7 @@ class Runtime:
             tables=tables,
         )
         if cache is not None and found is None:
-            cache.store(digest, self.compile_key(host), module.serialize())
+            cache.store(digest, self.compile_key(host), self._serialized(digest, module))
         with self._lock:
             self._live[digest] = prepared
             self._cache[digest] = prepared
@@ -403,7 +405,22 @@ class Runtime:
         """Write `prepared` to `cache` unless it holds it already."""
         key = self.compile_key(prepared.host)
         if not cache.has(prepared.sha256, key):
-            cache.store(prepared.sha256, key, prepared.module.serialize())
+            cache.store(prepared.sha256, key, self._serialized(prepared.sha256, prepared.module))
+
+    def _serialized(self, digest: str, module: wasmtime.Module) -> bytes:
+        """`module.serialize()`, kept for the last few digests: the endpoints of one process
+        (`agent --count N`) load the same module one after another, and each writes it to
+        its own cache."""
+        with self._lock:
+            found = self._recent_serialized.get(digest)
+        if found is not None:
+            return found
+        data = bytes(module.serialize())
+        with self._lock:
+            self._recent_serialized[digest] = data
+            while len(self._recent_serialized) > SERIALIZED_KEPT:
+                self._recent_serialized.popitem(last=False)
+        return data
 
     def _compile(self, wasm: bytes) -> tuple[Host, wasmtime.Module]:
         host = self._hosts[0]

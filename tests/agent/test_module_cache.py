@@ -143,3 +143,25 @@ def test_the_cache_directory_and_key_are_private(tmp_path: Path) -> None:
     # The same key on reopening: files written before a restart stay valid.
     cache.store("a" * 64, "0123456789abcdef", b"compiled")
     assert CompiledCache(tmp_path).load("a" * 64, "0123456789abcdef") == b"compiled"
+
+
+async def test_agents_sharing_a_runtime_each_cache_the_module_they_load(tmp_path: Path) -> None:
+    # `agent --count N`: the second endpoint gets the module compiled by the first from
+    # memory, and still writes it to its own data dir, so it restarts fast on its own.
+    runtime = Runtime(workers=2, pool_slots=8)
+    wasm = handler_wasm("shared")
+    try:
+        for name in ("one", "two"):
+            agent = await start_agent(settings_for(tmp_path / name), runtime)
+            try:
+                async with aiohttp.ClientSession(base_url=agent.url) as session:
+                    await Client(agent, session).deploy("f", "1", wasm)
+            finally:
+                await agent.close()
+        assert runtime.compilations == 1
+    finally:
+        runtime.close()
+    assert len(_cache_files(tmp_path / "two")) == 1
+    again, answers = await _restart(tmp_path / "two")
+    assert (again.compilations, again.deserializations) == (0, 1)
+    assert answers == {"f": (200, "1", b"shared")}
