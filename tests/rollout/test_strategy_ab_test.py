@@ -45,13 +45,13 @@ def test_b_wins_and_is_promoted_to_a(drive, ctx):
         Deploy(B),
         HealthCheck(B),
         SetTraffic(B, 100.0),
-        Wait(3600.0, "experiment: 1.2.0 on 1 of 5 nodes (20%)"),
+        Wait(3600.0, "experiment: 20% asked, 1.2.0 on 1 of 5 nodes"),
         Compare(A, B, "p95_latency_ms", 5.0, "lower_is_better", 500),
         Deploy(A),
         HealthCheck(A),
         SetTraffic(A, 100.0),
         Retire((*A, *B)),
-        Finish(RolloutState.COMPLETED, "variant B won: verdict B; 1.2.0 on all 5 nodes"),
+        Finish(RolloutState.COMPLETED, "variant B won the comparison; 1.2.0 on all 5 nodes"),
     ]
 
 
@@ -96,7 +96,9 @@ def test_first_deployment_has_no_a_to_compare_with(drive, ctx):
     assert Analyze(B) in steps
     assert not any(isinstance(s, Compare) for s in steps)
     assert steps[-1] == Finish(
-        RolloutState.COMPLETED, "variant B won: analysis passed; 1.2.0 on all 5 nodes"
+        RolloutState.COMPLETED,
+        "variant B passed its analysis (no variant A serving to compare with); "
+        "1.2.0 on all 5 nodes",
     )
 
 

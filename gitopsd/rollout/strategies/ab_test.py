@@ -64,9 +64,10 @@ class AbTestStrategy:
         crit = opts.winner_criteria
         a, b = self.variants(ctx)
         touched = Touched()
+        # The share asked for, then what it came to: 34 % of 4 nodes is 2 of 4, not "34 %".
         experiment = (
-            f"experiment: {ctx.version} on {len(b)} of {len(ctx.nodes)} nodes "
-            f"({pct(opts.variant_b_percentage)})"
+            f"experiment: {pct(opts.variant_b_percentage)} asked, {ctx.version} on {len(b)} of "
+            f"{len(ctx.nodes)} nodes"
         )
         failure = yield from run(
             Deploy(b),
@@ -88,14 +89,18 @@ class AbTestStrategy:
             # at least pass its own analysis.
             judged = _as_verdict((yield Analyze(b)))
         if judged.ok and judged.verdict == "B":
-            yield from self._promote(ctx, a, touched, judged)
+            # The verdict's own words (measured figures) are in that step's outcome; the
+            # finish says what the preview can say too (`gitopsd diff --plan`).
+            won = (
+                "variant B won the comparison"
+                if serving_a
+                else "variant B passed its analysis (no variant A serving to compare with)"
+            )
+            yield from self._promote(ctx, a, touched, won)
         else:
             yield from rollback_and_finish(b, _losing_reason(ctx, judged))
 
-    def _promote(
-        self, ctx: PlanContext, a: Nodes, touched: Touched, judged: StepOutcome
-    ) -> SubPlan[None]:
-        won = "variant B won" + (f": {judged.message}" if judged.message else "")
+    def _promote(self, ctx: PlanContext, a: Nodes, touched: Touched, won: str) -> SubPlan[None]:
         failure = yield from run(
             Deploy(a) if a else None,
             HealthCheck(a) if a else None,
