@@ -12,10 +12,8 @@ itself (`window.gitopsd.lastEventDelayMs`, both clocks are this machine's). Size
 
 from __future__ import annotations
 
-import asyncio
 import socket
 import statistics
-import threading
 import time
 import zlib
 from pathlib import Path
@@ -32,7 +30,7 @@ from gitopsd.rollout.steps import Wait
 from gitopsd.store.sqlite import RolloutRow, SqliteStore
 from gitopsd.ui.events import EventBus
 from gitopsd.ui.ports import CommitInfo, UiPorts, no_notes
-from gitopsd.ui.server import StatusPage, serve
+from gitopsd.ui.standalone import PageThread
 from gitopsd.ui.views import PAGE_SIZE
 
 REGIONS = ("ap-south", "eu-central", "eu-west", "us-east", "us-west")
@@ -128,28 +126,6 @@ def _state(work: Path, functions: int, nodes: int) -> tuple[SqliteStore, Desired
     return store, desired, live
 
 
-class _Server:
-    """The page served from a background event loop, as the daemon serves it."""
-
-    def __init__(self, ports: UiPorts) -> None:
-        self.loop = asyncio.new_event_loop()
-        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
-        self.thread.start()
-        self.page = StatusPage(ports, None)
-        self.runner = asyncio.run_coroutine_threadsafe(
-            serve(self.page, "127.0.0.1", 0), self.loop
-        ).result(30)
-        self.port = int(self.runner.addresses[0][1])
-
-    def call(self, fn: Any, *args: Any) -> None:
-        self.loop.call_soon_threadsafe(fn, *args)
-
-    def close(self) -> None:
-        asyncio.run_coroutine_threadsafe(self.runner.cleanup(), self.loop).result(30)
-        self.loop.call_soon_threadsafe(self.loop.stop)
-        self.thread.join(10)
-
-
 def _first_byte(port: int, path: str) -> tuple[float, int, int, float]:
     """(seconds to the first byte of the answer, gzip body bytes, plain bytes, CPU seconds
     this process spent meanwhile: the server's work, since the client only waits)."""
@@ -196,7 +172,7 @@ def _until(page: Any, condition: str, timeout: float = 10.0) -> None:
         time.sleep(0.002)
 
 
-def _event_delays(server: _Server, bus: EventBus, count: int) -> list[float]:
+def _event_delays(server: PageThread, bus: EventBus, count: int) -> list[float]:
     from playwright.sync_api import sync_playwright
 
     delays: list[float] = []
@@ -208,7 +184,7 @@ def _event_delays(server: _Server, bus: EventBus, count: int) -> list[float]:
         for i in range(count):
             seen = page.evaluate("window.gitopsd.events")
             event = RolloutEvent("fn-00000-2.0.0", "fn-00000", "2.0.0", i, Wait(300, "bench"), None)
-            server.call(bus.rollout_sink, event)
+            server.loop.call_soon_threadsafe(bus.rollout_sink, event)
             _until(page, f"window.gitopsd.events > {seen}")
             delays.append(float(page.evaluate("window.gitopsd.lastEventDelayMs")))
             page.wait_for_timeout(300)  # the page re-reads the overview after each event
@@ -232,7 +208,7 @@ def run(ctx: Context) -> list[Row]:
         )
 
     ports = UiPorts(store, bus, lambda: desired, live_port, commit_port, no_notes)
-    server = _Server(ports)
+    server = PageThread(ports)
     try:
         _first_byte(server.port, "/")  # templates compiled, caches warm
         samples = [_first_byte(server.port, "/") for _ in range(reps)]

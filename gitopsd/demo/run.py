@@ -5,7 +5,9 @@ It starts six real agents on free loopback ports, each with its own token (what
 `manifests-example/`, syncs it (one function per strategy), invokes every function, then
 pushes two bad versions of `image-processor`: one whose health check fails (nothing
 changes) and one that passes its health check but fails under traffic (the canary's
-analysis rolls it back by itself). It ends by printing the git notes of the commits.
+analysis rolls it back by itself). It ends by printing the git notes of the commits. The
+status page follows it all live (its address is printed first); on a terminal it stays up
+after the demo until Enter is pressed.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ from gitopsd.reconcile import Reconciler
 from gitopsd.report.publish import publish
 from gitopsd.source.git import SourceSpec
 from gitopsd.store.sqlite import SqliteStore
+from gitopsd.ui.demo_page import close_demo_page, open_demo_page
 
 CANARY = "image-processor"
 
@@ -159,6 +162,7 @@ def run_demo(example: Path | None = None, keep: bool = False) -> int:
             demo = Demo(root, source, fleet)
             title("1. six edge agents in three regions")
             demo.start_fleet()
+            page = open_demo_page(demo.reconciler, SqliteStore(demo.state), demo.source, demo.state)
             ok &= demo.show_tokens()
             first = demo.init_repo()
             title(f"2. git push {first[:10]}: sync rolls out every function")
@@ -192,6 +196,7 @@ def run_demo(example: Path | None = None, keep: bool = False) -> int:
             for sha in (first, bad_health, bad_runtime):
                 click.secho(f"$ git notes --ref=gitopsd show {sha[:10]}", bold=True)
                 click.echo(_git(demo.bare, "notes", "--ref=gitopsd", "show", sha))
+            close_demo_page(page)
     finally:
         if keep:
             click.echo(f"\nkept {root}")

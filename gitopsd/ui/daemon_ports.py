@@ -1,11 +1,9 @@
 """The status page inside `gitopsd run`: ports onto the daemon's own state, and its start.
 
 The page reads what the daemon already holds: the desired state of the last pass and the
-store; the commit and its notes come from the daemon's Git mirror. The agents' inventories
-come through a fleet client of the page's own (the daemon's serves one caller at a time,
-and the daemon does not read the fleet back after its own steps), one read at a time: a
-read of an unchanged agent is one bodiless 304 over a kept-alive connection (fleet/probe.py).
-A rollback runs as `gitopsd rollback` does, with a client of its own and the same engine.
+store; the commit and its notes come from the daemon's Git mirror; the agents' inventories
+through a fleet client of the page's own (fleet_reader.py). A rollback runs as `gitopsd
+rollback` does, with a client of its own and the daemon's engine events.
 """
 
 from __future__ import annotations
@@ -19,11 +17,10 @@ import pygit2
 
 from gitopsd.config import read_secret
 from gitopsd.errors import ConfigError, GitopsdError
-from gitopsd.fleet.client import AgentClient
-from gitopsd.fleet.live import LiveState
 from gitopsd.reconcile import FunctionResult, summarize_rollout
 from gitopsd.source.git import SourceSpec
 from gitopsd.store.sqlite import RolloutRow
+from gitopsd.ui.fleet_reader import FleetReader
 from gitopsd.ui.ports import CommitInfo, UiPorts
 from gitopsd.ui.server import StatusPage, serve
 
@@ -80,24 +77,12 @@ def read_notes(spec: SourceSpec, state_dir: Path, shas: list[str]) -> dict[str, 
 class DaemonPorts:
     """UiPorts over a running Daemon."""
 
-    def __init__(self, daemon: Daemon, stack: contextlib.AsyncExitStack) -> None:
+    def __init__(self, daemon: Daemon) -> None:
         self.daemon = daemon
-        self._stack = stack
         self._commits: dict[str, CommitInfo | None] = {}
-        self._client: AgentClient | None = None
-        self._reading = asyncio.Lock()
-
-    async def live(self) -> LiveState:
-        desired = self.daemon.pass_state.desired
-        if desired is None:
-            return LiveState()
-        addresses = {n: d.address for n, d in desired.nodes.items()}
-        async with self._reading:
-            if self._client is None:
-                client = self.daemon.reconciler.client({})
-                self._client = await self._stack.enter_async_context(client)
-            self._client.addresses = addresses
-            return await self._client.live_state(addresses)
+        self.fleet = FleetReader(
+            lambda: daemon.pass_state.desired, lambda: daemon.reconciler.client({})
+        )
 
     async def commit(self, sha: str) -> CommitInfo | None:
         if sha not in self._commits:
@@ -148,7 +133,7 @@ class DaemonPorts:
             store=daemon.store,
             events=daemon.events,
             desired=lambda: daemon.pass_state.desired,
-            live=self.live,
+            live=self.fleet.live,
             commit=self.commit,
             notes=self.notes,
             rollback=self.rollback,
@@ -170,8 +155,10 @@ async def start_ui(daemon: Daemon, stack: contextlib.AsyncExitStack) -> None:
     assert ui.listen is not None
     host, port = parse_listen(ui.listen)
     token = read_secret(ui.token_file, "ui token") if ui.token_file else None
-    page = StatusPage(DaemonPorts(daemon, stack).ports(), token, daemon.clock)
+    ports = DaemonPorts(daemon)
+    page = StatusPage(ports.ports(), token, daemon.clock)
     runner = await serve(page, host, port)
+    stack.push_async_callback(ports.fleet.aclose)
     stack.push_async_callback(runner.cleanup)
     daemon.log.info(
         "status page listening",
