@@ -68,4 +68,4 @@ def test_the_plan_is_what_the_run_says_for_every_strategy(
         last = {name: steps[-1] for name, steps in expected.items()}
         assert all(step.startswith("finish COMPLETED: ") for step in last.values()), last
         if round_ == "1.0.0":  # the share asked for, then what it came to
-            assert "wait 1s (experiment: 34% asked, 1.0.0 on 1 of 3 nodes)" in expected["ab"]
+            assert "wait 1s (experiment: 34% asked, 1.0.0 on 2 of 3 nodes)" in expected["ab"]
