@@ -13,6 +13,8 @@ from typing import Annotated
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 SHA256_RE = re.compile(r"^[0-9a-f]{64}$")
+# A function's bucket key on the wire and in state.json: 32 bytes, hex.
+BUCKET_KEY_RE = re.compile(r"^[0-9a-f]{64}$")
 # Function and version names travel in URL paths and metric labels: keep them plain.
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]{0,127}$")
 HEADER_RE = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")
@@ -78,6 +80,10 @@ class SetTraffic(_Body):
     weights: list[WeightBody] = Field(min_length=1)
     rules: list[RuleBody] = Field(default_factory=list)
     sticky_header: HeaderName | None = Field(None, alias="stickyHeader")
+    # Secret: never logged, never in the inventory or metrics (router.sticky_bucket).
+    bucket_key: str | None = Field(
+        None, alias="bucketKey", pattern=BUCKET_KEY_RE.pattern, repr=False
+    )
 
 
 class RunHealth(_Body):
@@ -106,6 +112,8 @@ class StoredFunction(_Stored):
     traffic: list[WeightBody]
     rules: list[RuleBody] = Field(default_factory=list)
     sticky_header: str = Field(DEFAULT_STICKY_HEADER, alias="stickyHeader")
+    # Absent in the state of an agent from before bucket keys (checked on restore).
+    bucket_key: str | None = Field(None, alias="bucketKey", repr=False)
 
 
 class StoredState(_Stored):

@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import math
 import random
+import secrets
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from gitopsd.agent import router
 from gitopsd.agent.api import (
+    BUCKET_KEY_RE,
     DEFAULT_STICKY_HEADER,
     HEADER_RE,
     NAME_RE,
@@ -63,6 +65,9 @@ class Function:
     traffic: tuple[router.Weight, ...] = ()
     rules: tuple[router.Rule, ...] = ()
     sticky_header: str = DEFAULT_STICKY_HEADER
+    # Keys the sticky buckets (router.sticky_bucket): random until the controller sends the
+    # function's own with its traffic; persisted, never shown in the inventory or metrics.
+    bucket_key: bytes = field(default_factory=lambda: secrets.token_bytes(32), repr=False)
 
     def percent(self, version: str) -> float:
         """The traffic weight of `version` (0 when it has none)."""
@@ -78,6 +83,10 @@ class Function:
             ],
             "stickyHeader": self.sticky_header,
         }
+
+    def to_state(self) -> dict[str, Any]:
+        """The function's entry in state.json: the inventory's, plus its bucket key."""
+        return {**self.to_json(), "bucketKey": self.bucket_key.hex()}
 
 
 def traffic_problem(
@@ -111,6 +120,8 @@ def stored_function_problem(name: str, stored: StoredFunction) -> str | None:
         return f"function name {name!r} is not one the agent accepts"
     if not HEADER_RE.match(stored.sticky_header) or len(stored.sticky_header) > 256:
         return f"sticky header {stored.sticky_header!r} is not a header name"
+    if stored.bucket_key is not None and not BUCKET_KEY_RE.match(stored.bucket_key):
+        return "bucket key is not 64 lowercase hex digits"
     return traffic_problem(name, stored.versions, stored.traffic, stored.rules)
 
 
@@ -223,8 +234,10 @@ class Registry:
         weights: Sequence[WeightBody],
         rules: Sequence[RuleBody],
         sticky_header: str | None,
+        bucket_key: bytes | None = None,
     ) -> bool:
-        """Replace the weights and rules; keep the sticky header unless one is given."""
+        """Replace the weights and rules; keep the sticky header and the bucket key unless
+        one is given."""
         fn = self.function(function)
         problem = traffic_problem(function, fn.versions, weights, rules)
         if problem is not None:
@@ -232,9 +245,11 @@ class Registry:
         traffic = tuple(router.Weight(w.version, w.percent) for w in weights)
         new_rules = tuple(router.Rule(r.header, r.equals, r.version) for r in rules)
         header = sticky_header or fn.sticky_header
-        if (traffic, new_rules, header) == (fn.traffic, fn.rules, fn.sticky_header):
+        key = bucket_key or fn.bucket_key
+        now = (fn.traffic, fn.rules, fn.sticky_header, fn.bucket_key)
+        if (traffic, new_rules, header, key) == now:
             return False
-        fn.traffic, fn.rules, fn.sticky_header = traffic, new_rules, header
+        fn.traffic, fn.rules, fn.sticky_header, fn.bucket_key = traffic, new_rules, header, key
         self._changed()
         return True
 
@@ -244,7 +259,9 @@ class Registry:
         """The version serving a request to `function` (NotFound if unknown; None if no
         traffic weight covers the request)."""
         fn = self.function(function)
-        name = router.route(fn.name, fn.traffic, fn.rules, fn.sticky_header, headers, rng)
+        name = router.route(
+            fn.name, fn.traffic, fn.rules, fn.sticky_header, headers, fn.bucket_key, rng
+        )
         return fn.versions.get(name) if name is not None else None
 
     def memory_used_mib(self) -> int:
@@ -262,13 +279,14 @@ class Registry:
         return self.memory_used_mib() - freed + memory_mib
 
     def functions_json(self) -> dict[str, Any]:
-        """The `functions` object of the inventory (also what state.json stores)."""
+        """The `functions` object of the inventory (state.json adds each bucket key)."""
         return {name: fn.to_json() for name, fn in sorted(self.functions.items())}
 
     def state(self) -> StoredState:
         """Everything that must survive a restart."""
+        functions = {name: fn.to_state() for name, fn in sorted(self.functions.items())}
         return StoredState.model_validate(
-            {"format": 1, "generation": self.generation, "functions": self.functions_json()}
+            {"format": 1, "generation": self.generation, "functions": functions}
         )
 
     def series(self) -> Iterator[Series]:
@@ -284,6 +302,8 @@ class Registry:
         bumps the generation when anything was dropped.
         """
         fn = Function(function, dict(versions), sticky_header=stored.sticky_header)
+        if stored.bucket_key is not None:  # else a random one, until the controller's
+            fn.bucket_key = bytes.fromhex(stored.bucket_key)
         fn.traffic = tuple(
             router.Weight(w.version, w.percent) for w in stored.traffic if w.version in versions
         )

@@ -2,14 +2,15 @@
 
 A request picks a version (docs/agent-api.md "Routing"): the first header rule that
 matches; else, when the sticky header is present, a bucket derived from the function name
-and the header value; else a random bucket. A bucket (0..9,999) is walked through the
-cumulative weights in list order, so a user in the first p % stays on the first version
-as p grows: the controller lists the new version first.
+and the header value, keyed with the function's bucket key; else a random bucket. A bucket
+(0..9,999) is walked through the cumulative weights in list order, so a user in the first
+p % stays on the first version as p grows: the controller lists the new version first.
 """
 
 from __future__ import annotations
 
 import hashlib
+import hmac
 import random
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -34,12 +35,16 @@ class Rule:
     version: str
 
 
-def sticky_bucket(function: str, key: str) -> int:
-    """Bucket of a sticky key: sha256(function + ":" + key), big-endian, mod 10,000.
+def sticky_bucket(function: str, key: str, bucket_key: bytes) -> int:
+    """Bucket of a sticky key: HMAC-SHA256(bucket_key, function + ":" + key), big-endian,
+    mod 10,000.
 
-    Stable across processes and agents, so one user lands on the same version everywhere.
+    The controller hands every agent the same bucket key for one function, so one user
+    lands on the same version everywhere; without the key nobody can tell which users a
+    canary gets, so an outsider cannot aim requests at it.
     """
-    digest = hashlib.sha256(f"{function}:{key}".encode()).digest()
+    message = f"{function}:{key}".encode("utf-8", "surrogateescape")
+    digest = hmac.new(bucket_key, message, hashlib.sha256).digest()
     return int.from_bytes(digest, "big") % BUCKETS
 
 
@@ -60,9 +65,11 @@ def route(
     rules: Sequence[Rule],
     sticky_header: str | None,
     headers: Mapping[str, str],
+    bucket_key: bytes,
     rng: random.Random | None = None,
 ) -> str | None:
-    """Pick the version serving a request with `headers` (a case-insensitive mapping).
+    """Pick the version serving a request with `headers` (a case-insensitive mapping);
+    `bucket_key` is the function's (see `sticky_bucket`).
 
     Returns None when no weight covers the bucket (traffic not set).
     """
@@ -72,4 +79,4 @@ def route(
     key = headers.get(sticky_header) if sticky_header else None
     if key is None:
         return pick(weights, (rng or random).randrange(BUCKETS))
-    return pick(weights, sticky_bucket(function, key))
+    return pick(weights, sticky_bucket(function, key, bucket_key))

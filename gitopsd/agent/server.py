@@ -222,7 +222,7 @@ async def delete_function(request: web.Request) -> web.Response:
 
 
 async def put_traffic(request: web.Request) -> web.Response:
-    """`PUT /functions/{fn}/traffic`: weights, rules, sticky header."""
+    """`PUT /functions/{fn}/traffic`: weights, rules, sticky header, bucket key."""
     body = await _json_body(request, SetTraffic)
     await request.app[SERVICE].set_traffic(request.match_info["fn"], body)
     return _ok()

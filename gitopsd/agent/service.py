@@ -233,7 +233,10 @@ class AgentService:
 
     async def set_traffic(self, function: str, body: SetTraffic) -> bool:
         """Replace weights and rules; True when the state changed."""
-        changed = self.registry.set_traffic(function, body.weights, body.rules, body.sticky_header)
+        key = bytes.fromhex(body.bucket_key) if body.bucket_key is not None else None
+        changed = self.registry.set_traffic(
+            function, body.weights, body.rules, body.sticky_header, key
+        )
         if changed:
             await self._persist()
             self.log.info(

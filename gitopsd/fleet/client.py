@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
+import hmac
 import json
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
 from types import TracebackType
@@ -28,6 +30,16 @@ _RETRYABLE = (aiohttp.ClientConnectionError, asyncio.TimeoutError)
 # The largest answer read from an agent: an inventory of 2,000 functions is ~0.5 MB.
 MAX_ANSWER_BYTES = 8 << 20
 PROBE_ROUND = 4096  # nodes asked "unchanged?" at once by the raw inventory probe
+
+
+def bucket_key(secret: str, function: str) -> str:
+    """The key of `function`'s sticky buckets on every agent (docs/agent-api.md "Routing"):
+    hex(HMAC-SHA256(fleet secret, "gitopsd sticky bucket\n" + function)). The same on every
+    node, so one user keeps one version across nodes; unknown outside the fleet, so nobody
+    can aim requests at a canary's users. No node token shares its message (a node name
+    has no space), and the key tells nothing of the secret."""
+    message = f"gitopsd sticky bucket\n{function}".encode()
+    return hmac.new(secret.encode(), message, hashlib.sha256).hexdigest()
 
 
 class AgentClient:
@@ -389,6 +401,8 @@ class AgentClient:
         }
         if sticky_header:
             body["stickyHeader"] = sticky_header
+        if self.auth.secret is not None:
+            body["bucketKey"] = bucket_key(self.auth.secret, function)
         async with self._change(node):
             await self._call(node, "PUT", f"/functions/{function}/traffic", json=body)
 

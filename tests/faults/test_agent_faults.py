@@ -32,7 +32,8 @@ from gitopsd.agent import Runtime, start_agent
 from gitopsd.agent.settings import AgentSettings
 from gitopsd.clock import FakeClock
 from gitopsd.errors import GitopsdError
-from gitopsd.fleet.client import AgentClient
+from gitopsd.fleet.client import AgentClient, bucket_key
+from gitopsd.fleet.tokens import FleetAuth
 from gitopsd.reconcile import Reconciler, SyncReport
 from gitopsd.rollout.engine import RolloutEvent
 from gitopsd.source.git import SourceSpec
@@ -507,3 +508,104 @@ def test_a_header_an_outsider_sends_never_fails_a_version(tmp_path: Path, figure
     assert (metrics["requests"], metrics["errors"]) == (0, 0)  # never the version's
     assert 'gitopsd_agent_refused_total{node="edge-x",reason="bad_header"} 2' in text
     assert 'gitopsd_agent_internal_errors_total{node="edge-x"} 0' in text
+
+
+def test_an_outsider_cannot_aim_at_a_canary_s_users(tmp_path: Path) -> None:
+    # Finding 5: the sticky bucket was sha256(function:user), so an outsider could pick user
+    # ids that land on a canary and fail it. Buckets are keyed now with a secret the
+    # controller derives from the fleet secret and hands every agent with the weights.
+    secret = "fleet-secret-0123456789"
+    users = [f"user-{i}" for i in range(300)]
+
+    async def scenario() -> tuple[dict[str, str], dict[str, str], dict[str, str], list[str]]:
+        runtime = Runtime(workers=2)
+        wasm = {v: handler_wasm(reply=f"v{v}") for v in ("1", "2")}
+        agents = {}
+        try:
+            for node in ("a", "b"):
+                settings = AgentSettings(
+                    name=node, region="r1", port=0, data_dir=tmp_path / node, token=secret
+                )
+                agents[node] = await start_agent(settings, runtime)
+            auth = {"Authorization": f"Bearer {secret}"}
+            async with aiohttp.ClientSession() as session:
+                for agent in agents.values():
+                    for version, module in wasm.items():
+                        sha = hashlib.sha256(module).hexdigest()
+                        url = f"{agent.url}/modules/{sha}"
+                        async with session.put(url, data=module, headers=auth) as r:
+                            assert r.status == 201
+                        url = f"{agent.url}/functions/fn/versions/{version}"
+                        async with session.put(url, json={"sha256": sha}, headers=auth) as r:
+                            assert r.status == 200
+                addresses = {node: agent.url for node, agent in agents.items()}
+                async with AgentClient(addresses, FleetAuth(secret, mode="shared")) as client:
+                    for node in agents:  # a canary at 10 %
+                        await client.set_traffic(node, "fn", [("2", 10.0), ("1", 90.0)])
+
+                async def versions(url: str) -> dict[str, str]:
+                    seen = {}
+                    for user in users:
+                        headers = {"X-User-Id": user}
+                        async with session.post(f"{url}/fn/fn", headers=headers) as r:
+                            seen[user] = r.headers["X-Gitopsd-Version"]
+                    return seen
+
+                on_a, on_b = await versions(agents["a"].url), await versions(agents["b"].url)
+                shown = []
+                for path in ("/inventory", "/metrics", "/functions/fn/metrics"):
+                    async with session.get(agents["a"].url + path, headers=auth) as r:
+                        shown.append(await r.text())
+                await agents["a"].close()
+                settings = AgentSettings(
+                    name="a", region="r1", port=0, data_dir=tmp_path / "a", token=secret
+                )
+                agents["a"] = await start_agent(settings, runtime)
+                after_restart = await versions(agents["a"].url)
+            return on_a, on_b, after_restart, shown
+        finally:
+            for agent in agents.values():
+                await agent.close()
+            runtime.close()
+
+    on_a, on_b, after_restart, shown = asyncio.run(scenario())
+    assert on_a == on_b == after_restart  # one user, one version, on every node and restart
+    canary = {user for user, version in on_a.items() if version == "2"}
+    assert 0 < len(canary) < len(users) // 4
+    predicted = {
+        user
+        for user in users
+        if int.from_bytes(hashlib.sha256(f"fn:{user}".encode()).digest()) % 10_000 < 1000
+    }
+    assert len(canary & predicted) < len(predicted) // 2  # the public formula no longer aims
+    key = bucket_key(secret, "fn")
+    assert all(key not in text for text in shown)  # never shown
+
+
+def test_a_bucket_key_that_is_not_one_is_refused(tmp_path: Path) -> None:
+    async def scenario() -> tuple[int, str]:
+        runtime = Runtime(workers=1)
+        settings = AgentSettings(
+            name="edge-x", region="r1", port=0, data_dir=tmp_path / "data", token=TOKEN
+        )
+        agent = await start_agent(settings, runtime)
+        auth = {"Authorization": f"Bearer {TOKEN}"}
+        try:
+            module = handler_wasm()
+            sha = hashlib.sha256(module).hexdigest()
+            async with aiohttp.ClientSession(base_url=agent.url) as session:
+                async with session.put(f"/modules/{sha}", data=module, headers=auth) as r:
+                    assert r.status == 201
+                body = {"sha256": sha}
+                async with session.put("/functions/f/versions/1", json=body, headers=auth) as r:
+                    assert r.status == 200
+                traffic = {"weights": [{"version": "1", "percent": 100}], "bucketKey": "ab" * 31}
+                async with session.put("/functions/f/traffic", json=traffic, headers=auth) as r:
+                    return r.status, (await r.json())["error"]
+        finally:
+            await agent.close()
+            runtime.close()
+
+    status, error = asyncio.run(scenario())
+    assert status == 400
+    assert "bucketKey" in error
