@@ -86,6 +86,7 @@ THRESHOLDS_ONLY = JudgeSettings(baseline="thresholds")
 class Comparison:
     """One sequential test of the new version against the concurrent baseline."""
 
+    key: str  # prefix of its figures: rank, tail, error
     name: str  # what it compares, for the verdict's text
     z: float  # stratified z-statistic, positive when the new version looks worse
     information: float  # effective requests per side over MIXTURE_SCALE
@@ -180,6 +181,7 @@ def rank_test(strata: Sequence[Stratum]) -> Comparison | None:
     z = (u_sum - mean_sum) / math.sqrt(var_sum)
     slower = u_sum / pairs
     return Comparison(
+        "rank",
         "latency ranks",
         z,
         effective / MIXTURE_SCALE,
@@ -228,6 +230,7 @@ def tail_test(strata: Sequence[Stratum]) -> Comparison | None:
     new_pct = 100 * sum(t[0] for t in tables) / max(1, sum(t[1] for t in tables))
     old_pct = 100 * sum(t[2] for t in tables) / max(1, sum(t[3] for t in tables))
     return Comparison(
+        "tail",
         f"latency tail > {bound:g} ms",
         z,
         effective / MIXTURE_SCALE,
@@ -246,6 +249,7 @@ def error_test(strata: Sequence[Stratum]) -> Comparison | None:
     new_pct = 100 * sum(t[0] for t in tables) / max(1, sum(t[1] for t in tables))
     old_pct = 100 * sum(t[2] for t in tables) / max(1, sum(t[3] for t in tables))
     return Comparison(
+        "error",
         "error rate",
         z,
         effective / MIXTURE_SCALE,
@@ -434,7 +438,7 @@ def concurrent_look(
         )
     if baseline is None:
         verdict_text = "no node serves both versions: judged on the hard limits alone"
-    elif min(merged.requests, baseline.requests) < settings.minimum_samples:
+    elif min(sum(s.new.requests for s in strata), baseline.requests) < settings.minimum_samples:
         waiting.append(f"fewer than {settings.minimum_samples} requests per side ({sizes})")
         verdict_text = ""
     else:
@@ -446,8 +450,7 @@ def concurrent_look(
                 continue
             p = test.p_value()
             figures.update(test.figures)
-            key = test.name.split()[-1] if test.name != "latency ranks" else "rank"
-            figures[f"{key}_p"] = p
+            figures[f"{test.key}_p"] = p
             boundary = mixture_boundary(level, test.information)
             if p <= level:
                 figures["boundary_z"] = boundary

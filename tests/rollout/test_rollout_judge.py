@@ -89,6 +89,7 @@ def test_a_slow_tail_is_caught_by_the_tail_test() -> None:
     assert outcome.verdict == "fail"
     assert "latency tail" in outcome.message or "latency ranks" in outcome.message
     assert outcome.figures["tail_new_pct"] > outcome.figures["tail_old_pct"]
+    assert outcome.figures["tail_bound_ms"] == 25.0 and "tail_p" in outcome.figures
 
 
 def test_more_errors_than_the_old_version_fail_the_error_test() -> None:
