@@ -27,7 +27,7 @@ from gitopsd.agent.data_plane import (
     over_body_budget,
     over_connection_cap,
 )
-from gitopsd.agent.errors import AgentRequestError, PayloadTooLarge
+from gitopsd.agent.errors import AgentRequestError, MemoryBudgetExceeded, PayloadTooLarge
 from gitopsd.agent.service import AgentService
 from gitopsd.errors import GitopsdError, ModuleError
 
@@ -98,6 +98,9 @@ async def _guarded(
         return await handler(request)
     except _Refused as exc:
         return _closing(exc.status, exc.message)
+    except MemoryBudgetExceeded as exc:
+        figures = {"budgetMiB": exc.budget, "usedMiB": exc.used, "requestedMiB": exc.requested}
+        return web.json_response({"error": str(exc), **figures}, status=exc.status)
     except AgentRequestError as exc:
         return _error(exc.status, str(exc))
     except ModuleError as exc:

@@ -96,7 +96,9 @@ async def test_a_load_over_the_memory_budget_is_refused_with_the_figures(
                 },
                 headers=AUTH,
             ) as r:
-                error = (await r.json())["error"]
+                body = await r.json()
+            error = body["error"]
+            assert (body["budgetMiB"], body["usedMiB"], body["requestedMiB"]) == (100, 64, 40)
             for figure in ("needs 40 MiB", "budget is 100 MiB", "64 MiB used", "104 MiB after"):
                 assert figure in error, error
             inventory = await client.inventory()
