@@ -65,12 +65,12 @@ class _Frame(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
 
 
-Headers = Annotated[
-    dict[
-        Annotated[str, Field(min_length=1, max_length=256)], Annotated[str, Field(max_length=8192)]
-    ],
-    Field(max_length=MAX_HEADERS),
+# A header name is an RFC 9110 token; a value holds no CR, LF or NUL (no header injection).
+HeaderName = Annotated[
+    str, Field(min_length=1, max_length=256, pattern=r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")
 ]
+HeaderValue = Annotated[str, Field(max_length=8192, pattern=r"^[^\r\n\x00]*$")]
+Headers = Annotated[dict[HeaderName, HeaderValue], Field(max_length=MAX_HEADERS)]
 
 
 class Hello(_Frame):

@@ -339,7 +339,7 @@ class Daemon:
     async def _start_tunnels(self, stack: contextlib.AsyncExitStack, listen: str) -> None:
         """The listener dial-out agents connect to (fleet/tunnel.py); the fleet client
         reaches them through it (FleetAuth.relay)."""
-        from gitopsd.fleet.tunnel import tunnel_app
+        from gitopsd.fleet.tunnel import serve_tunnel
 
         auth = self.reconciler.token
         if not isinstance(auth, FleetAuth) or auth.secret is None:
@@ -348,7 +348,9 @@ class Daemon:
                 "with tokens derived from it ([fleet] token_file)"
             )
         self.tunnels = TunnelRegistry(auth)
-        await self._serve(stack, tunnel_app(self.tunnels), listen)
+        runner, _port = await serve_tunnel(self.tunnels, listen)
+        stack.push_async_callback(runner.cleanup)
+        self.log.info("listening", address=listen, serves="dial-out agents")
 
     async def _serve(
         self, stack: contextlib.AsyncExitStack, app: web.Application, listen: str

@@ -44,6 +44,7 @@ class Node:
     port: int = 0
     address: str | None = None  # where the controller reaches it, when not `url` (a proxy)
     dial_out: bool = False  # the agent connects to the fleet's tunnel listener
+    controller: str | None = None  # where it dials out to, when not the fleet's own listener
 
     @property
     def url(self) -> str:
@@ -83,10 +84,13 @@ class LocalFleet:
         self.start(name)
         return node
 
-    def add_dial_out(self, name: str, region: str, **labels: str) -> Node:
-        """An agent that dials out to the fleet's tunnel listener (`spec.connect: dial-out`);
-        Git names it from now on (the registry's known names)."""
+    def add_dial_out(
+        self, name: str, region: str, controller: str | None = None, **labels: str
+    ) -> Node:
+        """An agent that dials out (`spec.connect: dial-out`) to `controller`, by default the
+        fleet's tunnel listener; Git names it from now on (the registry's known names)."""
         node = Node(name, region, dict(labels), self.root / name, dial_out=True)
+        node.controller = controller
         self.nodes[name] = node
         self.declare_dial_out()
         self.start(name)
@@ -100,6 +104,12 @@ class LocalFleet:
     def connected(self, name: str) -> bool:
         """True when `name`'s agent holds a tunnel to the fleet's listener."""
         return name in self.registry.sessions
+
+    def drop(self, name: str) -> None:
+        """Cut `name`'s tunnel (its agent reconnects after its backoff), as a flaky link does."""
+        agent = self.nodes[name].agent
+        if agent is not None and agent.dialout is not None:
+            self._run(agent.dialout.drop())
 
     def token(self, name: str) -> str:
         """The token `name`'s agent holds: derived from its name and address (per-node), or
@@ -136,7 +146,7 @@ class LocalFleet:
                 port=node.port,
                 data_dir=node.data_dir,
                 token=self.token(name),
-                controller=self.relay if node.dial_out else None,
+                controller=(node.controller or self.relay) if node.dial_out else None,
             )
             try:
                 node.agent = self._run(start_agent(settings))

@@ -82,6 +82,10 @@ class TunnelClosed(Exception):
     """The agent's connection ended before it answered."""
 
 
+class TunnelBusy(Exception):
+    """MAX_IN_FLIGHT requests await this agent's answers already: refused, not queued."""
+
+
 @dataclass(eq=False)
 class AgentSession:
     """One connected dial-out agent: its WebSocket and the requests awaiting answers."""
@@ -186,6 +190,8 @@ class TunnelRegistry:
         session = self.connected(name)
         if session is None:
             raise LookupError(name)
+        if session.slots.locked():
+            raise TunnelBusy(name)
         async with session.slots:
             self.relayed += 1
             request_id = session.next_id()
@@ -205,7 +211,8 @@ class TunnelRegistry:
             except (ConnectionError, RuntimeError) as exc:
                 raise TunnelClosed(str(exc) or exc.__class__.__name__) from None
             finally:
-                if session.pending.pop(request_id, None) is not None and not future.done():
+                answered = future.done() and not future.cancelled()
+                if session.pending.pop(request_id, None) is not None and not answered:
                     # The caller went away (or timed out): the agent may stop working on it.
                     future.cancel()
                     with contextlib.suppress(Exception):
@@ -316,6 +323,8 @@ class TunnelRegistry:
             return _error(502, f"dial-out agent {name}: connection lost: {exc}")
         except FrameError as exc:
             return _error(413, str(exc))
+        except TunnelBusy:
+            return _error(503, f"dial-out agent {name}: {MAX_IN_FLIGHT} requests in flight")
         except TimeoutError:
             return _error(504, f"dial-out agent {name} did not answer in {RELAY_MAX_S:g} s")
         response = web.Response(
@@ -359,7 +368,11 @@ async def serve_tunnel(registry: TunnelRegistry, listen: str) -> tuple[web.AppRu
     """Serve `tunnel_app(registry)` on `listen` (HOST:PORT; port 0 picks one): the runner
     (stop with `cleanup()`) and the port."""
     host, _, port = listen.rpartition(":")
-    runner = web.AppRunner(tunnel_app(registry), access_log=None, shutdown_timeout=2.0)
+    # A caller that goes away cancels its relayed request: the agent is told (a cancel
+    # frame) and nothing waits for an answer nobody reads.
+    runner = web.AppRunner(
+        tunnel_app(registry), access_log=None, shutdown_timeout=2.0, handler_cancellation=True
+    )
     await runner.setup()
     site = web.TCPSite(runner, host.strip("[]") or None, int(port))
     try:
