@@ -42,6 +42,16 @@ def test_without_javascript_the_page_lists_every_function_and_says_read_only(
         expect(row.locator("a")).to_have_text(name)
         expect(row.locator(".badge")).to_have_text("in sync")
     expect(page.locator("#live")).to_contain_text("live updates off")
+    # Keyboard: the first Tab reaches "Skip to content", which moves focus into the page;
+    # the next Tabs walk the links in order, the first function's among them.
+    page.keyboard.press("Tab")
+    expect(page.locator(":focus")).to_have_text("Skip to content")
+    page.keyboard.press("Enter")
+    focused = []
+    for _ in range(8):
+        page.keyboard.press("Tab")
+        focused.append(page.evaluate("() => document.activeElement.textContent.trim()"))
+    assert names[0] in focused, focused
     expect(page.locator(".notice")).to_contain_text("Read-only page")
     page.click("#fn-hello a")
     expect(page.locator("section[data-live=actions]")).to_contain_text("Read-only")
