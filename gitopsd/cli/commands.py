@@ -64,8 +64,11 @@ def reconciler(ctx: Ctx, on_event: EventSink | None = None) -> Reconciler:
 
 def run_diff(ctx: Ctx, source: SourceSpec, plan: bool, output: str) -> bool:
     """Print the diff (and plans); True when something would change."""
+    from gitopsd.fleet.presence import presence_of
+
     rec = reconciler(ctx)
     read = asyncio.run(rec.read(source))
+    presence = presence_of(ctx.agent_token(), {n: d.address for n, d in read.desired.nodes.items()})
     plans: dict[str, Sequence[Step]] = {}
     if plan:
         for change in read.changes.changes:
@@ -79,9 +82,13 @@ def run_diff(ctx: Ctx, source: SourceSpec, plan: bool, output: str) -> bool:
             from gitopsd.cli.json_documents import plan_step_json
 
             doc["plans"] = {k: [plan_step_json(s) for s in v] for k, v in plans.items()}
+        if presence is not None:
+            doc["dialOut"] = presence.to_json()
         click.echo(json.dumps(doc, indent=2))
     else:
         render_changes(read.changes, plans if plan else None)
+        for text, fine in presence.lines() if presence is not None else ():
+            echo(text, fg="green" if fine else "yellow")
     return bool(read.changes.changes)
 
 
@@ -247,10 +254,13 @@ def _time(ts: float | None) -> str:
 
 
 def run_status(ctx: Ctx, function: str | None, output: str) -> None:
+    from gitopsd.fleet.presence import presence_of
     from gitopsd.status import all_functions, function_status
 
     store = SqliteStore(ctx.state_dir)
     desired, live, note = asyncio.run(_desired_and_live(ctx, store))
+    nodes = {n: d.address for n, d in desired.nodes.items()} if desired is not None else {}
+    presence = presence_of(ctx.agent_token(), nodes) if nodes or ctx.config.fleet.listen else None
     daemon_error = store.get("daemon:last_error") or ""
     if daemon_error:
         note = f"{note}; " if note else ""
@@ -263,10 +273,15 @@ def run_status(ctx: Ctx, function: str | None, output: str) -> None:
     names = [function] if function else all_functions(store, desired, live)
     docs = [function_status(store, name, desired, live) for name in names]
     if output == "json":
-        click.echo(json.dumps({"functions": docs, "note": note}, indent=2))
+        document: dict[str, Any] = {"functions": docs, "note": note}
+        if presence is not None:
+            document["dialOut"] = presence.to_json()
+        click.echo(json.dumps(document, indent=2))
         return
     if note:
         echo(note, fg="yellow")
+    for text, fine in presence.lines() if presence is not None else ():
+        echo(text, fg="green" if fine else "yellow")
     if not docs:
         click.echo("no functions known yet")
     for d in docs:
