@@ -28,16 +28,18 @@ pytest: $(STAMP)
 # Debian packages the tests use, installed when missing (CI machines start without them):
 # systemd-analyze checks the units, /bin/kill (procps) is their ExecReload=, sshd and
 # ssh-keygen test SSH sources and signed commits, gpg tests OpenPGP-signed commits, chromium
-# is the browser Playwright drives in tests/ui (Playwright's own download cannot work here).
+# is the browser Playwright drives in tests/ui (Playwright's own download cannot work here),
+# postgresql is the server tests/store/pgserver.py starts (initdb under /usr/lib/postgresql).
 system-deps:
 	@command -v systemd-analyze >/dev/null && test -x /bin/kill && test -x /usr/sbin/sshd \
 	  && command -v ssh-keygen >/dev/null && command -v gpg >/dev/null \
-	  && test -x /usr/bin/chromium || { \
+	  && test -x /usr/bin/chromium \
+	  && ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || { \
 	  SUDO=$$([ "$$(id -u)" = 0 ] || echo sudo); \
 	  $$SUDO apt-get update -qq && \
 	  $$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
 	    --no-install-recommends systemd procps openssh-server openssh-client gnupg \
-	    chromium >/dev/null; }
+	    chromium postgresql >/dev/null; }
 
 systemd-check: $(STAMP) system-deps
 	$(BIN)/pytest -q -p no:cacheprovider tests/daemon/test_systemd_units.py

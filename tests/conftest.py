@@ -10,6 +10,7 @@ import pytest
 from tests.fleetfixture import Fleet, running_fleet
 from tests.gitrepo import GitRemote
 from tests.signing import Keys, make_keys
+from tests.store.pgserver import PgServer, running_pg_server
 
 
 @pytest.fixture
@@ -43,3 +44,11 @@ def keys(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Keys]:
     """Real SSH and GPG signing keys, made once per test session."""
     with make_keys(tmp_path_factory.mktemp("keys")) as made:
         yield made
+
+
+@pytest.fixture(scope="session")
+def pg_server() -> Iterator[PgServer]:
+    """A real PostgreSQL server (Debian's package), started once per test session (per xdist
+    worker) as an unprivileged user on a free port; stopped and removed after."""
+    with running_pg_server() as server:
+        yield server
