@@ -31,6 +31,7 @@ from gitopsd.ui.ports import CommitInfo
 from gitopsd.ui.readmodel import ReadModel, RolloutHead
 from gitopsd.ui.states import ACTIVE, FunctionState, classify
 
+_NONE: dict[str, int] = {}
 PAGE_SIZE = 200  # functions per overview page (the answer stays under 100 ms at 2,000)
 MAX_PLAN_STEPS = 2_000  # a plan preview longer than this is cut (a plugin gone wrong)
 HISTORY_LIMIT = 50
@@ -98,13 +99,15 @@ class FleetIndex:
         for node in live.nodes.values():
             table, count = self.tables.get(id(node.functions), (node.functions, 0))
             self.tables[id(node.functions)] = (table, count + 1)
-        self.serving: dict[str, Counter[str]] = {}
+        self.serving: dict[str, dict[str, int]] = {}  # function -> version -> nodes
         for table, count in self.tables.values():
             for fn, lf in table.items():
-                counter = self.serving.setdefault(fn, Counter())
+                counter = self.serving.get(fn)
+                if counter is None:
+                    counter = self.serving[fn] = {}
                 for version, pct in lf.traffic:
                     if pct > 0:
-                        counter[version] += count
+                        counter[version] = counter.get(version, 0) + count
         self._split: dict[int, list[dict[str, Any]]] = {}
 
     def split_traffic(self, node: LiveNode) -> list[dict[str, Any]]:
@@ -118,7 +121,7 @@ class FleetIndex:
                     "weights": [{"version": v, "percent": p} for v, p in lf.traffic if p > 0],
                 }
                 for fn, lf in sorted(node.functions.items())
-                if sum(1 for _v, p in lf.traffic if p > 0) > 1
+                if len(lf.traffic) > 1 and sum(1 for _v, p in lf.traffic if p > 0) > 1
             ]
             self._split[key] = found
         return found
@@ -184,7 +187,7 @@ def overview_json(
     for name in ordered:
         fn = desired.functions.get(name) if desired else None
         head = heads.get(name)
-        serving = index.serving.get(name, Counter())
+        serving = index.serving.get(name, _NONE)
         unreachable = False
         if fn is not None and down:
             targets = desired.targets_of(name) if desired else ()
