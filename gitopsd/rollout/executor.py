@@ -29,6 +29,7 @@ from gitopsd.rollout.steps import (
     Step,
     StepOutcome,
 )
+from gitopsd.rollout.strategies._common import EXTENDING_STRATEGIES
 from gitopsd.store.protocol import Store
 
 SINCE = "since"  # prefix of the SetTraffic figures that snapshot a node's counters
@@ -286,7 +287,10 @@ class StepExecutor:
             settings,
             new_since=new_since,
             old_since=old_since,
-            extension_left=self.extensions.left(settings),
+            # Only strategies that wait on an inconclusive analysis can use more time.
+            extension_left=self.extensions.left(settings)
+            if self.spec.strategy_name in EXTENDING_STRATEGIES
+            else 0.0,
         )
 
     async def compare(self, step: Compare) -> StepOutcome:

@@ -27,7 +27,8 @@ judgment benchmark (bench/judgment.py) on the same figures:
   "inconclusive" and asks the strategy to extend its wait, up to `maxExtension` in total.
   The triggers stay hard limits: a rate limit counts once `minimumSamples` requests are in
   or once the rate's lower confidence bound is above it, a latency limit once
-  `minimumSamples` requests are in.
+  `minimumSamples` requests are in; on a look that cannot be extended (another strategy
+  than the canary, or `maxExtension` spent) every limit counts on the figures as they are.
 """
 
 from __future__ import annotations
@@ -280,6 +281,7 @@ def hard_limits(
     baseline: VersionFigures | None,
     settings: JudgeSettings,
     strata: Sequence[Stratum] = (),
+    final: bool = False,
 ) -> tuple[list[str], list[str]]:
     """(breaches, triggers not judged yet for want of requests) of the merged new version.
 
@@ -289,9 +291,10 @@ def hard_limits(
     version's rate is also above the old one's there at `confidence` (an error burst on a
     node is no fault of the version). A latency limit waits for `minimum_samples` requests and
     keeps the old version's veto of `analysis.evaluate_triggers` (`baseline`). Memory is no
-    statistic: always judged.
+    statistic: always judged. On a `final` look (the rollout cannot wait for more requests)
+    every limit is judged on the figures as they are, as the thresholds judge does.
     """
-    enough = new.requests >= settings.minimum_samples
+    enough = final or new.requests >= settings.minimum_samples
     breaches: list[str] = []
     deferred: list[str] = []
     for metric, threshold in triggers:
@@ -419,7 +422,8 @@ def concurrent_look(
     }
     sizes = f"{merged.requests} new / {baseline.requests if baseline else 0} old requests"
     veto = analysis.merge(*old_now.values()) if old_now else None
-    breaches, deferred = hard_limits(merged, triggers, veto, settings, strata)
+    final = extension_left <= 0
+    breaches, deferred = hard_limits(merged, triggers, veto, settings, strata, final)
     for node, fig in new.items():
         nodes.append(NodeResult(node, True, f"{fig.requests} requests"))
     if breaches:

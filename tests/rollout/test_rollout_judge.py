@@ -124,6 +124,9 @@ def test_rate_limits_need_evidence_not_one_unlucky_call() -> None:
     )
     assert one_in_ten.verdict == "inconclusive" and one_in_ten.ok
     assert "error_rate over the limit on fewer than 200 requests" in one_in_ten.message
+    # A look that cannot wait longer judges the figures as they are, as the thresholds do.
+    last = look({"a": figures([0, 10, 0, 0, 0, 0, 0], errors=1)}, {}, triggers=triggers)
+    assert last.verdict == "fail" and "error_rate 10.0% > 5%" in last.message
     all_ten = look(
         {"a": figures([0, 10, 0, 0, 0, 0, 0], errors=10)},
         {},

@@ -140,6 +140,9 @@ def wait(seconds: float, reason: str) -> Wait | None:
     return Wait(seconds, reason) if seconds > 0 else None
 
 
+EXTENDING_STRATEGIES = frozenset({"canary"})  # those whose analyses go through `judged`
+
+
 def judged(nodes: Nodes, what: str) -> SubPlan[tuple[Failure | None, StepOutcome]]:
     """Analyze `nodes`; while the judge answers "inconclusive" and offers more time (the
     outcome's `extend_s`, which the executor bounds by autoRollback.analysis.maxExtension),
