@@ -32,6 +32,7 @@ from gitopsd.ui.render import Renderer
 ACTIONS = ("pause", "resume", "promote", "abort", "approve", "rollback")
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,252}$")
 KEEPALIVE_S = 15.0
+MAX_STREAMS = 200  # open event streams at once; more is a client gone wrong (or hostile)
 SSE_RETRY_MS = 1000
 STATIC = {"app.js": "text/javascript", "style.css": "text/css", "favicon.svg": "image/svg+xml"}
 SECURITY_HEADERS = {
@@ -94,8 +95,10 @@ class StatusPage:
     async def _headers(self, request: web.Request, handler: Handler) -> web.StreamResponse:
         try:
             response = await handler(request)
-        except web.HTTPException as exc:
-            response = exc
+        except web.HTTPException as exc:  # redirects and errors raised by handlers
+            for key, value in SECURITY_HEADERS.items():
+                exc.headers.setdefault(key, value)
+            raise
         for key, value in SECURITY_HEADERS.items():
             response.headers.setdefault(key, value)
         return response
@@ -267,6 +270,10 @@ class StatusPage:
     async def events(self, request: web.Request) -> web.StreamResponse:
         """Server-sent events: `step`, `node`, `pass`, `action`, and `reload` when this
         stream fell too far behind (the page then reloads its data once)."""
+        if len(self.streams) >= MAX_STREAMS:
+            raise web.HTTPServiceUnavailable(
+                text=f"{MAX_STREAMS} event streams are open already", headers={"Retry-After": "5"}
+            )
         response = web.StreamResponse(
             headers={
                 "Content-Type": "text/event-stream",
