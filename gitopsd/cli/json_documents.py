@@ -94,6 +94,31 @@ class DiffDocument(_Doc):
     unchanged: list[str]
     unreachable: dict[str, str] = Field(description="node -> why it did not answer")
     plans: dict[str, list[Any]] | None = None
+    dial_out: DialOut | None = None
+
+
+class DialOutNode(_Doc):
+    """Whether a dial-out node is connected to the controller, since when, from where."""
+
+    connected: bool
+    since: str | None = None
+    from_: str | None = Field(None, alias="from")
+
+
+class UnknownAgent(_Doc):
+    """An agent Git does not name, kept waiting at the controller's listener."""
+
+    name: str
+    since: str
+    from_: str = Field(alias="from")
+
+
+class DialOut(_Doc):
+    """Dial-out nodes as the controller's listener sees them (fleet/presence.py)."""
+
+    nodes: dict[str, DialOutNode]
+    unknown_agents: list[UnknownAgent]
+    error: str | None
 
 
 class Traffic(_Doc):
@@ -145,6 +170,7 @@ class StatusDocument(_Doc):
     functions: list[FunctionStatus]
     note: str
     leader: bool | None = None
+    dial_out: DialOut | None = None
 
 
 class HistoryRow(_Doc):

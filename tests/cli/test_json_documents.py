@@ -77,3 +77,25 @@ def test_schema_without_the_option_is_still_the_manifests_schema(tmp_path: Path)
     assert result.code == 0
     assert result.out == json.dumps(manifest_json_schema(), indent=2) + "\n"
     assert result.json()["title"].startswith("gitopsd manifest")
+
+
+def test_the_dial_out_member_matches_its_schema(tmp_path: Path) -> None:
+    from gitopsd.fleet.presence import Presence
+
+    schemas = Gitopsd(tmp_path / "state")("schema", "--output-docs").json()
+    presence = Presence(
+        nodes=("edge-a", "edge-b"),
+        connected={"edge-a": (1_800_000_000.0, "10.0.0.7:51000")},
+        unknown=(("stranger", 1_800_000_001.0, "10.0.0.9:52000"),),
+    )
+    diff_doc = {
+        "commit": "c" * 40,
+        "summary": {"deploy": 0, "update": 0, "prune": 0, "unknown": 0, "unchanged": 0},
+        "changes": [],
+        "unchanged": [],
+        "unreachable": {},
+        "dialOut": presence.to_json(),
+    }
+    jsonschema.validate(diff_doc, schemas["diff"])
+    status_doc = {"functions": [], "note": "", "dialOut": Presence(error="no listener").to_json()}
+    jsonschema.validate(status_doc, schemas["status"])
