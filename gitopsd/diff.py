@@ -9,6 +9,7 @@ from typing import Any
 
 from gitopsd.fleet.live import LiveFunction, LiveState, settled_function
 from gitopsd.manifest.desired import DesiredFunction, DesiredState
+from gitopsd.manifest.strategy_options import FeatureFlagOptions
 
 
 class Action(StrEnum):
@@ -120,7 +121,7 @@ def expected_percent(fn: DesiredFunction, live: LiveFunction) -> float:
     """Traffic the desired version should have on a node once its rollout is done."""
     strategy = fn.spec.strategy
     others = [v for v, pct in live.traffic if v != fn.spec.version and pct > 0]
-    if strategy.type == "feature-flag" and others:
+    if isinstance(strategy, FeatureFlagOptions) and others:
         return float(strategy.initial_rollout)
     return 100.0
 

@@ -22,7 +22,8 @@ from pydantic import (
 from pydantic.alias_generators import to_camel
 
 from gitopsd.manifest.durations import Duration
-from gitopsd.manifest.strategy_options import MetricName, RollingOptions, StrategyOptions
+from gitopsd.manifest.strategy_options import MetricName, RollingOptions
+from gitopsd.manifest.strategy_plugins import StrategySpec
 
 API_VERSION = "gitopsd/v1"
 KINDS = ("EdgeNode", "EdgeFunction")
@@ -372,7 +373,7 @@ class EdgeFunctionSpec(_Model):
     limits: Limits = Field(
         default_factory=Limits, description="Per-call resource limits enforced by the agent."
     )
-    strategy: StrategyOptions = Field(
+    strategy: StrategySpec = Field(
         default_factory=RollingOptions,
         description="How a new version rolls out: `type` picks the strategy, the other keys "
         "are that strategy's options.",

@@ -144,9 +144,8 @@ def _union_models(annotation: Any) -> list[type[BaseModel]]:
     annotation = _strip(annotation)
     if typing.get_origin(annotation) not in (typing.Union, types.UnionType):
         return []
-    return [
-        a for a in typing.get_args(annotation) if isinstance(a, type) and issubclass(a, BaseModel)
-    ]
+    members = [_strip(a) for a in typing.get_args(annotation)]  # tagged: Annotated[X, Tag]
+    return [a for a in members if isinstance(a, type) and issubclass(a, BaseModel)]
 
 
 def _tag_of(model: type[BaseModel]) -> str | None:

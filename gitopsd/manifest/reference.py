@@ -22,6 +22,7 @@ from pydantic.fields import FieldInfo
 from gitopsd.manifest.durations import ACCEPTED_FORMS, Duration, format_duration
 from gitopsd.manifest.models import API_VERSION, MANIFEST_MODELS
 from gitopsd.manifest.strategy_options import OPTION_MODELS
+from gitopsd.manifest.strategy_plugins import PluginStrategyOptions
 from gitopsd.source.bounded import limits_markdown
 
 REGENERATE = "python -m gitopsd.manifest.reference > docs/manifest-reference.md"
@@ -96,7 +97,10 @@ def manifest_reference_markdown() -> str:
         "",
         "`spec.strategy.type` picks the strategy; the other keys of `spec.strategy` are that "
         "strategy's options, and each strategy accepts only its own. Without `spec.strategy` "
-        "a function rolls out with `rolling` and its defaults.",
+        "a function rolls out with `rolling` and its defaults. Any other `type` names a "
+        "strategy plugin (see [strategies.md](strategies.md#strategy-plugins)): its options "
+        "are checked by the plugin's own options model, and `gitopsd schema` includes the "
+        "options of the plugins installed where it runs.",
         "",
     ]
     for name, options in OPTION_MODELS.items():
@@ -142,7 +146,7 @@ def _models_in(annotation: Any) -> Iterator[type[BaseModel]]:
 
 
 def _is_options(model: type[BaseModel]) -> bool:
-    return model in OPTION_MODELS.values()
+    return model in OPTION_MODELS.values() or model is PluginStrategyOptions
 
 
 # -- rendering ----------------------------------------------------------------------------------
@@ -193,7 +197,11 @@ def _base_type(annotation: Any, marks: Sequence[Any]) -> str:
     if origin in (typing.Union, types.UnionType):
         # `X | None`: the Default column says "absent", and null is accepted (intro).
         members = [a for a in args if a is not type(None)]
-        if members and all(isinstance(m, type) and _is_options(m) for m in members):
+        tagged = [
+            typing.get_args(m)[0] if typing.get_origin(m) is typing.Annotated else m
+            for m in members
+        ]
+        if tagged and all(isinstance(m, type) and _is_options(m) for m in tagged):
             return "[strategy options](#strategies), chosen by `type`"
         return " or ".join(_type(m) for m in members)
     if origin is typing.Literal:

@@ -20,7 +20,12 @@ from typing import Any
 from pydantic import BaseModel, ValidationError
 
 from gitopsd.log import get_logger
-from gitopsd.manifest.strategy_options import StrategyOptions, normalize_strategy_name
+from gitopsd.manifest.strategy_options import normalize_strategy_name
+from gitopsd.manifest.strategy_plugins import (
+    PluginStrategyOptions,
+    StrategySpec,
+    plugin_option_models,
+)
 from gitopsd.rollout.steps import Strategy
 from gitopsd.rollout.strategies.ab_test import AbTestStrategy
 from gitopsd.rollout.strategies.blue_green import BlueGreenStrategy
@@ -91,6 +96,8 @@ def load_plugins(*, refresh: bool = False) -> dict[str, StrategyFactory]:
     global _plugins
     if _plugins is not None and not refresh:
         return _plugins
+    if refresh:  # the manifests' view of the same entry points
+        plugin_option_models(refresh=True)
     log = get_logger(component="strategies")
     found: dict[str, StrategyFactory] = {}
     for entry in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP):
@@ -150,7 +157,10 @@ def create_strategy(name: str, **options: Any) -> Strategy:
         raise ValueError(f"invalid options for strategy {key!r}: {_explain(exc)}") from exc
 
 
-def strategy_for(options: StrategyOptions) -> Strategy:
-    """The built-in strategy for a manifest's validated `spec.strategy`."""
+def strategy_for(options: StrategySpec) -> Strategy:
+    """The strategy of a manifest's validated `spec.strategy`: a built-in from its options,
+    a plugin from its options as written (its model validated them when the manifest loaded)."""
+    if isinstance(options, PluginStrategyOptions):
+        return create_strategy(options.type, **options.options())
     strategy: Strategy = BUILTIN_STRATEGIES[options.type](options)
     return strategy
