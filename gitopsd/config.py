@@ -80,7 +80,22 @@ class FleetConfig(_Section):
 
 class StateConfig(_Section):
     dir: Path | None = None
+    # postgresql://user@host:port/dbname selects the PostgreSQL store (gitopsd/store/open.py).
     url: str | None = None
+    # The database password; without it libpq's own sources (the URL, PGPASSWORD, ~/.pgpass).
+    password_file: Path | None = None
+
+    @field_validator("url")
+    @classmethod
+    def _url(cls, value: str | None) -> str | None:
+        if value is not None:
+            from gitopsd.store.pg_url import pg_target
+
+            try:
+                pg_target(value)
+            except ConfigError as exc:  # names what is wrong, never the password
+                raise ValueError(str(exc)) from None
+        return value
 
 
 class WebhookConfig(_Section):
@@ -186,6 +201,7 @@ def _relative_to(config: Config, base: Path) -> Config:
     for forge in config.status.forges:
         forge.token_file = fix(forge.token_file) or forge.token_file
     config.state.dir = fix(config.state.dir)
+    config.state.password_file = fix(config.state.password_file)
     config.webhook.secret_file = fix(config.webhook.secret_file)
     config.ui.token_file = fix(config.ui.token_file)
     for receiver in config.notify:
