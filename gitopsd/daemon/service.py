@@ -91,6 +91,11 @@ CONTROLS_CHECK_SECONDS = 1.0
 # How long an agent holds the daemon's inventory request: also the longest a silently
 # vanished agent (no TCP reset) can look unchanged to an idle daemon.
 INVENTORY_WATCH_S = 30.0
+# After a start, how long the first pass waits for the dial-out agents Git names to
+# reconnect (agent/dialout.py backs off with jitter; within 10 s of a short outage): a
+# rollout begun without them would fail on them. Bounded well under WatchdogSec and the
+# start timeout; one that comes later triggers a pass of its own (TunnelRegistry.on_connect).
+DIAL_OUT_GRACE_S = 10.0
 
 
 @dataclass
@@ -143,6 +148,7 @@ class Daemon:
         self.notifications = NotificationDispatcher((), None)  # [[notify]], opened in run()
         self.events = EventBus()  # rollout steps and node changes, for the status page
         self.tunnels: TunnelRegistry | None = None  # dial-out agents ([fleet] listen)
+        self._tunnels_grace_until = 0.0  # loop time until which a pass waits for them
 
     # configuration ---------------------------------------------------------------------------
 
@@ -348,9 +354,26 @@ class Daemon:
                 "with tokens derived from it ([fleet] token_file)"
             )
         self.tunnels = TunnelRegistry(auth)
+        self.tunnels.on_connect = lambda _name: self.request("agent")
+        self._tunnels_grace_until = asyncio.get_running_loop().time() + DIAL_OUT_GRACE_S
         runner, _port = await serve_tunnel(self.tunnels, listen)
         stack.push_async_callback(runner.cleanup)
         self.log.info("listening", address=listen, serves="dial-out agents")
+
+    async def _await_dial_out(self, names: list[str]) -> None:
+        """Tell the listener which dial-out nodes Git names; just after the start, give
+        those not yet back up to DIAL_OUT_GRACE_S to reconnect before the pass reads the
+        fleet: a rollout begun without them would fail on them and roll back the rest."""
+        assert self.tunnels is not None
+        self.tunnels.set_known(names)
+        left = self._tunnels_grace_until - asyncio.get_running_loop().time()
+        if left > 0 and names:
+            missing = await self.tunnels.wait_connected(names, left)
+            if missing:
+                self.log.warning(
+                    "dial-out agents not connected", nodes=sorted(missing), waited_s=left
+                )
+        self._tunnels_grace_until = 0.0
 
     async def _serve(
         self, stack: contextlib.AsyncExitStack, app: web.Application, listen: str
@@ -474,7 +497,7 @@ class Daemon:
         addresses = {n: node.address for n, node in desired.nodes.items()}
         self.client.addresses = addresses
         if self.tunnels is not None:
-            self.tunnels.set_known(n for n, a in addresses.items() if is_dial_out(a))
+            await self._await_dial_out([n for n, a in addresses.items() if is_dial_out(a)])
         live = await self.client.live_state(addresses)
         state.unreachable_passes = state.unreachable_passes + 1 if live.errors else 0
         # An operator's command (resume, approve...) is written by another process: a change

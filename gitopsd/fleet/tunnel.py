@@ -127,6 +127,10 @@ class TunnelRegistry:
         self.sessions: dict[str, AgentSession] = {}
         self.refused = {"token": 0, "duplicate": 0, "garbage": 0, "full": 0}
         self.relayed = 0  # requests sent over tunnels
+        # Called with the name of each agent Git names once it is connected (and served):
+        # the daemon reconciles at once instead of at its next poll.
+        self.on_connect: Callable[[str], None] | None = None
+        self._arrived = asyncio.Event()
         self._log = get_logger(component="tunnel")
 
     # identity ------------------------------------------------------------------------------
@@ -155,6 +159,27 @@ class TunnelRegistry:
             state = "serving" if name in known else "waiting"
             self._log.info("tunnel.agent_state", node=name, state=state, peer=session.peer)
             asyncio.get_running_loop().create_task(self._hello(session, state))
+            if name in known:
+                self._arrival(name)
+
+    def _arrival(self, name: str) -> None:
+        self._arrived.set()
+        if self.on_connect is not None:
+            self.on_connect(name)
+
+    async def wait_connected(self, names: Iterable[str], seconds: float) -> set[str]:
+        """Wait up to `seconds` until every agent of `names` is connected; those still
+        missing then. For a controller that just started: its dial-out agents come back
+        within their reconnect backoff, and a rollout begun before would fail on them."""
+        wanted = set(names)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + seconds
+        while (missing := wanted - self.sessions.keys()) and deadline > loop.time():
+            self._arrived.clear()
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(deadline - loop.time()):
+                    await self._arrived.wait()
+        return missing
 
     async def _hello(self, session: AgentSession, state: str) -> None:
         with contextlib.suppress(Exception):
@@ -262,6 +287,8 @@ class TunnelRegistry:
         log.info("tunnel.connected", state=state)
         try:
             await self._hello(session, state)
+            if state == "serving":
+                self._arrival(name)
             await self._read(session, log)
         finally:
             if self.sessions.get(name) is session:
