@@ -44,14 +44,14 @@ from gitopsd.source.ancestry import REFUSED_HEAD_KEY, NonFastForward
 from gitopsd.source.git import SourceSpec
 from gitopsd.source.redact import redact
 from gitopsd.source.verify import SignatureRefused
+from gitopsd.store.open import open_store
 from gitopsd.store.protocol import Store
-from gitopsd.store.sqlite import SqliteStore
 
 
 def reconciler(ctx: Ctx, on_event: EventSink | None = None) -> Reconciler:
     cfg = ctx.config.fleet
     return Reconciler(
-        SqliteStore(ctx.state_dir),
+        open_store(ctx.config, ctx.state_dir),
         ctx.state_dir,
         SystemClock(),
         ctx.agent_token(),
@@ -257,7 +257,7 @@ def run_status(ctx: Ctx, function: str | None, output: str) -> None:
     from gitopsd.fleet.presence import presence_of
     from gitopsd.status import all_functions, function_status
 
-    store = SqliteStore(ctx.state_dir)
+    store = open_store(ctx.config, ctx.state_dir)
     desired, live, note = asyncio.run(_desired_and_live(ctx, store))
     nodes = {n: d.address for n, d in desired.nodes.items()} if desired is not None else {}
     presence = presence_of(ctx.agent_token(), nodes) if nodes or ctx.config.fleet.listen else None
@@ -338,7 +338,7 @@ async def _desired_and_live(ctx: Ctx, store: Store) -> tuple[Any, Any, str]:
 
 
 def run_history(ctx: Ctx, function: str | None, output: str) -> None:
-    store = SqliteStore(ctx.state_dir)
+    store = open_store(ctx.config, ctx.state_dir)
     rows = store.rollouts(function)
     data: list[dict[str, Any]] = [
         {
@@ -369,7 +369,7 @@ def run_rollback(ctx: Ctx, function: str, to_version: str | None) -> bool:
     """Roll back and print what happened; True when every node serves the chosen version."""
     from gitopsd.rollout.operator_rollback import rollback_function
 
-    store = SqliteStore(ctx.state_dir)
+    store = open_store(ctx.config, ctx.state_dir)
 
     async def go() -> Any:
         async with AgentClient({}, ctx.agent_token(), ctx.config.fleet.timeout) as client:
@@ -387,7 +387,7 @@ def run_rollback(ctx: Ctx, function: str, to_version: str | None) -> bool:
 
 def run_control(ctx: Ctx, action: str, function: str) -> str:
     """Record an operator's request; the engine (this or another process) acts on it."""
-    store = SqliteStore(ctx.state_dir)
+    store = open_store(ctx.config, ctx.state_dir)
     now = SystemClock().now()
     active = [r for r in store.active_rollouts() if r.function == function]
     if action == "pause":
