@@ -25,6 +25,8 @@ FIGURES = {
     "P7": "bench.p7_invoke",
     "P8": "bench.p8_daemon_rss",
     "P9": "bench.p9_cli_startup",
+    "P12": "bench.p12_cold_start",
+    "P13": "bench.p13_upload",
     "J": "bench.judgment",  # rows J1-J6: the rollout judge over simulated traffic
     "UI": "bench.ui_page",  # rows UI1-UI3: the status page at 2,000 functions, event delay
 }

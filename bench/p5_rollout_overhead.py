@@ -7,6 +7,7 @@ timed from the start of the rollout to its end. Baseline: the HTTP calls that ro
 same concurrency limit (64): each step's calls for one node in order, the nodes
 concurrently, the steps one after another. Runs alternate (engine, direct, engine, ...),
 so both do the same transition (old version retired, new version uploaded and loaded).
+Goal 1.1x (issue 21; was 1.2x). Sizes: `--param P5.count=N`, `P5.reps=N` (pairs of runs).
 """
 
 from __future__ import annotations
@@ -109,7 +110,7 @@ async def measure(
 
 
 def run(ctx: Context) -> list[Row]:
-    count = 10 if ctx.quick else 100
+    count = ctx.size("count", 10 if ctx.quick else 100)
     pairs = ctx.reps(7, 2)
     rollouts = Rollouts(ctx.work, count)
     try:
@@ -127,8 +128,9 @@ def run(ctx: Context) -> list[Row]:
             median=m * 1000,
             baseline=b * 1000,
             baseline_measure="the same HTTP calls issued directly, same concurrency (64)",
-            target="<= 1.2x baseline",
-            ok=m <= 1.2 * b,
+            target="<= 1.1x baseline",
+            was="<= 1.2x baseline",
+            ok=m <= 1.1 * b,
             samples=[s * 1000 for s in engine_s],
             baseline_samples=[s * 1000 for s in direct_s],
             extra=extra,

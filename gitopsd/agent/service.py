@@ -79,6 +79,7 @@ class AgentService:
         drop is an `agent.restore_refused` error log naming the entry and why; the rest
         restores, and the controller sees what is missing in the inventory and redeploys it.
         """
+        started = time.perf_counter()
         stored = await asyncio.to_thread(self.state_file.load)
         self.registry.generation = stored.generation
         dropped = False
@@ -121,6 +122,7 @@ class AgentService:
             generation=self.registry.generation,
             functions=len(self.registry.functions),
             compiled_from_cache=self.compiled.stats.hits,
+            restore_ms=round((time.perf_counter() - started) * 1000, 1),
         )
 
     def _prepare(self, sha256: str, limits: Limits) -> Prepared:

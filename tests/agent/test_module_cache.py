@@ -63,6 +63,7 @@ async def test_a_restart_deserializes_every_loaded_module_and_compiles_none(
     assert answers == {"a": (200, "1", b"alpha"), "b": (200, "1", b"beta")}
     restored = [e for e in logs if e["event"] == "agent.restored"]
     assert restored and restored[0]["compiled_from_cache"] == 2
+    assert restored[0]["restore_ms"] > 0
 
 
 @pytest.mark.parametrize("damage", ["flip_payload_byte", "truncate", "swap_files", "empty"])
