@@ -32,10 +32,12 @@ UI_TOKEN = "ui-token-for-the-tests-0123456789"
 FUNCTIONS = ("hello", "world", "gate", "back")
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def browser() -> Iterator[Browser]:
-    """One headless Chromium for the whole session (each test gets its own context, and
-    Playwright gives the browser a new empty user-data-dir)."""
+    """One headless Chromium per test module (each test gets its own context, and
+    Playwright gives the browser a new empty user-data-dir). Not per session: Playwright's
+    sync API keeps an event loop running in this thread while it is started, and the
+    asyncio tests that follow in the same process could not run theirs."""
     with sync_playwright() as pw:
         b = pw.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
         yield b
