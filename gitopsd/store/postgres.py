@@ -76,11 +76,12 @@ def connect(target: PgTarget, autocommit: bool = True) -> psycopg.Connection[Dic
         )
     except psycopg.Error as exc:
         raise StoreError(
-            f"cannot reach the state database {target.display}: {_reason(exc)}"
+            f"cannot reach the state database {target.display}: {driver_reason(exc)}"
         ) from exc
 
 
-def _reason(exc: psycopg.Error) -> str:
+def driver_reason(exc: psycopg.Error) -> str:
+    """The driver's message on one line, any URL in it without its password."""
     from gitopsd.source.redact import redact
 
     text = " ".join(str(exc).split())
@@ -143,8 +144,8 @@ class PostgresStore:
             yield
         except psycopg.Error as exc:
             if exc.sqlstate == FENCED_SQLSTATE:
-                raise Fenced(f"state database {self.location}: {_reason(exc)}") from exc
-            raise StoreError(f"state database {self.location}: {_reason(exc)}") from exc
+                raise Fenced(f"state database {self.location}: {driver_reason(exc)}") from exc
+            raise StoreError(f"state database {self.location}: {driver_reason(exc)}") from exc
 
     @contextmanager
     def _tx(self) -> Iterator[psycopg.Connection[DictRow]]:

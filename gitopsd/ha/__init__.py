@@ -1,0 +1,1 @@
+"""High availability on PostgreSQL: shard leases with fencing terms, and who leads."""
