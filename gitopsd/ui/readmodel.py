@@ -45,7 +45,10 @@ class ReadModel:
     def __init__(self, path: Path) -> None:
         try:
             self._db = sqlite3.connect(
-                f"file:{path}?mode=ro", uri=True, check_same_thread=False, isolation_level=None
+                f"{path.resolve().as_uri()}?mode=ro",
+                uri=True,
+                check_same_thread=False,
+                isolation_level=None,
             )
             self._db.execute("PRAGMA busy_timeout=5000")
         except sqlite3.Error as exc:

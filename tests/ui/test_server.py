@@ -23,7 +23,7 @@ async def no_fleet() -> LiveState:
 
 @pytest.fixture
 def page(tmp_path: Path) -> Iterator[PageThread]:
-    store = SqliteStore(tmp_path / "state")
+    store = SqliteStore(tmp_path / "state #1?")  # URI characters in the path: still this file
     ports = UiPorts(store, EventBus(), lambda: None, no_fleet, no_commit, no_notes)
     running = PageThread(ports, token="t0ken")
     yield running
