@@ -26,7 +26,7 @@ import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from aiohttp import web
 
@@ -40,7 +40,13 @@ from gitopsd.config import (
     source_spec,
 )
 from gitopsd.diff import Action, ChangeSet, diff
-from gitopsd.errors import GitopsdError, InvalidManifests, SourceError, StateError
+from gitopsd.errors import (
+    GitopsdError,
+    InvalidManifests,
+    SourceError,
+    StateError,
+    StoreError,
+)
 from gitopsd.fleet.client import AgentClient
 from gitopsd.fleet.live import LiveState
 from gitopsd.fleet.tokens import FleetAuth
@@ -75,6 +81,8 @@ from gitopsd.source.git import SourceSpec
 from gitopsd.source.reader import current_commit, is_plain_directory
 from gitopsd.source.redact import redact
 from gitopsd.source.verify import SignatureRefused
+from gitopsd.store.open import open_store
+from gitopsd.store.protocol import Store
 from gitopsd.store.sqlite import SqliteStore
 from gitopsd.ui.events import EventBus
 
@@ -132,7 +140,9 @@ class Daemon:
         self.config = self._load()
         self.state_dir = state_dir or self.config.state.dir or default_state_dir()
         self.notifier = Notifier()
-        self.store = self._open_store()
+        # Typed as SqliteStore for the status page (gitopsd/ui reads the SQLite file itself);
+        # config.py refuses [ui] listen with a PostgreSQL [state] url until the page reads it.
+        self.store = cast(SqliteStore, self._open_store())
         self.wake = asyncio.Event()
         self.stop = asyncio.Event()
         self.reasons: list[str] = []
@@ -163,17 +173,18 @@ class Daemon:
             )
         return config
 
-    def _open_store(self) -> SqliteStore:
+    def _open_store(self) -> Store:
         """The state database, checked before anything acts on it. A damaged file stops the
         start here (exit 2) with one clear STATUS= line, instead of a traceback at the first
-        pass that reads the damaged page and a restart into the same one."""
+        pass that reads the damaged page and a restart into the same one. An unreachable
+        PostgreSQL ([state] url) stops it the same way."""
         try:
-            store = SqliteStore(self.state_dir)
+            store = open_store(self.config, self.state_dir)
             report = store.check()
             if not report.ok:
                 store.close()
                 raise StateError(report.location, report.summary)
-        except StateError as exc:
+        except StoreError as exc:
             self.notifier.status(f"refusing to start: {exc}")
             get_logger(component="daemon").error("refusing to start", error=str(exc))
             raise
