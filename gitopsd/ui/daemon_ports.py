@@ -141,12 +141,17 @@ class DaemonPorts:
         )
 
 
+LOOPBACK = "127.0.0.1"
+
+
 def parse_listen(listen: str) -> tuple[str, int]:
-    """`host:port` (IPv6 in brackets) of `[ui] listen`."""
-    host, sep, port = listen.rpartition(":")
-    if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
+    """`HOST:PORT` (IPv6 in brackets) of `[ui] listen`; a port alone (`9500`, `:9500`)
+    listens on loopback only: the page is for this machine unless a host is named."""
+    host, _, port = listen.rpartition(":")
+    host = host.strip("[]") or LOOPBACK
+    if not port.isdigit() or not 0 <= int(port) <= 65535 or any(c.isspace() for c in host):
         raise ConfigError(f"[ui] listen {listen!r}: expected HOST:PORT, e.g. 127.0.0.1:9500")
-    return host.strip("[]"), int(port)
+    return host, int(port)
 
 
 async def start_ui(daemon: Daemon, stack: contextlib.AsyncExitStack) -> None:

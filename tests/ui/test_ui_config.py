@@ -34,7 +34,13 @@ def test_ui_keys_come_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> N
     assert parse_listen("[::1]:9501") == ("::1", 9501)
 
 
-@pytest.mark.parametrize("listen", ["9500", "localhost", "127.0.0.1:http", ":9500", "h:70000"])
+@pytest.mark.parametrize("listen", ["localhost", "127.0.0.1:http", "h:70000", "a b:9500", ""])
 def test_a_bad_listen_address_is_a_config_error(listen: str) -> None:
     with pytest.raises(ConfigError, match=r"\[ui\] listen"):
         parse_listen(listen)
+
+
+def test_a_port_alone_listens_on_loopback_only() -> None:
+    assert parse_listen("9500") == ("127.0.0.1", 9500)
+    assert parse_listen(":9500") == ("127.0.0.1", 9500)
+    assert parse_listen("0.0.0.0:9500") == ("0.0.0.0", 9500)  # only when asked for
