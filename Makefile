@@ -46,7 +46,18 @@ systemd-check: $(STAMP) system-deps
 
 test: systemd-check lint typecheck pytest
 
+# P7 compares the agent with workerd (npm package `workerd`, which ships its binary),
+# installed into bench/.cache/workerd; without node/npm (installed here when missing, as
+# root with apt-get) P7's workerd rows say so and the bench still runs.
+WORKERD_VERSION = 1.20261123.1
 bench: $(STAMP)
+	@command -v npm >/dev/null 2>&1 || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null \
+	  && apt-get install -y -qq nodejs npm >/dev/null 2>&1; } || echo "bench: no npm, P7 runs without workerd"
+	@mkdir -p bench/.cache && echo '*' > bench/.cache/.gitignore
+	@command -v npm >/dev/null 2>&1 && { test -x bench/.cache/workerd/node_modules/.bin/workerd \
+	  || npm install --silent --no-audit --no-fund --prefix bench/.cache/workerd \
+	     workerd@$(WORKERD_VERSION) >/dev/null 2>&1 \
+	  || echo "bench: npm could not install workerd; P7 runs without it"; } || true
 	$(BIN)/python -m bench
 
 bench-quick: $(STAMP)
