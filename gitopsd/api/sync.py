@@ -25,7 +25,7 @@ from gitopsd.errors import GitopsdError, InvalidManifests
 from gitopsd.log import get_logger
 from gitopsd.reconcile import FunctionResult, Reconciler
 from gitopsd.report.notes import CommitOutcome, non_fast_forward_outcome, refused_outcome
-from gitopsd.report.publish import publish
+from gitopsd.report.publisher import publish_now
 from gitopsd.rollout.engine import EventSink
 from gitopsd.source.ancestry import NonFastForward
 from gitopsd.source.git import SourceSpec
@@ -151,7 +151,7 @@ class GitOpsSynchronizer:
             read = await rec.read(self.source)
         except InvalidManifests as exc:
             problems = [str(p) for p in exc.problems]
-            self._publish(
+            await self._publish(
                 CommitOutcome(
                     exc.commit,
                     "failure",
@@ -161,14 +161,14 @@ class GitOpsSynchronizer:
             )
             return SyncResult(exc.commit, False, errors=problems)
         except SignatureRefused as exc:
-            self._publish(refused_outcome(exc))
+            await self._publish(refused_outcome(exc))
             return SyncResult(exc.commit, False, errors=[str(exc)])
         except GitopsdError as exc:
             return SyncResult("", False, errors=[str(exc)])
         try:
             rec.check_fast_forward(self.source, read.snapshot.commit)
         except NonFastForward as exc:
-            self._publish(non_fast_forward_outcome(exc))
+            await self._publish(non_fast_forward_outcome(exc))
             return SyncResult(exc.commit, False, list(read.changes.changes), [], [str(exc)])
         try:
             report = await rec.apply(read)
@@ -177,7 +177,7 @@ class GitOpsSynchronizer:
                 read.snapshot.commit, False, list(read.changes.changes), [], [str(exc)]
             )
         if report.results or not read.changes.changes:
-            self._publish(report.outcome())
+            await self._publish(report.outcome())
         if report.ok:
             rec.store.put("last_applied_commit", report.commit)
         errors = [*report.problems]
@@ -192,9 +192,9 @@ class GitOpsSynchronizer:
             errors=errors,
         )
 
-    def _publish(self, outcome: CommitOutcome) -> None:
+    async def _publish(self, outcome: CommitOutcome) -> None:
         if self.notes:
-            publish(self.source, self.state_dir, outcome)
+            await publish_now(self.source, self.state_dir, outcome)
 
     def _commit(self) -> str | None:
         try:

@@ -66,14 +66,14 @@ from gitopsd.reconcile import (
     waiting_for,
     waiting_key,
 )
-from gitopsd.report.forges import ForgeReporter, outcome_statuses, reporter_from_config
+from gitopsd.report.forges import ForgeReporter, reporter_from_config
 from gitopsd.report.notes import (
     CommitOutcome,
     FunctionOutcome,
     non_fast_forward_outcome,
     refused_outcome,
 )
-from gitopsd.report.publish import publish
+from gitopsd.report.publisher import OutcomePublisher
 from gitopsd.rollout.engine import Engine
 from gitopsd.rollout.hold import hold_reason
 from gitopsd.source.ancestry import NonFastForward
@@ -155,6 +155,8 @@ class Daemon:
         self._controls_seen = 0.0
         self.metrics = Metrics()
         self.forges = ForgeReporter()
+        self.publisher = OutcomePublisher(self.source, self.state_dir, self.store, self.forges)
+        self._configure_publisher()
         self.notifications = NotificationDispatcher((), None)  # [[notify]], opened in run()
         self.events = EventBus()  # rollout steps and node changes, for the status page
         self.tunnels: TunnelRegistry | None = None  # dial-out agents ([fleet] listen)
@@ -220,6 +222,7 @@ class Daemon:
             return
         self.config = config
         self.reconciler = self._reconciler()
+        self._configure_publisher()
         self.pass_state.generations = ()
         # A commit refused under the old config (allow_non_fast_forward, verify...) is
         # judged again under the new one.
@@ -257,6 +260,9 @@ class Daemon:
             self.client = await stack.enter_async_context(self.open_client())
             self.forges = reporter_from_config(self.config.status.forges)
             stack.push_async_callback(self.forges.aclose)
+            self._configure_publisher()
+            self.publisher.start()
+            stack.push_async_callback(self.publisher.aclose)  # before the forges close
             self.notifications = dispatcher_from_config(
                 self.config.notify, self.state_dir, commit_lookup(self.store)
             )
@@ -740,10 +746,14 @@ class Daemon:
             self.store.put("last_applied_commit", commit)
 
     def _note(self, outcome: CommitOutcome) -> None:
-        if self.config.status.git_notes:
-            publish(self.source, self.state_dir, outcome, self.config.status.push_notes)
-        for function, state, description in outcome_statuses(outcome):
-            self.forges.submit(outcome.commit, function, state, description)
+        """Queue the outcome's note and forge statuses: never blocks the loop."""
+        self.publisher.submit(outcome)
+
+    def _configure_publisher(self) -> None:
+        status = self.config.status
+        self.publisher.configure(
+            self.source, self.forges, git_notes=status.git_notes, push=status.push_notes
+        )
 
     async def _retire_due(self) -> None:
         assert self.client is not None

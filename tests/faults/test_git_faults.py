@@ -61,6 +61,7 @@ class InProcessDaemon:
         if tasks:
             await asyncio.wait(tasks, timeout=60)
             await d.reconcile_pass(["rollout finished"])
+        await d.publisher.drain()  # notes are written off the loop; the story reads them next
         return delay
 
     @property

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 from pathlib import Path
 
 import pygit2
 
 from gitopsd.report.notes import CommitOutcome, FunctionOutcome, push_notes, write_note
-from gitopsd.report.publish import publish
+from gitopsd.report.publisher import publish_now
 from gitopsd.source.git import SourceSpec, mirror_dir
 from gitopsd.source.reader import take_snapshot
 from tests.gitrepo import GitRemote, git
@@ -57,7 +58,7 @@ def test_notes_from_a_mirror_reach_the_remote_despite_a_concurrent_writer(
     take_snapshot(spec, tmp_path / "state")
     # Someone else writes a note on the remote after our mirror was made.
     write_note(pygit2.Repository(str(remote.bare)), _outcome(other, "fn-x", "success"))
-    publish(spec, tmp_path / "state", _outcome(sha, "fn-a", "success"))
+    asyncio.run(publish_now(spec, tmp_path / "state", _outcome(sha, "fn-a", "success")))
     assert json.loads(remote.note(sha))["functions"]["fn-a"]["status"] == "success"
     assert json.loads(remote.note(other))["functions"]["fn-x"]["status"] == "success"
 

@@ -23,10 +23,10 @@ import structlog
 from gitopsd import log
 from gitopsd.daemon.service import LAST_ERROR_KEY, Daemon
 from gitopsd.errors import ConfigError, SourceError
-from gitopsd.report.notes import CommitOutcome, FunctionOutcome, write_note
-from gitopsd.report.publish import publish
+from gitopsd.report.notes import CommitOutcome, FunctionOutcome, read_note, write_note
+from gitopsd.report.publisher import publish_now
 from gitopsd.source.git import SourceSpec, mirror_dir, open_repository
-from gitopsd.source.reader import take_snapshot
+from gitopsd.source.reader import open_source, take_snapshot
 from tests.clirunner import Gitopsd
 from tests.gitrepo import GitRemote, git
 from tests.source.httpgit import GitHttpServer, git_http_server
@@ -150,7 +150,8 @@ def test_notes_are_pushed_with_the_credentials_and_redacted(
         {"fn": FunctionOutcome("failure", "1", message=url, failed_step=url)},
         problems=(url,),
     )
-    body = publish(spec, tmp_path / "state", outcome)
+    asyncio.run(publish_now(spec, tmp_path / "state", outcome))
+    body = read_note(open_source(spec, tmp_path / "state", fetch=False), sha)
     assert body is not None
     pushed = json.loads(remote.note(sha))  # in the remote: the git CLI logged in to push
     assert pushed["status"] == "failure" and "***" in pushed["message"]
