@@ -35,7 +35,7 @@ from gitopsd.report.notes import (
     non_fast_forward_outcome,
     refused_outcome,
 )
-from gitopsd.report.publisher import publish_now
+from gitopsd.report.publish import publish
 from gitopsd.rollout.engine import EventSink
 from gitopsd.rollout.preview import preview
 from gitopsd.rollout.steps import Step
@@ -62,8 +62,12 @@ def reconciler(ctx: Ctx, on_event: EventSink | None = None) -> Reconciler:
     )
 
 
-def run_diff(ctx: Ctx, source: SourceSpec, plan: bool, output: str) -> bool:
-    """Print the diff (and plans); True when something would change."""
+def run_diff(
+    ctx: Ctx, source: SourceSpec, plan: bool, output: str, what_if: str | None = None
+) -> bool:
+    """Print the diff (and plans, and where they go under `what_if`'s injected outcomes:
+    gitopsd/rollout/whatif.py); True when something would change."""
+    from gitopsd.cli.whatif import render_what_if, what_if_json, what_if_plans
     from gitopsd.fleet.presence import presence_of
 
     rec = reconciler(ctx)
@@ -76,6 +80,7 @@ def run_diff(ctx: Ctx, source: SourceSpec, plan: bool, output: str) -> bool:
             if fn is not None:
                 spec = build_spec(fn, read.desired, read.live)
                 plans[fn.name] = preview(strategy_for(fn.spec.strategy), spec.plan_context())
+    what_ifs = what_if_plans(read, what_if) if what_if is not None else None
     if output == "json":
         doc = read.changes.to_json()
         if plan:
@@ -84,9 +89,13 @@ def run_diff(ctx: Ctx, source: SourceSpec, plan: bool, output: str) -> bool:
             doc["plans"] = {k: [plan_step_json(s) for s in v] for k, v in plans.items()}
         if presence is not None:
             doc["dialOut"] = presence.to_json()
+        if what_ifs is not None:
+            doc["whatIf"] = what_if_json(what_ifs)
         click.echo(json.dumps(doc, indent=2))
     else:
         render_changes(read.changes, plans if plan else None)
+        if what_ifs is not None:
+            render_what_if(what_ifs)
         for text, fine in presence.lines() if presence is not None else ():
             echo(text, fg="green" if fine else "yellow")
     return bool(read.changes.changes)
@@ -123,10 +132,13 @@ async def _sync_pass(ctx: Ctx, rec: Reconciler, source: SourceSpec) -> bool:
 
 async def _report(ctx: Ctx, source: SourceSpec, outcome: CommitOutcome, forges: Any) -> None:
     """The git note, then the forge statuses (waited for: `sync --once` exits after)."""
+    from gitopsd.report.forges import outcome_statuses
+
     status = ctx.config.status
-    await publish_now(
-        source, ctx.state_dir, outcome, forges, git_notes=status.git_notes, push=status.push_notes
-    )
+    if status.git_notes:
+        publish(source, ctx.state_dir, outcome, status.push_notes)
+    for function, state, description in outcome_statuses(outcome):
+        await forges.post_all(outcome.commit, function, state, description)
 
 
 def pending_outcome(read: ReadResult, store: Store, now: float) -> CommitOutcome | None:

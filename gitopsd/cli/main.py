@@ -84,16 +84,31 @@ def validate(ctx: Ctx, source: str | None, ref: str | None, path: str | None) ->
 @cli.command(name="diff")
 @source_options
 @click.option("--plan", is_flag=True, help="Also show each rollout's steps.")
+@click.option(
+    "--what-if",
+    "what_if",
+    metavar="SPEC",
+    help="With --plan: the path each rollout takes under injected outcomes, e.g. 'fail health "
+    "on edge-a at stage 2', or a YAML file of them.",
+)
 @click.option("--output", type=click.Choice(["text", "json"]), default="text")
 @common_options
 def diff_cmd(
-    ctx: Ctx, source: str | None, ref: str | None, path: str | None, plan: bool, output: str
+    ctx: Ctx,
+    source: str | None,
+    ref: str | None,
+    path: str | None,
+    plan: bool,
+    what_if: str | None,
+    output: str,
 ) -> None:
     """What a sync would change; exit 0 no change, 1 changes, 2 error."""
+    if what_if is not None and not plan:
+        raise click.UsageError("--what-if needs --plan")
     _setup_logging()
     from gitopsd.cli import commands
 
-    changed = commands.run_diff(ctx, ctx.source(source, ref, path), plan, output)
+    changed = commands.run_diff(ctx, ctx.source(source, ref, path), plan, output, what_if)
     sys.exit(1 if changed else 0)
 
 
