@@ -105,6 +105,11 @@ class LocalFleet:
         """True when `name`'s agent holds a tunnel to the fleet's listener."""
         return name in self.registry.sessions
 
+    def wait_connected(self, *names: str, seconds: float = 20.0) -> set[str]:
+        """Wait until the dial-out agents `names` hold their tunnels; those that do not."""
+        missing: set[str] = self._run(self.registry.wait_connected(names, seconds))
+        return missing
+
     def drop(self, name: str) -> None:
         """Cut `name`'s tunnel (its agent reconnects after its backoff), as a flaky link does."""
         agent = self.nodes[name].agent

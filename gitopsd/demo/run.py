@@ -26,12 +26,15 @@ from gitopsd.clock import SystemClock
 from gitopsd.demo.local_fleet import TOKEN, LocalFleet, TrafficGenerator, running_fleet
 from gitopsd.errors import ConfigError
 from gitopsd.reconcile import Reconciler
-from gitopsd.report.publisher import publish_now
+from gitopsd.report.publish import publish
 from gitopsd.source.git import SourceSpec
 from gitopsd.store.sqlite import SqliteStore
 from gitopsd.ui.demo_page import close_demo_page, open_demo_page
 
 CANARY = "image-processor"
+# The node the demo runs as a dial-out agent (EdgeNode spec.connect: dial-out), as a box
+# behind NAT: it connects to the controller's tunnel listener, which reaches it over that.
+DIAL_OUT_NODE = "edge-eu-central-2"
 
 
 def find_example(explicit: Path | None) -> Path:
@@ -82,24 +85,44 @@ class Demo:
         shutil.copytree(example, self.work, ignore=shutil.ignore_patterns(".git"))
         self.source = SourceSpec(str(self.bare), "main", "/")
         self.reconciler = Reconciler(
-            SqliteStore(self.state), self.state, SystemClock(), TOKEN, on_event=render_event
+            SqliteStore(self.state),
+            self.state,
+            SystemClock(),
+            fleet.auth(),  # the fleet secret, and the tunnel listener of dial-out nodes
+            on_event=render_event,
         )
 
-    def start_fleet(self) -> None:
+    def start_fleet(self) -> bool:
+        """Start an agent per EdgeNode; True when every dial-out agent connected."""
         nodes_file = self.work / "nodes" / "fleet.yaml"
         for doc in yaml.safe_load_all(nodes_file.read_text()):
             meta, spec = doc["metadata"], doc["spec"]
-            self.fleet.add(meta["name"], spec["region"], **meta.get("labels", {}))
+            # One node plays a box behind NAT: its agent dials out to the controller.
+            if spec.get("connect") == "dial-out" or meta["name"] == DIAL_OUT_NODE:
+                self.fleet.add_dial_out(meta["name"], spec["region"], **meta.get("labels", {}))
+            else:
+                self.fleet.add(meta["name"], spec["region"], **meta.get("labels", {}))
         nodes_file.write_text(
-            "# Rewritten by `gitopsd demo`: the agents listen on free loopback ports.\n"
+            "# Rewritten by `gitopsd demo`: the agents listen on free loopback ports, and\n"
+            f"# {DIAL_OUT_NODE} is a dial-out node (spec.connect: dial-out, as behind NAT).\n"
             + self.fleet.manifests()
         )
+        dial_out = [n for n, node in self.fleet.nodes.items() if node.dial_out]
+        missing = self.fleet.wait_connected(*dial_out)
         for name, node in self.fleet.nodes.items():
-            click.echo(f"agent {name:<18} region {node.region:<11} {node.url}")
+            if node.dial_out:
+                state = "connected" if name not in missing else "NOT connected"
+                click.echo(
+                    f"agent {name:<18} region {node.region:<11} dials out to "
+                    f"{self.fleet.relay} ({state}; invocations on {node.url})"
+                )
+            else:
+                click.echo(f"agent {name:<18} region {node.region:<11} {node.url}")
         click.echo(
-            f"each holds its own token: gitopsd agent-token NAME --address URL "
-            f"--agent-token-file {self.fleet.token_file}"
+            f"each holds its own token: gitopsd agent-token NAME --address URL (--dial-out "
+            f"for a dial-out node) --agent-token-file {self.fleet.token_file}"
         )
+        return not missing
 
     def show_tokens(self) -> bool:
         """One agent refuses another node's token and the fleet secret: True when so."""
@@ -129,7 +152,7 @@ class Demo:
             read = await self.reconciler.read(self.source)
             render_changes(read.changes)
             report = await self.reconciler.apply(read)
-            await publish_now(self.source, self.state, report.outcome(), push=False)
+            publish(self.source, self.state, report.outcome(), push=False)
             for r in report.results:
                 colour = "green" if r.ok else "red"
                 click.secho(f"  {r.function} {r.version}: {r.state} - {r.message}", fg=colour)
@@ -160,8 +183,8 @@ def run_demo(example: Path | None = None, keep: bool = False) -> int:
     try:
         with running_fleet(root / "fleet") as fleet:
             demo = Demo(root, source, fleet)
-            title("1. six edge agents in three regions")
-            demo.start_fleet()
+            title("1. six edge agents in three regions, one dialing out from behind NAT")
+            ok &= demo.start_fleet()
             page = open_demo_page(demo.reconciler, SqliteStore(demo.state), demo.source, demo.state)
             ok &= demo.show_tokens()
             first = demo.init_repo()
