@@ -26,7 +26,7 @@ from gitopsd.clock import SystemClock
 from gitopsd.demo.local_fleet import TOKEN, LocalFleet, TrafficGenerator, running_fleet
 from gitopsd.errors import ConfigError
 from gitopsd.reconcile import Reconciler
-from gitopsd.report.publish import publish
+from gitopsd.report.publisher import publish_now
 from gitopsd.source.git import SourceSpec
 from gitopsd.store.sqlite import SqliteStore
 from gitopsd.ui.demo_page import close_demo_page, open_demo_page
@@ -152,7 +152,7 @@ class Demo:
             read = await self.reconciler.read(self.source)
             render_changes(read.changes)
             report = await self.reconciler.apply(read)
-            publish(self.source, self.state, report.outcome(), push=False)
+            await publish_now(self.source, self.state, report.outcome(), push=False)
             for r in report.results:
                 colour = "green" if r.ok else "red"
                 click.secho(f"  {r.function} {r.version}: {r.state} - {r.message}", fg=colour)
