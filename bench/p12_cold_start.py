@@ -153,8 +153,8 @@ def check_serving(agent: Agent, versions: int) -> None:
 
 
 def run(ctx: Context) -> list[Row]:
-    versions = ctx.size("versions", 10 if ctx.quick else 100)
-    reps = ctx.reps(5, 1)
+    versions = ctx.size("versions", 5 if ctx.quick else 100)
+    reps = ctx.reps(3, 1)
     agent = Agent(ctx.work / "agent")
     warm: list[float] = []
     cold: list[float] = []

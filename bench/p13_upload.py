@@ -40,7 +40,7 @@ def compile_alone(index: int) -> float:
 
 
 def run(ctx: Context) -> list[Row]:
-    reps = ctx.reps(7, 2)
+    reps = ctx.reps(5, 2)
     agent = Agent(ctx.work / "agent")
     samples: list[float] = []
     base: list[float] = []

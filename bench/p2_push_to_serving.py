@@ -16,6 +16,7 @@ each in an agent process of its own. Sizes: `--param P2.count=N`, `P2.was_count=
 from __future__ import annotations
 
 import json
+import os
 import time
 import urllib.request
 from datetime import datetime
@@ -24,6 +25,7 @@ from pathlib import Path
 from bench.harness import Context, Row, median
 from bench.support import (
     AgentFleet,
+    CpuWindow,
     DaemonProcess,
     GitRemote,
     function_manifest,
@@ -104,11 +106,11 @@ def write_version(remote: GitRemote, version: str) -> None:
 
 def run(ctx: Context) -> list[Row]:
     old_count = ctx.size("was_count", 10 if ctx.quick else 100)
-    count = ctx.size("count", 50 if ctx.quick else 1000)
+    count = ctx.size("count", 20 if ctx.quick else 1000)
     pushes = ctx.reps(7, 2)
     rows = []
     for size, target, was in ((old_count, "-", "<= 2000 ms"), (count, "<= 2000 ms", "")):
-        samples = measure(ctx, size, pushes)
+        samples, cores, machine = measure(ctx, size, pushes)
         m = median(samples)
         rows.append(
             Row(
@@ -120,15 +122,21 @@ def run(ctx: Context) -> list[Row]:
                 was=was,
                 ok=m <= 2.0,
                 samples=[s * 1000 for s in samples],
-                note=f"{pushes} pushes, watch mode; {size} endpoints in one agent process",
+                extra={"cores_used": cores, "machine_busy": machine},
+                note=f"{pushes} pushes, watch mode; {size} endpoints in one agent process; "
+                f"from push to flip the daemon and agent processes used {median(cores):.2f} of "
+                f"{os.cpu_count()} cores, the machine was {median(machine):.0%} busy",
             )
         )
     return rows
 
 
-def measure(ctx: Context, count: int, pushes: int) -> list[float]:
-    """Seconds from each push's return to the last of `count` endpoints flipping."""
+def measure(ctx: Context, count: int, pushes: int) -> tuple[list[float], list[float], list[float]]:
+    """Seconds from each push's return to the last of `count` endpoints flipping; the
+    cores the daemon and the agents used meanwhile; the machine's busy share meanwhile."""
     samples: list[float] = []
+    cores: list[float] = []
+    machine: list[float] = []
     work = ctx.work / f"n{count}"
     with AgentFleet(work / "agents", count, name="edge") as agents:
         agents.base_port = 0
@@ -148,13 +156,19 @@ def measure(ctx: Context, count: int, pushes: int) -> list[float]:
                 version, old = f"1.0.{k}", f"1.0.{k - 1}"
                 write_version(remote, version)
                 remote.commit(version)
+                assert agents.proc is not None and daemon.proc is not None
+                window = CpuWindow([agents.proc.pid, daemon.proc.pid])
+                window.start()
                 remote.push()
                 pushed = time.time()
                 wait_for(lambda v=version: len(flips(log.read(), v)) == count, 60, "the flip", 0.05)
+                used, busy = window.stop()
+                cores.append(used)
+                machine.append(busy)
                 samples.append(max(flips(log.events, version).values()) - pushed)
                 ctx.log(f"P2 push -> {count} endpoints serving: {samples[-1] * 1000:.0f} ms")
                 if not all_serving(agents, version):
                     raise RuntimeError(f"not every endpoint serves {version}")
                 wait_for(lambda o=old: len(retired(log.read(), o)) == count, 60, "the retire", 0.05)
                 time.sleep(0.5)  # the rollout's last steps and the pass that reports it
-    return samples
+    return samples, cores, machine

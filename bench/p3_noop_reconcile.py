@@ -97,8 +97,8 @@ async def passes(
 
 def simulated(ctx: Context, reps: int, base_cpu: list[float]) -> Row:
     """The 10,000 x 5,000 row against the simulated inventory-only fleet."""
-    functions = ctx.size("sim_functions", 1000 if ctx.quick else 10000)
-    nodes = ctx.size("sim_nodes", 500 if ctx.quick else 5000)
+    functions = ctx.size("sim_functions", 200 if ctx.quick else 10000)
+    nodes = ctx.size("sim_nodes", 100 if ctx.quick else 5000)
     t0 = time.monotonic()
     sim = inventory_fleet.shared(ctx.work, functions, nodes)
     ctx.log(f"P3 simulated fleet {functions} x {nodes} written in {time.monotonic() - t0:.0f}s")

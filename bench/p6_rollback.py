@@ -14,11 +14,13 @@ in an agent process of its own. Sizes: `--param P6.count=N`, `P6.was_count=N`, `
 from __future__ import annotations
 
 import asyncio
+import os
 import urllib.error
 import urllib.request
 
 from bench.harness import Context, Row, median
 from bench.rollouts import FUNCTION, Rollouts
+from bench.support import CpuWindow
 
 
 def traffic(rollouts: Rollouts, per_node: int = 3) -> None:
@@ -35,18 +37,30 @@ def traffic(rollouts: Rollouts, per_node: int = 3) -> None:
                 exc.read()
 
 
-async def measure(ctx: Context, rollouts: Rollouts, runs: int) -> tuple[list[float], list[float]]:
+async def measure(
+    ctx: Context, rollouts: Rollouts, runs: int
+) -> tuple[list[float], list[float], list[tuple[float, float]]]:
     first = await rollouts.rollout("1.0.0")
     assert first.state == "COMPLETED", first.state
     samples: list[float] = []
     flips: list[float] = []
+    usage: list[tuple[float, float]] = []
+    assert rollouts.agents.proc is not None
+    # The engine runs in this process, the agents in theirs: both count.
+    window = CpuWindow([rollouts.agents.proc.pid], include_self=True)
     for k in range(1, runs + 1):
 
         def after(kind: str) -> None:
             if kind == "traffic":
                 traffic(rollouts)
+            elif kind == "rollback":
+                usage.append(window.stop())
 
-        got = await rollouts.rollout(f"2.0.{k}", trap=True, after_step=after)
+        def before(kind: str) -> None:
+            if kind == "rollback":
+                window.start()
+
+        got = await rollouts.rollout(f"2.0.{k}", trap=True, after_step=after, before_step=before)
         if got.state != "ROLLED_BACK":
             raise RuntimeError(f"the bad version ended {got.state}, not ROLLED_BACK")
         took = [s for kind, s in got.steps if kind == "rollback"]
@@ -64,19 +78,19 @@ async def measure(ctx: Context, rollouts: Rollouts, runs: int) -> tuple[list[flo
             f"P6 rollback step {took[0] * 1000:.0f} ms "
             f"(all nodes back on blue after {flips[-1] * 1000:.0f} ms)"
         )
-    return samples, flips
+    return samples, flips, usage
 
 
 def run(ctx: Context) -> list[Row]:
     old_count = ctx.size("was_count", 10 if ctx.quick else 100)
-    count = ctx.size("count", 50 if ctx.quick else 1000)
+    count = ctx.size("count", 20 if ctx.quick else 1000)
     runs = ctx.reps(7, 2)
     rows: list[Row] = []
     for size, target, was in ((old_count, "-", "<= 300 ms"), (count, "<= 300 ms", "")):
         rollouts = Rollouts(ctx.work / f"n{size}", size)
         try:
             rollouts.start()
-            samples, flips = asyncio.run(measure(ctx, rollouts, runs))
+            samples, flips, usage = asyncio.run(measure(ctx, rollouts, runs))
         finally:
             rollouts.agents.stop()
         m = median(samples) * 1000
@@ -84,6 +98,12 @@ def run(ctx: Context) -> list[Row]:
             f"engine Rollback step after a failed analysis; {size} endpoints in one agent process"
         )
         flip = median(flips) * 1000
+        cores = median([u[0] for u in usage])
+        busy = median([u[1] for u in usage])
+        note += (
+            f"; during the step the engine and agent processes used {cores:.2f} of "
+            f"{os.cpu_count()} cores, the machine was {busy:.0%} busy"
+        )
         # The design's rollback is the flip back to blue (blue is still loaded); unloading
         # green afterwards is clean-up that users do not wait for, reported on its own line.
         rows += [
@@ -96,6 +116,7 @@ def run(ctx: Context) -> list[Row]:
                 was=was,
                 ok=flip <= 300,
                 samples=[s * 1000 for s in flips],
+                extra={"cores_used": cores, "machine_busy": busy},
                 note=note + "; from the step's start to the last `PUT .../traffic` answered",
             ),
             Row(

@@ -38,8 +38,8 @@ def started_rss(root: Path, remote: GitRemote, token_file: Path) -> float:
 def run(ctx: Context) -> list[Row]:
     functions = ctx.size("functions", 200 if ctx.quick else 2000)
     nodes = ctx.size("nodes", 50 if ctx.quick else 500)
-    sim_functions = ctx.size("sim_functions", 1000 if ctx.quick else 10000)
-    sim_nodes = ctx.size("sim_nodes", 500 if ctx.quick else 5000)
+    sim_functions = ctx.size("sim_functions", 200 if ctx.quick else 10000)
+    sim_nodes = ctx.size("sim_nodes", 100 if ctx.quick else 5000)
     reps = ctx.reps(3, 1)
     fleet = shared(ctx.work, functions, nodes)
     empty = GitRemote(ctx.work / "empty")

@@ -108,7 +108,11 @@ class Rollouts:
         return sha256(wasm)
 
     async def rollout(
-        self, version: str, trap: bool = False, after_step: Callable[[str], None] | None = None
+        self,
+        version: str,
+        trap: bool = False,
+        after_step: Callable[[str], None] | None = None,
+        before_step: Callable[[str], None] | None = None,
     ) -> Result:
         """Push `version`, then time the engine rolling it out (create + run)."""
         self.push(version, trap)
@@ -123,6 +127,8 @@ class Rollouts:
 
             def on_event(event: RolloutEvent) -> None:
                 if event.outcome is None:
+                    if before_step is not None:
+                        before_step(event.step.kind)
                     client.step = event.seq
                     starts[event.seq] = time.perf_counter()
                     kinds[event.seq] = event.step.kind

@@ -216,6 +216,37 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def machine_jiffies() -> tuple[int, int]:
+    """(busy, total) CPU time of the whole machine so far, in clock ticks (/proc/stat)."""
+    fields = [int(x) for x in Path("/proc/stat").read_text().splitlines()[0].split()[1:]]
+    idle = fields[3] + (fields[4] if len(fields) > 4 else 0)  # idle + iowait
+    return sum(fields) - idle, sum(fields)
+
+
+class CpuWindow:
+    """CPU used by some processes (and by the whole machine) between `start` and `stop`:
+    says whether a figure was bounded by this machine's cores rather than by gitopsd."""
+
+    def __init__(self, pids: list[int], include_self: bool = False) -> None:
+        self.pids = pids
+        self.include_self = include_self
+
+    def _ours(self) -> float:
+        total = sum(cpu_seconds(pid) for pid in self.pids)
+        return total + (time.process_time() if self.include_self else 0.0)
+
+    def start(self) -> None:
+        self.t0, self.c0, self.m0 = time.perf_counter(), self._ours(), machine_jiffies()
+
+    def stop(self) -> tuple[float, float]:
+        """(cores used by the processes, share of all cores busy machine-wide) meanwhile."""
+        wall = max(time.perf_counter() - self.t0, 1e-9)
+        ours = (self._ours() - self.c0) / wall
+        m1 = machine_jiffies()
+        busy, total = m1[0] - self.m0[0], m1[1] - self.m0[1]
+        return ours, (busy / total if total else 0.0)
+
+
 # processes -------------------------------------------------------------------------------------
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
+import os
 import random
 import secrets
 import time
@@ -17,7 +18,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from gitopsd.agent import wagi
-from gitopsd.agent.api import NAME_RE, Limits, LoadVersion, SetTraffic
+from gitopsd.agent.api import NAME_RE, Limits, LoadVersion, SetTraffic, StoredVersion
 from gitopsd.agent.errors import AgentRequestError, MemoryBudgetExceeded, NotFound, Unavailable
 from gitopsd.agent.metrics import prometheus_text
 from gitopsd.agent.module_cache import CompiledCache
@@ -32,6 +33,9 @@ from gitopsd.agent.settings import AgentSettings
 from gitopsd.agent.state import ModuleStore, StateFile
 from gitopsd.errors import GitopsdError, ModuleError
 from gitopsd.log import get_logger
+
+# Versions prepared at once on restore: one per core, at least two (module_cache.py).
+RESTORE_CONCURRENCY = max(2, os.cpu_count() or 2)
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,6 +86,15 @@ class AgentService:
         started = time.perf_counter()
         stored = await asyncio.to_thread(self.state_file.load)
         self.registry.generation = stored.generation
+        ready = await self._prepare_all(
+            [
+                (fname, vname, sv)
+                for fname, sfn in stored.functions.items()
+                if stored_function_problem(fname, sfn) is None
+                for vname, sv in sfn.versions.items()
+                if stored_version_problem(vname, sv) is None
+            ]
+        )
         dropped = False
         for fname, sfn in stored.functions.items():
             problem = stored_function_problem(fname, sfn)
@@ -95,7 +108,9 @@ class AgentService:
                     problem = stored_version_problem(vname, sv)
                     if problem is not None:
                         raise ModuleError(problem)
-                    prepared = await asyncio.to_thread(self._prepare, sv.sha256, sv.limits)
+                    prepared = ready[(fname, vname)]
+                    if isinstance(prepared, GitopsdError):
+                        raise prepared
                 except GitopsdError as exc:
                     self.log.error(
                         "agent.restore_refused", function=fname, version=vname, reason=str(exc)
@@ -124,6 +139,24 @@ class AgentService:
             compiled_from_cache=self.compiled.stats.hits,
             restore_ms=round((time.perf_counter() - started) * 1000, 1),
         )
+
+    async def _prepare_all(
+        self, wanted: list[tuple[str, str, StoredVersion]]
+    ) -> dict[tuple[str, str], Prepared | GitopsdError]:
+        """`_prepare` of every (function, version, stored version), RESTORE_CONCURRENCY at a
+        time: hashing, the cache's HMAC and wasmtime release the GIL, so a restart uses
+        every core. Each result is the Prepared or the error that refused it."""
+        limit = asyncio.Semaphore(RESTORE_CONCURRENCY)
+
+        async def one(sv: StoredVersion) -> Prepared | GitopsdError:
+            async with limit:
+                try:
+                    return await asyncio.to_thread(self._prepare, sv.sha256, sv.limits)
+                except GitopsdError as exc:
+                    return exc
+
+        results = await asyncio.gather(*(one(sv) for _, _, sv in wanted))
+        return {(f, v): got for (f, v, _), got in zip(wanted, results, strict=True)}
 
     def _prepare(self, sha256: str, limits: Limits) -> Prepared:
         """Compile (or reuse) the stored module and instantiate it once under `limits`."""

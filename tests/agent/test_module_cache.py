@@ -3,6 +3,7 @@ file that is not exactly what this agent wrote is refused, logged and compiled a
 
 from __future__ import annotations
 
+import threading
 from pathlib import Path
 
 import aiohttp
@@ -10,8 +11,10 @@ import pytest
 from structlog.testing import capture_logs
 
 from gitopsd.agent import Runtime, start_agent
+from gitopsd.agent.api import Limits
 from gitopsd.agent.module_cache import MAGIC, CompiledCache, compile_key
-from gitopsd.agent.runtime import compile_key_for
+from gitopsd.agent.runtime import Prepared, compile_key_for
+from gitopsd.agent.service import AgentService
 from tests.agent.conftest import Client, settings_for
 from tests.wasm_modules import handler_wasm
 
@@ -166,3 +169,24 @@ async def test_agents_sharing_a_runtime_each_cache_the_module_they_load(tmp_path
     again, answers = await _restart(tmp_path / "two")
     assert (again.compilations, again.deserializations) == (0, 1)
     assert answers == {"f": (200, "1", b"shared")}
+
+
+async def test_a_restart_prepares_versions_side_by_side(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Hashing, the cache's HMAC and wasmtime release the GIL: versions are prepared
+    # concurrently, so a restart uses more than one core. Two preparations must be in
+    # progress at once to pass the barrier (one after the other, it breaks after 20 s).
+    data = tmp_path / "data"
+    await _deploy(data, {"a": handler_wasm("alpha"), "b": handler_wasm("beta")})
+    barrier = threading.Barrier(2, timeout=20)
+    real = AgentService._prepare
+
+    def side_by_side(self: AgentService, sha256: str, limits: Limits) -> Prepared:
+        barrier.wait()
+        return real(self, sha256, limits)
+
+    monkeypatch.setattr(AgentService, "_prepare", side_by_side)
+    runtime, answers = await _restart(data)
+    assert answers == {"a": (200, "1", b"alpha"), "b": (200, "1", b"beta")}
+    assert runtime.deserializations == 2
