@@ -10,7 +10,14 @@ import tomllib
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from gitopsd.errors import ConfigError
@@ -98,6 +105,23 @@ class StateConfig(_Section):
         return value
 
 
+class HaConfig(_Section):
+    """Several controllers on one PostgreSQL ([state] url): shard leases (gitopsd/ha/)."""
+
+    # How long a leader's lease lasts without renewal (it renews five times per lease and
+    # stops acting a quarter lease before it ends): failover takes about this long.
+    lease: Duration = 5.0
+    # Functions are split into this many shards (stable hash of the name), each led alone.
+    shards: int = Field(1, ge=1, le=1024)
+
+    @field_validator("lease")
+    @classmethod
+    def _lease(cls, value: float) -> float:
+        if value < 1.0:
+            raise ValueError("lease must be at least PT1S (a renewal round trip must fit)")
+        return value
+
+
 class WebhookConfig(_Section):
     listen: str | None = None
     secret_file: Path | None = None
@@ -146,11 +170,29 @@ class Config(BaseSettings):
     source: SourceConfig = Field(default_factory=SourceConfig)
     fleet: FleetConfig = Field(default_factory=FleetConfig)
     state: StateConfig = Field(default_factory=StateConfig)
+    ha: HaConfig = Field(default_factory=HaConfig)
     webhook: WebhookConfig = Field(default_factory=WebhookConfig)
     metrics: MetricsConfig = Field(default_factory=MetricsConfig)
     status: StatusConfig = Field(default_factory=StatusConfig)
     ui: UiConfig = Field(default_factory=UiConfig)
     notify: list[NotifyConfig] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _state_backend(self) -> Config:
+        if self.state.url is None:
+            if self.ha != HaConfig():
+                raise ValueError(
+                    "[ha] needs [state] url = \"postgresql://...\": leases live in PostgreSQL "
+                    "(with the SQLite file one controller runs alone; remove [ha])"
+                )
+        elif self.ha != HaConfig():  # INTERIM: removed when the daemon takes leases
+            raise ValueError("[ha] is not wired into the daemon yet: remove [ha]")
+        elif self.ui.listen is not None:
+            raise ValueError(
+                "[ui] listen is not available with a PostgreSQL [state] url yet: the status "
+                "page reads the SQLite state file (remove [ui] listen)"
+            )
+        return self
 
     @classmethod
     def settings_customise_sources(
@@ -180,7 +222,9 @@ def load_config(path: Path | None) -> Config:
     except ValidationError as exc:
         first = exc.errors()[0]
         where = ".".join(str(p) for p in first["loc"])
-        raise ConfigError(f"config {path or '(environment)'}: {where}: {first['msg']}") from exc
+        where = f"{where}: " if where else ""  # a check across sections has no location
+        message = first["msg"].removeprefix("Value error, ")
+        raise ConfigError(f"config {path or '(environment)'}: {where}{message}") from exc
     if path is not None:
         config = _relative_to(config, path.parent)
     return config

@@ -58,7 +58,12 @@ class Ctx:
         return "the default; set --state-dir or $GITOPSD_STATE_DIR"
 
     def state_dir_described(self) -> str:
-        """`<dir> (<how it was chosen>)`, for every "nothing recorded" message."""
+        """`<dir> (<how it was chosen>)`, for every "nothing recorded" message; the database
+        (without its password) when [state] url selects PostgreSQL."""
+        if self.config.state.url:
+            from gitopsd.store.pg_url import pg_target
+
+            return f"the state database {pg_target(self.config.state.url).display} ([state] url)"
         return f"the state dir {self.state_dir} ({self.state_dir_origin()})"
 
     def agent_token(self) -> FleetAuth:

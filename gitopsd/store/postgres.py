@@ -158,6 +158,13 @@ class PostgresStore:
                     )
                 yield conn
 
+    @contextmanager
+    def bulk(self) -> Iterator[psycopg.Connection[DictRow]]:
+        """One transaction on the raw connection, for bulk copies (`gitopsd state migrate`):
+        committed when the block ends, rolled back when it raises; errors typed."""
+        with self._tx() as conn:
+            yield conn
+
     def _rows(self, sql: str, args: tuple[Any, ...] = ()) -> list[DictRow]:
         with self._lock, self._errors():
             return self._connection().execute(sql, args).fetchall()
