@@ -4,13 +4,20 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint typecheck pytest system-deps systemd-check bench bench-quick faults clean
+.PHONY: demo test lint typecheck pytest system-deps systemd-check bench bench-quick faults clean \
+	constraints
 
-$(STAMP): pyproject.toml
+# constraints.txt pins the exact version of every package the venv gets (README, "Dependencies").
+$(STAMP): pyproject.toml constraints.txt
 	test -d $(VENV) || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[dev]'
+	$(BIN)/pip install --quiet -c constraints.txt -e '.[dev]'
 	touch $(STAMP)
+
+# Pin what .venv holds now (pip, setuptools and wheel, and gitopsd itself, are left out):
+# run it after a deliberate upgrade, then `make test`, and commit both files.
+constraints:
+	$(BIN)/pip freeze --exclude-editable > constraints.txt
 
 demo: $(STAMP)
 	$(BIN)/gitopsd demo

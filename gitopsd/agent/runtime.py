@@ -59,6 +59,7 @@ from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 
+import structlog
 import wasmtime
 
 from gitopsd.agent import module_shape, wasi, wasm_ffi
@@ -82,6 +83,8 @@ POOL_SLOTS = 96
 POOL_KEEP_RESIDENT = 1 * MIB  # bytes of a freed memory zeroed in place, not page-faulted again
 SERIALIZED_KEPT = 4  # serialized modules kept in memory for the next agent's cache write
 
+_log = structlog.get_logger("gitopsd.agent.runtime")
+
 
 def table_limit(memory_bytes: int) -> int:
     """Table elements a call may hold, in proportion to its memory limit (min. 10,000, far
@@ -100,11 +103,14 @@ def store_limits(memory_bytes: int, memories: int, tables: int) -> tuple[int, in
 @dataclass(frozen=True, slots=True, eq=False)
 class Host:
     """A wasmtime Engine with the WASI host linked in. `pooled`: its instances come from a
-    pool reserved up front (fast), else each is mapped and unmapped on its own."""
+    pool reserved up front (fast), else each is mapped and unmapped on its own. `fast`:
+    calls go through the C API (wasm_ffi, self-tested), else through wasmtime-py's object
+    layer."""
 
     engine: wasmtime.Engine
     linker: wasmtime.Linker
     pooled: bool
+    fast: bool = False
 
 
 # Address space one pool slot takes: a 4 GiB memory and its guard region, a full table (8 to
@@ -144,8 +150,26 @@ def make_host(*, pooled: bool, slots: int = POOL_SLOTS) -> Host:
     )
     engine = wasmtime.Engine(config)
     linker = wasmtime.Linker(engine)
-    wasi.define(linker)
-    return Host(engine, linker, pooled)
+    fast = fast_path_works()
+    wasi.define(linker, fast=fast)
+    return Host(engine, linker, pooled, fast)
+
+
+def fast_path_works() -> bool:
+    """Whether the C-API fast path passes its self-test (wasm_ffi.self_test) with this
+    wasmtime; logged when it does not, and the object layer serves the calls."""
+    if not wasm_ffi.AVAILABLE:
+        return False
+    failure = wasm_ffi.self_test()
+    if failure is None:
+        return True
+    _log.warning(
+        "agent.wasm_fast_path_off",
+        reason=failure,
+        wasmtime=wasm_ffi.wasmtime_version(),
+        effect="calls use wasmtime-py's object layer (slower, same results)",
+    )
+    return False
 
 
 @functools.cache
@@ -274,6 +298,11 @@ class Runtime:
     def pooled(self) -> bool:
         """True when modules that fit run on pooled instances (this wasmtime supports it)."""
         return self._hosts[0].pooled
+
+    @property
+    def fast(self) -> bool:
+        """True when calls go through the C-API fast path (it passed its self-test)."""
+        return self._hosts[0].fast
 
     def _unpooled(self) -> Host:
         """The Engine for modules that do not fit the pool's per-instance limits."""
@@ -515,7 +544,8 @@ class Runtime:
         only).
 
         Blocking, on the calling thread. Never raises for anything the module does: traps,
-        exits, timeouts and memory exhaustion come back as the result's outcome. `ticks`
+        exits, timeouts and memory exhaustion come back as the result's outcome. A failure of
+        the agent's own binding to wasmtime raises wasm_ffi.BindingFault (not the module's). `ticks`
         overrides the epoch deadline derived from `timeout_ms` (used for the inline budget).
         `keep_store`: use this thread's kept Store (module docstring); False for threads
         that call rarely (the worker pool, load-time checks), so that they hold no pool slots
@@ -544,10 +574,16 @@ class Runtime:
         try:
             if prepared.pre is None:
                 raise _MissingExport(prepared.link_error or "module does not link")
-            instance = _instantiate(store, prepared.pre)
-            memory = context.memory = _memory(store, instance)
+            fast = prepared.host.fast
+            instance = _instantiate(store, prepared.pre, fast)
+            memory = context.memory = _memory(store, instance, fast)
             if export is not None:
                 _call_export(store, instance, prepared, export)
+        except wasm_ffi.BindingFault:
+            # The agent's binding, not the module: no outcome, and this Store is not reused.
+            slot.finished(False, 0)
+            store.close()
+            raise
         except Exception as exc:  # every failure of the module is a result, not a crash
             outcome, error = _classify(exc, context)
         finally:
@@ -577,16 +613,16 @@ class Runtime:
         )
 
 
-def _instantiate(store: wasmtime.Store, pre: wasmtime.InstancePre) -> wasmtime.Instance:
-    if wasm_ffi.AVAILABLE:
+def _instantiate(store: wasmtime.Store, pre: wasmtime.InstancePre, fast: bool) -> wasmtime.Instance:
+    if fast:
         return wasm_ffi.instantiate(store, pre)
     return pre.instantiate(store)
 
 
 def _memory(
-    store: wasmtime.Store, instance: wasmtime.Instance, name: str = "memory"
+    store: wasmtime.Store, instance: wasmtime.Instance, fast: bool, name: str = "memory"
 ) -> wasmtime.Memory | None:
-    if wasm_ffi.AVAILABLE:
+    if fast:
         return wasm_ffi.memory(store, instance, name.encode())
     found = instance.exports(store).get(name)
     return found if isinstance(found, wasmtime.Memory) else None
@@ -606,7 +642,7 @@ def _memory_used(
         return wasi_memory.data_len(store) if wasi_memory is not None else 0
     total = 0
     for name in prepared.memory_names:
-        found = _memory(store, instance, name)
+        found = _memory(store, instance, prepared.host.fast, name)
         total += found.data_len(store) if found is not None else 0
     return total
 
@@ -615,7 +651,7 @@ def _call_export(
     store: wasmtime.Store, instance: wasmtime.Instance, prepared: Prepared, export: str
 ) -> None:
     """Call `export` (handlers and health checks take and return nothing: the fast path)."""
-    if wasm_ffi.AVAILABLE and export in prepared.nullary:
+    if prepared.host.fast and export in prepared.nullary:
         wasm_ffi.call_nullary(store, instance, export)
         return
     func = instance.exports(store).get(export)

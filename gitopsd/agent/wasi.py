@@ -168,7 +168,7 @@ def _memory(caller: wasmtime.Caller, context: CallContext) -> tuple[int, int]:
         if not isinstance(found, wasmtime.Memory):
             raise _Fault
         memory = context.memory = found
-    if wasm_ffi.AVAILABLE:
+    if isinstance(caller, wasm_ffi.RawCaller):  # defined through the C API (define, fast)
         return wasm_ffi.memory_span(caller._context(), memory)
     base = ctypes.cast(memory.data_ptr(caller), ctypes.c_void_p).value or 0
     return base, memory.data_len(caller)
@@ -522,12 +522,13 @@ def _valtype(code: str) -> wasmtime.ValType:
     return wasmtime.ValType.i64() if code == "I" else wasmtime.ValType.i32()
 
 
-def define(linker: wasmtime.Linker) -> None:
+def define(linker: wasmtime.Linker, *, fast: bool) -> None:
     """Define every wasi_snapshot_preview1 function in the linker (with raw values through
-    the C API when wasm_ffi can, else through wasmtime-py's `define_func`)."""
+    the C API when `fast`, i.e. wasm_ffi passed its self-test, else through wasmtime-py's
+    `define_func`)."""
     for name, (params, results) in SIGNATURES.items():
         func, access_caller = IMPLEMENTED.get(name, (_enosys, False))
-        if wasm_ffi.AVAILABLE:
+        if fast:
             wasm_ffi.define_unchecked(linker, MODULE, name, params, results, func, access_caller)
             continue
         ty = wasmtime.FuncType([_valtype(c) for c in params], [_valtype(c) for c in results])

@@ -19,12 +19,20 @@ keep wasmtime-py's semantics: a Python exception in a host function becomes a tr
 raised again by `call_nullary` (how `proc_exit` ends a call). If a future wasmtime-py lacks
 any of these names, `AVAILABLE` (or `POOLING`) is False and the runtime uses the object
 layer (or no pool), slower but the same.
+
+Names present are not enough: wasmtime-py's private modules may change what they mean
+between releases (pyproject.toml bounds wasmtime to the majors tested). `self_test` runs
+every entry point used here on a tiny module; the runtime calls it when it makes an Engine
+and uses the object layer, logged, when it fails. A binding that fails during a call
+(AttributeError, TypeError, a ctypes error) raises `BindingFault`: the agent's fault, never
+the module's.
 """
 
 from __future__ import annotations
 
 import ctypes
 import functools
+import importlib.metadata
 from collections.abc import Callable
 from typing import Any
 
@@ -87,6 +95,16 @@ POOLING = AVAILABLE and all(
 # The ctypes callbacks must live as long as the linkers that point at them.
 _CALLBACKS: list[Any] = []
 
+# What a binding that no longer matches this code raises when called: a renamed attribute,
+# a changed signature, a ctypes argument of the wrong type.
+_BINDING_ERRORS: tuple[type[Exception], ...] = (AttributeError, TypeError, ctypes.ArgumentError)
+
+
+class BindingFault(RuntimeError):
+    """wasmtime's C API, as reached through wasmtime-py's private bindings, did not behave
+    as this module expects. The agent's fault (500, counted as the agent's), never the
+    module's: it says nothing about the WebAssembly being called."""
+
 
 class RawCaller:
     """What a WASI host function needs of its caller: the store context (for memory
@@ -96,7 +114,10 @@ class RawCaller:
 
     def __init__(self, ptr: Any) -> None:
         self._ptr = ptr
-        self._context_ptr = _c.wasmtime_caller_context(ptr)
+        try:
+            self._context_ptr = _c.wasmtime_caller_context(ptr)
+        except _BINDING_ERRORS as exc:
+            raise _fault("wasmtime_caller_context", exc) from exc
 
     def _context(self) -> Any:
         return self._context_ptr
@@ -184,6 +205,8 @@ def use_pooling(
         for setter, value in zip(_POOL_SETTERS, values, strict=True):
             getattr(_c, f"wasmtime_pooling_allocation_config_{setter}_set")(pool, value)
         _c.wasmtime_pooling_allocation_strategy_set(config.ptr(), pool)  # copies `pool`
+    except _BINDING_ERRORS:
+        return False  # the setters changed: no pool (a pool is never required)
     finally:
         _c.wasmtime_pooling_allocation_config_delete(pool)
     return True
@@ -191,14 +214,17 @@ def use_pooling(
 
 def export(store: wasmtime.Store, instance: wasmtime.Instance, name: bytes) -> Any:
     """The raw extern `name` of `instance`, or None."""
-    item = _c.wasmtime_extern_t()
-    found = _c.wasmtime_instance_export_get(
-        store._context(),
-        ctypes.byref(instance._instance),
-        _name_buffer(name),
-        len(name),
-        ctypes.byref(item),
-    )
+    try:
+        item = _c.wasmtime_extern_t()
+        found = _c.wasmtime_instance_export_get(
+            store._context(),
+            ctypes.byref(instance._instance),
+            _name_buffer(name),
+            len(name),
+            ctypes.byref(item),
+        )
+    except _BINDING_ERRORS as exc:
+        raise _fault("wasmtime_instance_export_get", exc) from exc
     return item if found else None
 
 
@@ -213,39 +239,54 @@ def memory(
 ) -> wasmtime.Memory | None:
     """The instance's memory exported as `name` (the WASI one by default), if any."""
     item = export(store, instance, name)
-    if item is None or item.kind != _EXTERN_MEMORY:
-        return None
-    return wasmtime.Memory._from_raw(item.of.memory)
+    try:
+        if item is None or item.kind != _EXTERN_MEMORY:
+            return None
+        return wasmtime.Memory._from_raw(item.of.memory)
+    except _BINDING_ERRORS as exc:
+        raise _fault("wasmtime_extern_t", exc) from exc
 
 
 def memory_span(context: Any, memory: wasmtime.Memory) -> tuple[int, int]:
     """Base address and size in bytes of `memory`, given a store or caller context."""
-    raw = ctypes.byref(memory._memory)
-    return _memory_data(context, raw) or 0, _memory_data_size(context, raw)
+    try:
+        raw = ctypes.byref(memory._memory)
+        return _memory_data(context, raw) or 0, _memory_data_size(context, raw)
+    except _BINDING_ERRORS as exc:
+        raise _fault("wasmtime_memory_data", exc) from exc
 
 
 def instantiate(store: wasmtime.Store, pre: wasmtime.InstancePre) -> wasmtime.Instance:
     """`pre.instantiate(store)` without the object layer's context manager."""
-    instance = _c.wasmtime_instance_t()
-    trap = ctypes.POINTER(_c.wasm_trap_t)()
-    error = _c.wasmtime_instance_pre_instantiate(
-        pre.ptr(), store._context(), ctypes.byref(instance), ctypes.byref(trap)
-    )
+    try:
+        instance = _c.wasmtime_instance_t()
+        trap = ctypes.POINTER(_c.wasm_trap_t)()
+        error = _c.wasmtime_instance_pre_instantiate(
+            pre.ptr(), store._context(), ctypes.byref(instance), ctypes.byref(trap)
+        )
+    except _BINDING_ERRORS as exc:
+        raise _fault("wasmtime_instance_pre_instantiate", exc) from exc
     if error or trap:
         _raise_failure(error, trap)
-    return wasmtime.Instance._from_raw(instance)
+    try:
+        return wasmtime.Instance._from_raw(instance)
+    except _BINDING_ERRORS as exc:
+        raise _fault("Instance._from_raw", exc) from exc
 
 
 def call_nullary(store: wasmtime.Store, instance: wasmtime.Instance, name: str) -> bool:
     """Call the export `name`, a function without parameters or results; False when the
     instance has no such function. Traps and host-function exceptions are raised."""
     item = export(store, instance, name.encode())
-    if item is None or item.kind != _EXTERN_FUNC:
-        return False
-    trap = ctypes.POINTER(_c.wasm_trap_t)()
-    error = _c.wasmtime_func_call(
-        store._context(), ctypes.byref(item.of.func), None, 0, None, 0, ctypes.byref(trap)
-    )
+    try:
+        if item is None or item.kind != _EXTERN_FUNC:
+            return False
+        trap = ctypes.POINTER(_c.wasm_trap_t)()
+        error = _c.wasmtime_func_call(
+            store._context(), ctypes.byref(item.of.func), None, 0, None, 0, ctypes.byref(trap)
+        )
+    except _BINDING_ERRORS as exc:
+        raise _fault("wasmtime_func_call", exc) from exc
     if error or trap:
         _raise_failure(error, trap)
     return True
@@ -254,9 +295,93 @@ def call_nullary(store: wasmtime.Store, instance: wasmtime.Instance, name: str) 
 def _raise_failure(error: Any, trap: Any) -> None:
     """Raise what wasmtime-py's `enter_wasm` would: a host function's exception (how
     `proc_exit` ends a call) before the error or trap it turned into."""
-    if error:
-        failure: Exception = wasmtime.WasmtimeError._from_ptr(error)
-    else:
-        failure = _Trap._from_ptr(trap)
+    try:
+        if error:
+            failure: Exception = wasmtime.WasmtimeError._from_ptr(error)
+        else:
+            failure = _Trap._from_ptr(trap)
+    except _BINDING_ERRORS as exc:
+        raise _fault("wasm_trap_t", exc) from exc
     _maybe_raise_host_exception()
     raise failure
+
+
+def _fault(entry: str, exc: Exception) -> BindingFault:
+    return BindingFault(
+        f"wasmtime binding {entry} failed ({type(exc).__name__}: {exc}); "
+        f"wasmtime {wasmtime_version()} may not be a release this agent was tested with"
+    )
+
+
+def wasmtime_version() -> str:
+    """The installed wasmtime-py release."""
+    try:
+        return importlib.metadata.version("wasmtime")
+    except importlib.metadata.PackageNotFoundError:  # pragma: no cover - installed with us
+        return "(unknown version)"
+
+
+# --- the self-test ----------------------------------------------------------------------
+
+# A host function writes into the caller's memory and returns a value that the module
+# stores; a second export makes the host function raise, which must come back as that
+# exception (how `proc_exit` ends a call).
+_SELF_TEST_WAT = """(module
+  (import "gitopsd" "probe" (func $probe (param i32) (result i32)))
+  (memory (export "memory") 1)
+  (func (export "_start") (i32.store (i32.const 0) (call $probe (i32.const 8))))
+  (func (export "raise") (drop (call $probe (i32.const 0)))))"""
+_SELF_TEST_BYTES = b"gitopsd!"
+_SELF_TEST_RESULT = 0x5E1F7E57
+
+
+class _SelfTestExit(Exception):
+    pass
+
+
+def self_test() -> str | None:
+    """Run every C-API entry point this module uses on a tiny module; None when they all
+    behave as expected, else what went wrong (the runtime then uses the object layer)."""
+    if not AVAILABLE:
+        return "this wasmtime-py lacks the C-API names the fast path uses"
+    try:
+        return _self_test()
+    except Exception as exc:  # anything at all: the fast path is off, and says why
+        return f"{type(exc).__name__}: {exc}"
+
+
+def _self_test() -> str | None:
+    engine = wasmtime.Engine()
+    linker = wasmtime.Linker(engine)
+
+    def probe(caller: RawCaller, ptr: int) -> int:
+        if ptr == 0:
+            raise _SelfTestExit
+        found = caller.get("memory")
+        if not isinstance(found, wasmtime.Memory):
+            raise RuntimeError("the caller's memory export is not a Memory")
+        base, size = memory_span(caller._context(), found)
+        if size < ptr + len(_SELF_TEST_BYTES) or not base:
+            raise RuntimeError(f"memory span ({base:#x}, {size}) is not the module's memory")
+        ctypes.memmove(base + ptr, _SELF_TEST_BYTES, len(_SELF_TEST_BYTES))
+        return _SELF_TEST_RESULT
+
+    define_unchecked(linker, "gitopsd", "probe", "i", "i", probe, access_caller=True)
+    module = wasmtime.Module(engine, bytes(wasmtime.wat2wasm(_SELF_TEST_WAT)))
+    store = wasmtime.Store(engine)
+    instance = instantiate(store, linker.instantiate_pre(module))
+    mem = memory(store, instance)
+    if mem is None:
+        return "the memory export was not found"
+    if not call_nullary(store, instance, "_start"):
+        return "the _start export was not found"
+    written = mem.read(store, 0, 16)  # through the object layer, to compare
+    if int.from_bytes(written[:4], "little") != _SELF_TEST_RESULT:
+        return "a host function's result did not reach the module"
+    if written[8:16] != _SELF_TEST_BYTES:
+        return "a host function's write did not reach the module's memory"
+    try:
+        call_nullary(store, instance, "raise")
+    except _SelfTestExit:
+        return None
+    return "a host function's exception did not come back from the call"

@@ -388,6 +388,53 @@ async def test_a_hostile_head_gets_exactly_aiohttp_s_answer(
     assert without_date(through_agent) == without_date(through_aiohttp)
 
 
+# Headers sent twice: the fast path's list of headers aiohttp refuses to see twice
+# (data_plane.SINGLETON_HEADERS, its own copy) and common ones aiohttp accepts twice.
+REPEATABLE = [
+    "Accept",
+    "Age",
+    "Authorization",
+    "Content-Encoding",
+    "Content-Language",
+    "Content-Location",
+    "Content-Range",
+    "Content-Type",
+    "Cookie",
+    "Date",
+    "ETag",
+    "Expires",
+    "From",
+    "If-Match",
+    "If-None-Match",
+    "If-Range",
+    "Last-Modified",
+    "Location",
+    "Max-Forwards",
+    "Range",
+    "Referer",
+    "Retry-After",
+    "Server",
+    "User-Agent",
+    "Via",
+    "Warning",
+    "X-Forwarded-For",
+]
+
+
+@pytest.mark.parametrize("name", REPEATABLE)
+async def test_a_header_sent_twice_gets_exactly_aiohttp_s_answer(
+    client: Client, agent: RunningAgent, aiohttp_only: int, name: str
+) -> None:
+    await client.deploy("f", "1", handler_wasm())
+    request_bytes = post("/fn/f", headers=f"{name}: a\r\n{name.lower()}: a\r\n")
+    through_agent = await raw_answer(agent.port, request_bytes + post("/fn/f", headers=_CLOSE))
+    through_aiohttp = await raw_answer(aiohttp_only, request_bytes + post("/fn/f", headers=_CLOSE))
+    assert without_date(through_agent) == without_date(through_aiohttp)
+
+
+_CLOSE = "Connection: close\r\n"
+
+
 @pytest.mark.parametrize(
     "head",
     [
