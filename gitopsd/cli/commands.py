@@ -245,11 +245,6 @@ def run_agent_cmd(
         memory_mib=memory_mib,
         controller=controller,
     )
-    if count is not None and controller is not None:
-        raise ConfigError(
-            "agent: --count and --controller do not go together: each dial-out endpoint "
-            "needs its own token (gitopsd agent-token NAME --dial-out)"
-        )
     if count is None:
         run_agent(settings)
     else:
