@@ -26,6 +26,7 @@ import contextlib
 import hashlib
 import hmac
 import itertools
+import re
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -53,6 +54,7 @@ HEARTBEAT_S = 20.0
 MAX_IN_FLIGHT = 64  # requests waiting for one agent's answers at once
 MAX_UNKNOWN = 1024  # connections of agents not named in Git, kept waiting
 RELAY_MAX_S = 600.0  # no relayed request waits longer than this for its answer
+_NODE_NAME = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")  # an EdgeNode's name
 _LISTING_MESSAGE = b"gitopsd:agents"  # holds ':', which no node name (a DNS label) holds
 
 
@@ -251,10 +253,8 @@ class TunnelRegistry:
         name = request.headers.get(NODE_HEADER, "")
         peer = _peer(request)
         log = self._log.bind(node=excerpt(name, 80), peer=peer)
-        if (
-            not name
-            or len(name) > 63
-            or not self.token_ok(name, request.headers.get("Authorization", ""))
+        if not _NODE_NAME.match(name) or not self.token_ok(
+            name, request.headers.get("Authorization", "")
         ):
             self.refused["token"] += 1
             log.warning("tunnel.refused_token")

@@ -158,3 +158,15 @@ def test_the_listing_needs_its_own_token(fleet: Fleet) -> None:
     assert list(body["connected"]) == ["edge-nat"]
     assert body["connected"]["edge-nat"]["from"].startswith("127.0.0.1:")
     assert fleet._run(go(fleet.token("edge-nat")))[0] == 401
+
+
+def test_a_name_that_is_no_edge_node_name_is_refused_even_with_the_shared_token(
+    tmp_path: Path,
+) -> None:
+    # token_mode = "shared": every agent holds the secret, so only the name's form is left
+    # to check; a name that cannot be an EdgeNode's never gets a connection.
+    with running_fleet(tmp_path / "fleet", token_mode="shared") as fleet:
+        for bad in ("Edge_1", "edge-", "x" * 64, "../edge", "edge.nat"):
+            assert connect_status(fleet, bad, TOKEN) == 401, bad
+        assert connect_status(fleet, "edge-ok", TOKEN) == 101
+        assert fleet.registry.refused["token"] == 5
