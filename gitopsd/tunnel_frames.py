@@ -36,9 +36,8 @@ MAX_FRAME_BYTES = 8 * 1024 * 1024 + 64 * 1024
 MAX_HEADER_BYTES = 64 * 1024
 MAX_HEADERS = 64
 MAX_ID = 2**53
-METHODS = ("GET", "HEAD", "PUT", "POST", "DELETE")
 
-# Hop-by-hop and framing headers: meaningful on one HTTP connection only, never relayed.
+# Never relayed: hop-by-hop and framing headers (meaningful on one HTTP connection only).
 HOP_BY_HOP = frozenset(
     {
         "connection",
@@ -51,6 +50,8 @@ HOP_BY_HOP = frozenset(
         "upgrade",
         "host",
         "content-length",
+        # aiohttp's client decodes a compressed body as it reads it: the header would lie.
+        "content-encoding",
     }
 )
 
