@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from gitopsd.store.sqlite import SqliteStore
+from gitopsd.store.protocol import Store
 
 AUDIT_LIMIT = 50
 
@@ -15,7 +15,7 @@ def _key(function: str) -> str:
     return f"ui-audit:{function}"
 
 
-def entries(store: SqliteStore, function: str) -> list[dict[str, Any]]:
+def entries(store: Store, function: str) -> list[dict[str, Any]]:
     """Newest first."""
     raw = store.get(_key(function))
     if not raw:
@@ -28,7 +28,7 @@ def entries(store: SqliteStore, function: str) -> list[dict[str, Any]]:
 
 
 def record(
-    store: SqliteStore,
+    store: Store,
     function: str,
     action: str,
     who: str,

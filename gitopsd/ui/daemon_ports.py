@@ -74,6 +74,9 @@ def read_notes(spec: SourceSpec, state_dir: Path, shas: list[str]) -> dict[str, 
     return out
 
 
+REAP_TRIES, REAP_WAIT_S = 50, 0.1  # up to 5 s for the daemon to report a finished rollout
+
+
 class DaemonPorts:
     """UiPorts over a running Daemon."""
 
@@ -105,8 +108,16 @@ class DaemonPorts:
 
         daemon = self.daemon
         running = daemon.pass_state.rollouts
-        if function in running:
-            raise ConfigError(f"{function}: a rollout of it is running; abort it first")
+        for _ in range(REAP_TRIES):
+            current = running.get(function)
+            if current is None:
+                break
+            if not current.done():
+                raise ConfigError(f"{function}: a rollout of it is running; abort it first")
+            daemon.request("operator")  # a finished rollout the next pass reports and forgets
+            await asyncio.sleep(REAP_WAIT_S)
+        else:
+            raise GitopsdError(f"{function}: its last rollout is not reported yet; try again")
         done: dict[str, RolloutRow] = {}
 
         async def run() -> FunctionResult:
@@ -127,6 +138,14 @@ class DaemonPorts:
         await task
         return done["row"]
 
+    def control(self, action: str, function: str) -> str:
+        """`gitopsd ACTION FUNCTION` as the CLI runs it, with the daemon's config and state."""
+        from gitopsd.cli.commands import run_control
+        from gitopsd.cli.context import Ctx
+
+        daemon = self.daemon
+        return run_control(Ctx(daemon.config_path, daemon.state_dir, None), action, function)
+
     def ports(self) -> UiPorts:
         daemon = self.daemon
         return UiPorts(
@@ -137,6 +156,7 @@ class DaemonPorts:
             commit=self.commit,
             notes=self.notes,
             rollback=self.rollback,
+            control=self.control,
             daemon_error=lambda: daemon.pass_state.last_error,
         )
 

@@ -12,7 +12,8 @@ from typing import Any
 
 from gitopsd.fleet.live import LiveState
 from gitopsd.manifest.desired import DesiredState
-from gitopsd.store.sqlite import RolloutRow, SqliteStore
+from gitopsd.store.protocol import Store
+from gitopsd.store.rows import RolloutRow
 from gitopsd.ui.events import EventBus
 
 
@@ -31,13 +32,16 @@ class CommitInfo:
 class UiPorts:
     """Everything the page reads or does besides the store."""
 
-    store: SqliteStore
+    store: Store
     events: EventBus
     desired: Callable[[], DesiredState | None]
     live: Callable[[], Awaitable[LiveState]]
     commit: Callable[[str], Awaitable[CommitInfo | None]]
     notes: Callable[[list[str]], Awaitable[dict[str, dict[str, Any]]]]
     rollback: Callable[[str, str | None], Awaitable[RolloutRow]] | None = None
+    # `gitopsd pause|resume|promote|abort|approve FUNCTION` (action, function) -> what it
+    # prints; blocking (the server runs it in a thread). None: the page cannot act.
+    control: Callable[[str, str], str] | None = None
     daemon_error: Callable[[], str] = lambda: ""
 
 

@@ -1,23 +1,26 @@
-"""The overview's reads: one query per table, light columns only.
+"""The overview's reads: the newest rollout of every function, controls, waiting reasons.
 
-`SqliteStore.rollouts()` parses each row's context (the rollout spec with every target node:
+`Store.rollouts()` parses each row's context (the rollout spec with every target node:
 ~50 KB for a 500-node rollout), and asking it once per function would be 2,000 queries for
-2,000 functions. The overview needs only the newest rollout's headline per function, every
-function's controls and every recorded waiting reason, so it reads those three with one
-query each over its own read-only connection to the same database file.
+2,000 functions. On SQLite (`SqliteReads`) the overview reads only the light columns, one
+query per table, over its own read-only connection to the same file. Any other store
+(`StoreReads`, e.g. PostgreSQL) is read through the Store protocol: correct, slower.
 """
 
 from __future__ import annotations
 
 import sqlite3
 import threading
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
 from gitopsd.errors import StoreError
 from gitopsd.reconcile import waiting_key
-from gitopsd.store.sqlite import Controls
+from gitopsd.store.protocol import Store
+from gitopsd.store.rows import Controls
+from gitopsd.store.sqlite import SqliteStore
 
 _WAITING_PREFIX = waiting_key("")
 
@@ -39,7 +42,32 @@ class RolloutHead:
     finished_at: float | None
 
 
-class ReadModel:
+class Reads(Protocol):
+    """What the overview reads, whatever the store."""
+
+    def latest_rollouts(self) -> dict[str, RolloutHead]:
+        """Per function, its newest rollout."""
+
+    def step_counts(self, rollout_ids: list[str]) -> dict[str, int]:
+        """Journaled steps per rollout."""
+
+    def controls(self, functions: Iterable[str]) -> Mapping[str, Controls]:
+        """Operator controls of `functions` (those with any)."""
+
+    def waiting(self, functions: Iterable[str]) -> dict[str, str]:
+        """The daemon's last recorded reason for not starting a rollout, per function."""
+
+    def close(self) -> None: ...
+
+
+def reads_for(store: Store) -> Reads:
+    """The fast reads of a SQLite store, the Store protocol's for any other."""
+    if isinstance(store, SqliteStore):
+        return SqliteReads(store.path)
+    return StoreReads(store)
+
+
+class SqliteReads:
     """Read-only queries on the state database at `path` (safe from any thread)."""
 
     def __init__(self, path: Path) -> None:
@@ -108,7 +136,7 @@ class ReadModel:
         )
         return {r["rollout_id"]: int(r["n"]) for r in rows}
 
-    def controls(self) -> Mapping[str, Controls]:
+    def controls(self, functions: Iterable[str] = ()) -> Mapping[str, Controls]:
         rows = self._query("SELECT * FROM controls")
         return {
             r["function"]: Controls(
@@ -122,10 +150,50 @@ class ReadModel:
             for r in rows
         }
 
-    def waiting(self) -> dict[str, str]:
+    def waiting(self, functions: Iterable[str] = ()) -> dict[str, str]:
         """Per function, the last reason the daemon recorded for not starting a rollout."""
         rows = self._query(
             "SELECT key, value FROM kv WHERE key >= ? AND key < ? AND value != ''",
             (_WAITING_PREFIX, _WAITING_PREFIX[:-1] + chr(ord(_WAITING_PREFIX[-1]) + 1)),
         )
         return {r["key"][len(_WAITING_PREFIX) :]: r["value"] for r in rows}
+
+
+class StoreReads:
+    """The same reads through the Store protocol (one call per function for controls and
+    waiting reasons)."""
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+
+    def close(self) -> None:
+        pass  # the store is its owner's
+
+    def latest_rollouts(self) -> dict[str, RolloutHead]:
+        heads: dict[str, RolloutHead] = {}
+        for row in self.store.rollouts(limit=100_000):  # newest first
+            if row.function not in heads:
+                heads[row.function] = RolloutHead(
+                    row.id,
+                    row.function,
+                    row.version,
+                    row.commit,
+                    row.strategy,
+                    row.state,
+                    row.message,
+                    row.step,
+                    row.created_at,
+                    row.updated_at,
+                    row.finished_at,
+                )
+        return heads
+
+    def step_counts(self, rollout_ids: list[str]) -> dict[str, int]:
+        return {r: len(self.store.journal(r)) for r in rollout_ids}
+
+    def controls(self, functions: Iterable[str]) -> Mapping[str, Controls]:
+        return {f: self.store.controls(f) for f in functions}
+
+    def waiting(self, functions: Iterable[str]) -> dict[str, str]:
+        found = {f: self.store.get(waiting_key(f)) or "" for f in functions}
+        return {f: why for f, why in found.items() if why}

@@ -26,7 +26,7 @@ from gitopsd.ui import audit, views
 from gitopsd.ui.auth import LOGIN_COOKIE, SESSION_COOKIE, Session, Sessions, same_token
 from gitopsd.ui.events import Event, Subscription
 from gitopsd.ui.ports import UiPorts
-from gitopsd.ui.readmodel import ReadModel
+from gitopsd.ui.readmodel import reads_for
 from gitopsd.ui.render import Renderer
 
 ACTIONS = ("pause", "resume", "promote", "abort", "approve", "rollback")
@@ -54,7 +54,7 @@ class StatusPage:
     def __init__(self, ports: UiPorts, token: str | None, clock: Clock | None = None) -> None:
         self.ports = ports
         self.store = ports.store
-        self.reads = ReadModel(ports.store.path)
+        self.reads = reads_for(ports.store)
         self.sessions = Sessions(token)
         self.clock = clock or SystemClock()
         self.renderer = Renderer()
@@ -403,11 +403,9 @@ class StatusPage:
                 raise GitopsdError("rollback is not available from this page")
             row = await self.ports.rollback(name, to)
             return f"{name}: {row.state} - {row.message}"
-        from gitopsd.cli.commands import run_control
-        from gitopsd.cli.context import Ctx
-
-        ctx = Ctx(config_path=None, state_dir_flag=self.store.path.parent, agent_token_file=None)
-        return await asyncio.to_thread(run_control, ctx, action, name)
+        if self.ports.control is None:
+            raise GitopsdError(f"{action} is not available from this page")
+        return await asyncio.to_thread(self.ports.control, action, name)
 
 
 def _field(form: Any, key: str) -> str | None:

@@ -26,9 +26,10 @@ from gitopsd.rollout.steps import (
     step_to_json,
 )
 from gitopsd.status import why_waiting
-from gitopsd.store.sqlite import JournalRow, RolloutRow, SqliteStore
+from gitopsd.store.protocol import Store
+from gitopsd.store.rows import JournalRow, RolloutRow
 from gitopsd.ui.ports import CommitInfo
-from gitopsd.ui.readmodel import ReadModel, RolloutHead
+from gitopsd.ui.readmodel import Reads, RolloutHead
 from gitopsd.ui.states import ACTIVE, FunctionState, classify
 
 _NONE: dict[str, int] = {}
@@ -159,8 +160,8 @@ def fleet_json(desired: DesiredState | None, live: LiveState, index: FleetIndex)
 
 
 def overview_json(
-    store: SqliteStore,
-    reads: ReadModel,
+    store: Store,
+    reads: Reads,
     desired: DesiredState | None,
     live: LiveState,
     commit: dict[str, Any] | None,
@@ -169,10 +170,10 @@ def overview_json(
 ) -> dict[str, Any]:
     """The document of `/` and `/api/overview`."""
     heads = reads.latest_rollouts()
-    controls = reads.controls()
-    waiting = reads.waiting()
     index = FleetIndex(live)
     names = set(heads) | set(index.serving) | (set(desired.functions) if desired else set())
+    controls = reads.controls(names)
+    waiting = reads.waiting(names)
     ordered = sorted(names)
     pages = max(1, -(-len(ordered) // PAGE_SIZE))
     page = min(max(page, 1), pages)
@@ -233,9 +234,7 @@ def overview_json(
 _PLAN_SIZES: dict[tuple[str, float, int], int] = {}  # (rollout, updated_at, journaled) -> steps
 
 
-def _progress(
-    store: SqliteStore, reads: ReadModel, active: list[RolloutHead]
-) -> dict[str, dict[str, int]]:
+def _progress(store: Store, reads: Reads, active: list[RolloutHead]) -> dict[str, dict[str, int]]:
     """Steps done and planned of each rollout under way. The plan is previewed from the
     rollout's spec (a 500-node spec is ~25 ms to parse and plan), so its length is kept
     until the rollout moves (a step begins or ends)."""
@@ -366,7 +365,7 @@ def analysis_json(row: RolloutRow, journal: list[JournalRow]) -> list[dict[str, 
 
 
 def function_json(
-    store: SqliteStore,
+    store: Store,
     name: str,
     desired: DesiredState | None,
     live: LiveState,
@@ -493,7 +492,7 @@ def available_actions(
 # one rollout -----------------------------------------------------------------------------------
 
 
-def rollout_json(store: SqliteStore, rollout_id: str, now: float) -> dict[str, Any] | None:
+def rollout_json(store: Store, rollout_id: str, now: float) -> dict[str, Any] | None:
     """The document of `/rollouts/{id}` and `/api/rollouts/{id}`; None if unknown."""
     row = store.rollout(rollout_id)
     if row is None:

@@ -110,7 +110,7 @@ def test_rollback_from_the_page_holds_the_chosen_version(
     page.goto(f"{ui.url}/functions/back")
     page.fill("#to-version", "1.0.0")
     page.click("button.act-rollback")
-    expect(page.locator(".flash")).to_contain_text("back: COMPLETED")
+    expect(page.locator(".flash")).to_contain_text("back: COMPLETED", timeout=30_000)
     assert set(ui.fleet.serving("back").values()) == {"1.0.0"}
     doc = api(ui, "functions/back")
     assert doc["held"] is True and doc["state"] == "held"
