@@ -44,3 +44,27 @@ def test_a_port_alone_listens_on_loopback_only() -> None:
     assert parse_listen("9500") == ("127.0.0.1", 9500)
     assert parse_listen(":9500") == ("127.0.0.1", 9500)
     assert parse_listen("0.0.0.0:9500") == ("0.0.0.0", 9500)  # only when asked for
+
+
+def test_a_missing_token_file_stops_the_daemon_at_start(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    from tests.daemon.daemonsupport import free_port
+    from tests.gitrepo import GitRemote
+
+    remote = GitRemote(tmp_path / "git")
+    config = tmp_path / "gitopsd.toml"
+    config.write_text(
+        f'[source]\nurl = "{remote.bare}"\ninterval = "PT1H"\n'
+        f'[state]\ndir = "{tmp_path / "state"}"\n'
+        f'[ui]\nlisten = "127.0.0.1:{free_port()}"\ntoken_file = "no-such-token"\n'
+    )
+    done = subprocess.run(
+        [sys.executable, "-m", "gitopsd.cli.main", "run", "--config", str(config)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 2, done.stderr
+    assert f"ui token file {tmp_path / 'no-such-token'}" in done.stderr
