@@ -3,6 +3,8 @@ an unknown key refused like in every other section."""
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -10,6 +12,8 @@ import pytest
 from gitopsd.config import load_config
 from gitopsd.errors import ConfigError
 from gitopsd.ui.daemon_ports import parse_listen
+from tests.daemon.daemonsupport import free_port
+from tests.gitrepo import GitRemote
 
 
 def test_ui_section_reads_listen_and_a_token_file_relative_to_the_config(tmp_path: Path) -> None:
@@ -47,12 +51,6 @@ def test_a_port_alone_listens_on_loopback_only() -> None:
 
 
 def test_a_missing_token_file_stops_the_daemon_at_start(tmp_path: Path) -> None:
-    import subprocess
-    import sys
-
-    from tests.daemon.daemonsupport import free_port
-    from tests.gitrepo import GitRemote
-
     remote = GitRemote(tmp_path / "git")
     config = tmp_path / "gitopsd.toml"
     config.write_text(
