@@ -390,7 +390,10 @@ class DaemonProcess:
     def hook(self) -> int:
         """A signed GitHub push delivery for refs/heads/main; returns the HTTP status."""
         self.deliveries += 1
-        body = json.dumps({"ref": "refs/heads/main"}).encode()
+        delivery = f"bench-{os.getpid()}-{self.deliveries}-{time.time_ns()}"
+        # The daemon's replay guard keys on the signed body too (a forge's push payload
+        # differs per push: its `after` commit, its id): every delivery's body is its own.
+        body = json.dumps({"ref": "refs/heads/main", "delivery": delivery}).encode()
         digest = hmac.new(WEBHOOK_SECRET.encode(), body, hashlib.sha256).hexdigest()
         req = urllib.request.Request(
             f"http://127.0.0.1:{self.webhook_port}/hooks/github",
@@ -399,7 +402,7 @@ class DaemonProcess:
             headers={
                 "Content-Type": "application/json",
                 "X-Hub-Signature-256": f"sha256={digest}",
-                "X-GitHub-Delivery": f"bench-{os.getpid()}-{self.deliveries}-{time.time_ns()}",
+                "X-GitHub-Delivery": delivery,
                 "X-GitHub-Event": "push",
             },
         )
