@@ -36,8 +36,12 @@ def test_quick_bench_writes_every_figure_with_numbers(tmp_path: Path) -> None:
     assert doc["errors"] == {}
     seen = {row["id"] for row in doc["rows"]}
     # One id per P figure (some give several rows); the judgment figure J gives rows J1-J6,
-    # the status page figure UI rows UI1-UI3.
-    grouped = {"J": {f"J{i}" for i in range(1, 7)}, "UI": {f"UI{i}" for i in range(1, 4)}}
+    # the status page figure UI rows UI1-UI3, the dial-out figure P11 three ids.
+    grouped = {
+        "J": {f"J{i}" for i in range(1, 7)},
+        "UI": {f"UI{i}" for i in range(1, 4)},
+        "P11": {"P11", "P11-cpu", "P11-rss"},
+    }
     expected = {f for f in FIGURES if f not in grouped}
     for ids in grouped.values():
         expected |= ids
