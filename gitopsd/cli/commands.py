@@ -12,12 +12,17 @@ from typing import Any
 import click
 
 from gitopsd.cli.context import Ctx
-from gitopsd.cli.output import echo, render_changes, render_event
+from gitopsd.cli.output import (
+    echo,
+    node_problem_short,
+    render_changes,
+    render_event,
+    render_node_problems,
+)
 from gitopsd.clock import SystemClock
 from gitopsd.diff import Action
 from gitopsd.errors import ConfigError, InvalidManifests
 from gitopsd.fleet.client import AgentClient
-from gitopsd.fleet.tokens import node_problem
 from gitopsd.notify.dispatcher import NotificationDispatcher
 from gitopsd.notify.wiring import notifying, observe_drift, observe_results
 from gitopsd.reconcile import (
@@ -77,7 +82,8 @@ def run_diff(
     if plan:
         for change in read.changes.changes:
             fn = read.desired.functions.get(change.function)
-            if fn is not None:
+            # Only nodes that did not answer differ: a sync waits for them, plans nothing.
+            if fn is not None and not change.only_unreachable:
                 spec = build_spec(fn, read.desired, read.live)
                 plans[fn.name] = preview(strategy_for(fn.spec.strategy), spec.plan_context())
     what_ifs = what_if_plans(read, what_if) if what_if is not None else None
@@ -288,6 +294,8 @@ def run_status(ctx: Ctx, function: str | None, output: str) -> None:
         echo(text, fg="green" if fine else "yellow")
     if not docs:
         click.echo("no functions known yet")
+    silent = {n["node"]: n["error"] for d in docs for n in d["nodes"] if not n["reachable"]}
+    render_node_problems(silent)
     for d in docs:
         render_status(d)
 
@@ -308,7 +316,8 @@ def render_status(d: dict[str, Any]) -> None:
         click.echo(f"  waiting: {d['waiting']}")
     for node in d["nodes"]:
         if not node["reachable"]:
-            problem = node_problem(node["error"])  # a refused token is not "unreachable"
+            # Why, in full, is said once per node above the functions (render_node_problems).
+            problem = node_problem_short(node["error"])  # a refused token is not "unreachable"
             echo(f"  {node['region']:<12} {node['node']:<20} {problem}", fg="red")
             continue
         weights = ", ".join(f"{t['version']} {t['percent']:g}%" for t in node["traffic"])

@@ -20,6 +20,11 @@ if TYPE_CHECKING:  # imported where used: pydantic-settings and pygit2 would slo
 
 F = TypeVar("F", bound=Callable[..., Any])
 
+NO_FLEET_SECRET = (
+    "no agent token: give the fleet secret's file with --agent-token-file FILE, "
+    "GITOPSD_AGENT_TOKEN_FILE=FILE or [fleet] token_file in the config"
+)
+
 
 @dataclass
 class Ctx:
@@ -69,11 +74,17 @@ class Ctx:
     def agent_token(self) -> FleetAuth:
         """How to authenticate to agents: the fleet secret from --agent-token-file, else
         GITOPSD_AGENT_TOKEN_FILE, else fleet.token_file, with [fleet] token_mode and
-        allowed_addresses (read once per invocation: shared mode warns once)."""
+        allowed_addresses (read once per invocation: shared mode warns once).
+
+        ConfigError (exit 2) when no fleet secret is configured at all: a command that talks
+        to agents stops before its first request, instead of every agent refusing it."""
         if self._auth is None:
             from gitopsd.config import fleet_auth
 
-            self._auth = fleet_auth(self.config, self.agent_token_file)
+            auth = fleet_auth(self.config, self.agent_token_file)
+            if auth.secret is None:
+                raise ConfigError(NO_FLEET_SECRET)
+            self._auth = auth
         return self._auth
 
     def fleet_secret(self) -> str:
@@ -83,10 +94,7 @@ class Ctx:
         env = os.environ.get("GITOPSD_AGENT_TOKEN_FILE")
         path = self.agent_token_file or (Path(env) if env else None) or self.config.fleet.token_file
         if path is None:
-            raise ConfigError(
-                "no fleet secret: give --agent-token-file, GITOPSD_AGENT_TOKEN_FILE or "
-                "[fleet] token_file"
-            )
+            raise ConfigError(NO_FLEET_SECRET)
         return read_secret(path, "agent token")
 
     def source(self, source: str | None, ref: str | None, path: str | None) -> SourceSpec:

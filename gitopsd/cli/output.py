@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import sys
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 
 import click
 
 from gitopsd.diff import Action, Change, ChangeSet
 from gitopsd.errors import InvalidManifests
-from gitopsd.fleet.tokens import node_problem
+from gitopsd.fleet.tokens import NOT_ALLOWED, REFUSED_TOKEN, node_problem
 from gitopsd.rollout.engine import RolloutEvent
 from gitopsd.rollout.preview import describe_step
 from gitopsd.rollout.steps import Step
@@ -41,7 +41,9 @@ def render_change(change: Change) -> None:
         head = f"{mark} {change.action} {change.function} {live} -> {change.version}"
     echo(head, fg=colour, bold=True)
     for node in change.nodes:
-        if node.action is not Action.OK:
+        # A node that did not answer is named once, with why, under the changes (`! NODE`):
+        # repeated for every function it would drown the rest.
+        if node.action not in (Action.OK, Action.UNKNOWN):
             echo(f"    {node.node}: {node.action} ({node.detail})", fg=colour)
 
 
@@ -49,11 +51,34 @@ def render_changes(changes: ChangeSet, plans: dict[str, Sequence[Step]] | None =
     echo(f"commit {changes.commit or '(working tree)'}", fg="cyan")
     for change in changes.changes:
         render_change(change)
+        if plans is not None and change.only_unreachable:
+            # A sync starts no rollout for it (reconcile.py waits for the nodes): no plan.
+            echo("      no rollout: only nodes that did not answer differ", dim=True)
         for i, step in enumerate((plans or {}).get(change.function, ())):
             echo(f"      {i + 1:>2}. {describe_step(step)}")
-    for node, error in sorted(changes.unreachable.items()):
-        echo(f"! {node} {node_problem(error)}", fg="red")  # a refused token is not "unreachable"
+    render_node_problems(changes.unreachable)
     echo(f"Plan: {changes.summary}.", bold=True)
+
+
+def render_node_problems(errors: Mapping[str, str]) -> None:
+    """One line per node that did not answer, with why (a refused token is not
+    "unreachable"): said once, however many functions the node runs."""
+    for node, error in sorted(errors.items()):
+        echo(f"! {node} {node_problem(error)}", fg="red")
+
+
+NOT_CONNECTED = "not connected to the controller"  # a dial-out node's tunnel (fleet/tunnel.py)
+
+
+def node_problem_short(error: str) -> str:
+    """The kind of a node's problem, for a line that refers to the full one."""
+    if REFUSED_TOKEN in error:
+        return "refused our token"
+    if NOT_ALLOWED in error:
+        return "not asked: outside [fleet] allowed_addresses"
+    if NOT_CONNECTED in error:
+        return "dial-out, not connected to the controller"
+    return "unreachable"
 
 
 def render_problems(exc: InvalidManifests) -> None:

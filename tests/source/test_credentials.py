@@ -165,7 +165,9 @@ def test_cli_errors_never_show_the_password(
     served: tuple[GitRemote, GitHttpServer], tmp_path: Path
 ) -> None:
     _, server = served
-    run = Gitopsd(tmp_path / "state")
+    secret = tmp_path / "fleet-secret"  # diff talks to agents: without one it stops first
+    secret.write_text("fleet-secret\n")
+    run = Gitopsd(tmp_path / "state", secret)
     wrong = server.url("remote.git", f"{USER}:{WRONG}")
     refused = run("validate", wrong)
     with socket.socket() as closed:
