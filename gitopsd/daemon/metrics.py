@@ -206,6 +206,23 @@ class Metrics:
             for state, n in by_state.items():
                 self.rollouts.set(n, state=state)
 
+    def set_leadership(self, led: frozenset[int], shards: int) -> None:
+        """With a PostgreSQL state (several controllers): gitopsd_leader (1 when this process
+        leads at least one shard) and gitopsd_shard_leader{shard} for every shard. The
+        families appear at the first call, so a SQLite controller exports neither."""
+        with self._lock:
+            if not hasattr(self, "leader"):
+                self.leader = Gauge(
+                    "gitopsd_leader", "1 when this process leads at least one shard, else 0."
+                )
+                self.shard_leader = Gauge(
+                    "gitopsd_shard_leader", "1 when this process leads the shard.", ("shard",)
+                )
+                self._families = (*self._families, self.leader, self.shard_leader)
+            self.leader.set(1 if led else 0)
+            for shard in range(shards):
+                self.shard_leader.set(1 if shard in led else 0, shard=str(shard))
+
     def agent_request_error(self, node: str) -> None:
         with self._lock:
             self.agent_request_errors.inc(node=node)

@@ -84,11 +84,10 @@ class Leadership:
         ends = [t.acting_until() for s, t in self.timers.items() if s in self.led_shards()]
         return min((e for e in ends if e is not None), default=None)
 
-    def fence(self) -> Fence | None:
-        """The fence for the store's writes: the terms of the shards led now (None: none)."""
+    def fence(self) -> Fence:
+        """The fence for the store's writes: the terms of the shards led now. Leading none,
+        the fence claims nothing and the database refuses every write made under it."""
         led = self.led_shards()
-        if not led:
-            return None
         return Fence(self.holder, self.shards, {s: self.held[s].term for s in sorted(led)})
 
     # rounds --------------------------------------------------------------------------------

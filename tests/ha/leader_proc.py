@@ -47,7 +47,7 @@ async def main(url: str, holder: str, shards: int, functions: list[str]) -> None
             say(event="lead", shards=led, at=time.time())
         fence = leadership.fence()
         store.set_fence(fence)
-        if fence is not None:
+        if fence.terms:
             for fn in functions:
                 shard = shard_of(fn, shards)
                 if shard not in fence.terms:

@@ -151,6 +151,13 @@ def test_a_leader_writes_only_for_the_shards_it_leads(
         store.create_rollout(rollout("out", function=outside))
     with pytest.raises(Fenced, match="does not lead shard 2"):
         store.set_control(outside, 1.0, promote=0)
+    # Leading nothing (a standby, or a leader whose leases ran out): nothing at all.
+    store.set_fence(Fence("a", shards, {}))
+    with pytest.raises(Fenced, match="does not lead shard 1"):
+        store.set_control(inside, 2.0, promote=1)
+    with pytest.raises(Fenced, match="a leads no shard"):
+        store.put("last_applied_commit", "b" * 40)
     store.set_fence(None)
+    assert store.get("last_applied_commit") == "a" * 40
     assert store.rollout("out") is None
     assert store.rollout("in") is not None
