@@ -91,18 +91,20 @@ def _node_rows(function: str, live: LiveState, regions: Mapping[str, str]) -> li
 
 
 def function_status(
-    store: Store,
+    store: Store | None,
     function: str,
     desired: DesiredState | None,
     live: LiveState,
 ) -> dict[str, Any]:
-    """The JSON document `gitopsd status --output json` prints for one function."""
-    rows = store.rollouts(function, limit=1)
+    """The JSON document `gitopsd status --output json` prints for one function. `store`
+    None: no state database exists yet (reading one must not create it), nothing recorded."""
+    rows = store.rollouts(function, limit=1) if store is not None else []
     row = rows[0] if rows else None
     fn = desired.functions.get(function) if desired else None
     regions = {n: d.region for n, d in desired.nodes.items()} if desired else {}
     nodes = [n for n in _node_rows(function, live, regions) if not n["reachable"] or n["traffic"]]
-    controls = store.controls(function)  # one reading for `waiting`, `held` and `paused`
+    # One reading for `waiting`, `held` and `paused`.
+    controls = store.controls(function) if store is not None else Controls()
     live_versions = sorted({t["version"] for n in nodes for t in n["traffic"] if t["percent"]})
     return {
         "function": function,
@@ -121,14 +123,19 @@ def function_status(
             "message": redact(row.message),
             "updatedAt": datetime.fromtimestamp(row.updated_at, UTC).isoformat(timespec="seconds"),
         },
-        "waiting": redact(why_waiting(store, function, row, controls) or "") or None,
+        "waiting": (
+            redact(why_waiting(store, function, row, controls) or "") or None
+            if store is not None
+            else None
+        ),
         "held": controls.held,
         "paused": controls.paused,
     }
 
 
-def all_functions(store: Store, desired: DesiredState | None, live: LiveState) -> list[str]:
-    names = {r.function for r in store.rollouts(limit=10_000)}
+def all_functions(store: Store | None, desired: DesiredState | None, live: LiveState) -> list[str]:
+    """Every function the state database, Git or an agent knows, sorted."""
+    names = {r.function for r in store.rollouts(limit=10_000)} if store is not None else set()
     if desired:
         names |= set(desired.functions)
     for inv in live.nodes.values():

@@ -19,6 +19,7 @@ from gitopsd.cli.output import (
     render_event,
     render_node_problems,
 )
+from gitopsd.cli.readonly import existing_store, nothing_recorded, store_opened_on_use
 from gitopsd.clock import SystemClock
 from gitopsd.diff import Action
 from gitopsd.errors import ConfigError, InvalidManifests
@@ -53,10 +54,12 @@ from gitopsd.store.open import open_store
 from gitopsd.store.protocol import Store
 
 
-def reconciler(ctx: Ctx, on_event: EventSink | None = None) -> Reconciler:
+def reconciler(ctx: Ctx, on_event: EventSink | None = None, read_only: bool = False) -> Reconciler:
+    """The Reconciler of this invocation; `read_only` (diff): its store is opened only if
+    something uses it, so reading creates no state database."""
     cfg = ctx.config.fleet
     return Reconciler(
-        open_store(ctx.config, ctx.state_dir),
+        store_opened_on_use(ctx) if read_only else open_store(ctx.config, ctx.state_dir),
         ctx.state_dir,
         SystemClock(),
         ctx.agent_token(),
@@ -75,7 +78,7 @@ def run_diff(
     from gitopsd.cli.whatif import render_what_if, what_if_json, what_if_plans
     from gitopsd.fleet.presence import presence_of
 
-    rec = reconciler(ctx)
+    rec = reconciler(ctx, read_only=True)
     read = asyncio.run(rec.read(source))
     presence = presence_of(ctx.agent_token(), {n: d.address for n, d in read.desired.nodes.items()})
     plans: dict[str, Sequence[Step]] = {}
@@ -267,18 +270,21 @@ def run_status(ctx: Ctx, function: str | None, output: str) -> None:
     from gitopsd.fleet.presence import presence_of
     from gitopsd.status import all_functions, function_status
 
-    store = open_store(ctx.config, ctx.state_dir)
+    store = existing_store(ctx)  # reading creates nothing: no database is nothing recorded
     desired, live, note = asyncio.run(_desired_and_live(ctx, store))
     nodes = {n: d.address for n, d in desired.nodes.items()} if desired is not None else {}
     presence = presence_of(ctx.agent_token(), nodes) if nodes or ctx.config.fleet.listen else None
-    daemon_error = store.get("daemon:last_error") or ""
+    daemon_error = (store.get("daemon:last_error") if store else None) or ""
     if daemon_error:
         note = f"{note}; " if note else ""
         note += f"the daemon cannot reconcile: {daemon_error}"
-    refused = store.get(REFUSED_HEAD_KEY) or ""
+    refused = (store.get(REFUSED_HEAD_KEY) if store else None) or ""
     if refused:
         note = f"{note}; " if note else ""
         note += f"the newest head was not applied: {refused}"
+    if store is None:
+        note = f"{note}; " if note else ""
+        note += nothing_recorded(ctx, "rollout")
     note = redact(note)  # errors name the source URL: never with its password
     names = [function] if function else all_functions(store, desired, live)
     docs = [function_status(store, name, desired, live) for name in names]
@@ -293,7 +299,8 @@ def run_status(ctx: Ctx, function: str | None, output: str) -> None:
     for text, fine in presence.lines() if presence is not None else ():
         echo(text, fg="green" if fine else "yellow")
     if not docs:
-        click.echo("no functions known yet")
+        where = f": {nothing_recorded(ctx, 'rollout')}" if store is not None else ""
+        click.echo(f"no functions known yet{where}")  # (store None: the note said where)
     silent = {n["node"]: n["error"] for d in docs for n in d["nodes"] if not n["reachable"]}
     render_node_problems(silent)
     for d in docs:
@@ -324,7 +331,7 @@ def render_status(d: dict[str, Any]) -> None:
         click.echo(f"  {node['region']:<12} {node['node']:<20} {weights}")
 
 
-async def _desired_and_live(ctx: Ctx, store: Store) -> tuple[Any, Any, str]:
+async def _desired_and_live(ctx: Ctx, store: Store | None) -> tuple[Any, Any, str]:
     """Desired state from the configured source (if any) and live state from its agents."""
     from gitopsd.errors import GitopsdError
     from gitopsd.fleet.live import LiveState
@@ -341,7 +348,7 @@ async def _desired_and_live(ctx: Ctx, store: Store) -> tuple[Any, Any, str]:
             addresses = {n: d.address for n, d in desired.nodes.items()}
         except GitopsdError as exc:
             note = f"desired state unknown: {str(exc).splitlines()[0]}"
-    for row in store.rollouts(limit=200):
+    for row in store.rollouts(limit=200) if store is not None else []:
         for node in row.context.get("nodes", []):
             addresses.setdefault(node["name"], node["address"])
     if not addresses:
@@ -351,8 +358,8 @@ async def _desired_and_live(ctx: Ctx, store: Store) -> tuple[Any, Any, str]:
 
 
 def run_history(ctx: Ctx, function: str | None, output: str) -> None:
-    store = open_store(ctx.config, ctx.state_dir)
-    rows = store.rollouts(function)
+    store = existing_store(ctx)  # reading creates nothing
+    rows = store.rollouts(function) if store is not None else []
     data: list[dict[str, Any]] = [
         {
             "id": r.id,
@@ -371,6 +378,9 @@ def run_history(ctx: Ctx, function: str | None, output: str) -> None:
     if output == "json":
         click.echo(json.dumps({"rollouts": data}, indent=2))
         return
+    if not data:
+        what = f"rollout of {function}" if function else "rollout"
+        click.echo(nothing_recorded(ctx, what))
     for d in data:
         click.echo(
             f"{d['startedAt']}  {d['function']:<20} {d['version']:<10} {d['commit'][:10]}  "
@@ -382,7 +392,9 @@ def run_rollback(ctx: Ctx, function: str, to_version: str | None) -> bool:
     """Roll back and print what happened; True when every node serves the chosen version."""
     from gitopsd.rollout.operator_rollback import rollback_function
 
-    store = open_store(ctx.config, ctx.state_dir)
+    store = existing_store(ctx)
+    if store is None or not store.rollouts(function, limit=1):
+        raise ConfigError(f"{function}: nothing to roll back: {nothing_recorded(ctx, 'rollout')}")
 
     async def go() -> Any:
         async with AgentClient({}, ctx.agent_token(), ctx.config.fleet.timeout) as client:
@@ -400,7 +412,9 @@ def run_rollback(ctx: Ctx, function: str, to_version: str | None) -> bool:
 
 def run_control(ctx: Ctx, action: str, function: str) -> str:
     """Record an operator's request; the engine (this or another process) acts on it."""
-    store = open_store(ctx.config, ctx.state_dir)
+    store = existing_store(ctx)
+    if store is None:  # nothing to act on: an error must not create a state database
+        raise ConfigError(f"{function}: nothing to {action}: {nothing_recorded(ctx, 'rollout')}")
     now = SystemClock().now()
     active = [r for r in store.active_rollouts() if r.function == function]
     if action == "pause":
@@ -408,10 +422,8 @@ def run_control(ctx: Ctx, action: str, function: str) -> str:
             store.set_control(function, now, paused=1)
             return f"{function}: paused (the rollout stops before its next step)"
         if not store.rollouts(function, limit=1):
-            raise ConfigError(
-                f"{function}: nothing to pause: no rollout of {function} recorded in "
-                f"{ctx.state_dir_described()}"
-            )
+            what = f"rollout of {function}"
+            raise ConfigError(f"{function}: nothing to pause: {nothing_recorded(ctx, what)}")
         store.set_control(function, now, paused=1)
         return (
             f"{function}: paused; no rollout of {function} is running: the next rollout of "

@@ -33,7 +33,6 @@ def test_no_token_at_all_stops_every_agent_command_with_one_line(
         ("diff", "--plan", "--output", "json"),
         ("sync", "--once"),
         ("status",),
-        ("rollback", "fn"),
     ):
         result = gitopsd(*argv)
         assert result.code == 2, (argv, result.out, result.err)

@@ -165,4 +165,5 @@ def test_a_truncated_file_names_the_way_out_and_rebuild_starts_empty(tmp_path: P
     assert "nothing could be read from it: the new database is empty" in rebuilt.out
     assert "holds and operator controls" in rebuilt.out
     status = gitopsd("status")
-    assert (status.code, status.out) == (0, "no functions known yet\n")
+    assert status.code == 0
+    assert status.out.startswith("no functions known yet: no rollout recorded in the state dir")
