@@ -137,6 +137,9 @@ def measure(ctx: Context, count: int, pushes: int) -> tuple[list[float], list[fl
     samples: list[float] = []
     cores: list[float] = []
     machine: list[float] = []
+    # Generous: on a machine shared with other work a 1,000-endpoint rollout has taken
+    # over a minute; a slow figure is a figure, a timeout is none.
+    patience = 120 + 0.5 * count
     work = ctx.work / f"n{count}"
     with AgentFleet(work / "agents", count, name="edge") as agents:
         agents.base_port = 0
@@ -150,7 +153,7 @@ def measure(ctx: Context, count: int, pushes: int) -> tuple[list[float], list[fl
         with DaemonProcess(work / "daemon", remote, agents.token_file) as daemon:
             daemon.start()
             # A function's first version has all traffic from the start: no flip to log.
-            wait_for(lambda: all_serving(agents, "1.0.0"), 120, "the first rollout", 0.2)
+            wait_for(lambda: all_serving(agents, "1.0.0"), patience, "the first rollout", 0.2)
             time.sleep(0.5)
             for k in range(1, pushes + 1):
                 version, old = f"1.0.{k}", f"1.0.{k - 1}"
@@ -161,7 +164,9 @@ def measure(ctx: Context, count: int, pushes: int) -> tuple[list[float], list[fl
                 window.start()
                 remote.push()
                 pushed = time.time()
-                wait_for(lambda v=version: len(flips(log.read(), v)) == count, 60, "the flip", 0.05)
+                wait_for(
+                    lambda v=version: len(flips(log.read(), v)) == count, patience, "the flip", 0.05
+                )
                 used, busy = window.stop()
                 cores.append(used)
                 machine.append(busy)
@@ -169,6 +174,8 @@ def measure(ctx: Context, count: int, pushes: int) -> tuple[list[float], list[fl
                 ctx.log(f"P2 push -> {count} endpoints serving: {samples[-1] * 1000:.0f} ms")
                 if not all_serving(agents, version):
                     raise RuntimeError(f"not every endpoint serves {version}")
-                wait_for(lambda o=old: len(retired(log.read(), o)) == count, 60, "the retire", 0.05)
+                wait_for(
+                    lambda o=old: len(retired(log.read(), o)) == count, patience, "the retire", 0.05
+                )
                 time.sleep(0.5)  # the rollout's last steps and the pass that reports it
     return samples, cores, machine
