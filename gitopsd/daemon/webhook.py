@@ -1,9 +1,13 @@
 """Webhook receiver for GitHub, Gitea and GitLab push events.
 
 Order of checks, cheapest and safest first: size and time (the body is read with a hard cap
-and a deadline before anything parses it), signature (constant-time), delivery id (present
-and printable), replay (the same delivery id, or the same signed body, seen before), then
-JSON. A valid push to the watched branch asks the daemon for a reconcile now.
+and a deadline before anything parses it), signature (constant-time, over the body as sent),
+delivery id (present and printable), replay (the same delivery id, or the same signed body,
+seen before), then JSON. A valid push to the watched branch asks the daemon for a reconcile
+now; GitHub's `ping` (sent when a hook is created) is answered and asks for nothing.
+
+GitHub and Gitea let a hook deliver `application/json` or `application/x-www-form-urlencoded`
+(`payload=<url-encoded JSON>`); both are read. The signature covers the form body as sent.
 
 Header values reach us as aiohttp decodes them (UTF-8, undecodable bytes kept as surrogate
 escapes), so every comparison works on the header's raw bytes: a header that is not UTF-8
@@ -19,6 +23,7 @@ import json
 import re
 from collections import OrderedDict
 from collections.abc import Callable
+from urllib.parse import parse_qs
 
 from aiohttp import web
 
@@ -114,6 +119,52 @@ def body_key(forge: str, body: bytes) -> str:
     return f"{forge}:sha256:{hashlib.sha256(body).hexdigest()}"
 
 
+FORM = "application/x-www-form-urlencoded"
+FORM_FORGES = ("github", "gitea")  # the forges that offer the form content type
+_EVENT_HEADERS = {"github": "x-github-event", "gitea": "x-gitea-event"}
+
+
+class BodyRefused(ValueError):
+    """The delivery's body cannot be read as the forge's JSON payload; the message says why."""
+
+
+def delivered_json(forge: str, content_type: str, body: bytes) -> object:
+    """The JSON payload of a delivery: the body itself, or for GitHub's and Gitea's form
+    content type the `payload` field of the URL-encoded body. BodyRefused says why not."""
+    media = content_type.split(";", 1)[0].strip().lower()
+    if forge in FORM_FORGES and media == FORM:
+        try:
+            form = body.decode("ascii")  # URL-encoded: every other byte is escaped
+        except UnicodeDecodeError:
+            raise BodyRefused("form body is not URL-encoded text") from None
+        try:
+            fields = parse_qs(form, keep_blank_values=True, errors="strict", max_num_fields=20)
+        except UnicodeDecodeError:
+            raise BodyRefused("payload field is not valid JSON (not UTF-8)") from None
+        except ValueError:
+            raise BodyRefused("form body has too many fields") from None
+        values = fields.get("payload", [])
+        if not values:
+            raise BodyRefused("form body has no payload field")
+        if len(values) > 1:
+            raise BodyRefused("form body has more than one payload field")
+        text: str | bytes = values[0]
+    else:
+        text = body
+    try:
+        return json.loads(text)
+    except RecursionError:  # the C decoder recurses per nesting level
+        raise BodyRefused("body is JSON nested too deeply") from None
+    except (ValueError, UnicodeDecodeError):
+        raise BodyRefused("body is not valid JSON") from None
+
+
+def event_name(forge: str, headers: dict[str, str]) -> str:
+    """The forge's event header (`push`, `ping`...), "" when it names none."""
+    name = _EVENT_HEADERS.get(forge)
+    return headers.get(name, "").strip().lower() if name else ""
+
+
 def pushed_ref(payload: object) -> str | None:
     """The ref a push event moved (`refs/heads/main`), None for other events."""
     if isinstance(payload, dict) and isinstance(payload.get("ref"), str):
@@ -179,11 +230,17 @@ class WebhookReceiver:
         if not self.replays.first_time(delivery, body_key(forge, bytes(body))):
             return self._refuse(409, "delivery already received (replay)", forge)
         try:
-            payload = json.loads(body)
-        except RecursionError:  # the C decoder recurses per nesting level
-            return self._refuse(400, "body is JSON nested too deeply", forge)
-        except (ValueError, UnicodeDecodeError):
-            return self._refuse(400, "body is not valid JSON", forge)
+            payload = delivered_json(forge, headers.get("content-type", ""), bytes(body))
+        except BodyRefused as exc:
+            return self._refuse(400, str(exc), forge)
+        if event_name(forge, headers) == "ping":
+            # A hook was created (or its ping redelivered): it works, nothing to reconcile.
+            raw_id = payload.get("hook_id") if isinstance(payload, dict) else None
+            hook_id = raw_id if type(raw_id) is int else None  # echoed back: a number only
+            if self.on_delivery is not None:
+                self.on_delivery(forge, "ping")
+            self.log.info("webhook ping", forge=forge, hook_id=hook_id)
+            return web.json_response({"status": "pong", "hookId": hook_id})
         ref = pushed_ref(payload)
         if ref is not None and ref != f"refs/heads/{self.branch}":
             return web.json_response({"status": "ignored", "reason": f"push to {ref}"})
