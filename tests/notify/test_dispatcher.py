@@ -91,7 +91,7 @@ async def test_a_failing_receiver_gets_everything_in_order_once_it_recovers(
         for i in range(3):
             d.publish(note(message=f"n{i}"))
         await until(lambda: len(receiver.delivered()) == 3, what="three deliveries")
-        assert d.outbox is not None and d.outbox.pending() == 0
+        await until(lambda: d.outbox is not None and d.outbox.pending() == 0, "acked")
     assert [r.body["message"] for r in receiver.delivered()] == ["n0", "n1", "n2"]
     # The first notification was tried four times, with the same delivery id each time.
     first = [r for r in receiver.requests if r.body["message"] == "n0"]
@@ -126,7 +126,7 @@ async def test_undelivered_notifications_survive_a_restart(
     receiver.start()
     async with dispatcher(tmp_path, receiver.url) as second:
         await until(lambda: len(receiver.delivered()) == 2, what="both after the restart")
-        assert second.outbox is not None and second.outbox.pending() == 0
+        await until(lambda: second.outbox is not None and second.outbox.pending() == 0)
     assert receiver.events() == ["rollout_started", "completed"]
 
 
@@ -156,7 +156,7 @@ async def test_events_and_functions_filter(tmp_path: Path, receiver: HttpReceive
         d.publish(note("failed", function="other"))  # not a function it wants
         d.publish(note("failed"))
         await until(lambda: receiver.delivered(), what="the wanted one")
-        assert d.outbox is not None and d.outbox.pending() == 0
+        await until(lambda: d.outbox is not None and d.outbox.pending() == 0, "acked")
     assert [(r.body["event"], r.body["function"]) for r in receiver.requests] == [
         ("failed", "hello")
     ]

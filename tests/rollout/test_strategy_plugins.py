@@ -87,9 +87,12 @@ def repo(remote: GitRemote, fleet: Fleet) -> GitRemote:
     return remote
 
 
-def test_diff_plan_previews_the_plugin(shadow: dict[str, str], repo: GitRemote) -> None:
+def test_diff_plan_previews_the_plugin(
+    shadow: dict[str, str], repo: GitRemote, fleet: Fleet
+) -> None:
     push(repo, "fn", "1.0.0", "{type: shadow, observeFor: PT10M}")
-    out = cli(shadow, "diff", str(repo.bare), "--plan", "--output", "json")
+    token = ("--agent-token-file", str(fleet.token_file))
+    out = cli(shadow, "diff", str(repo.bare), "--plan", "--output", "json", *token)
     assert out.returncode == 1, out.stderr
     steps = json.loads(out.stdout)["plans"]["fn"]
     assert [s["kind"] for s in steps] == [
