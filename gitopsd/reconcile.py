@@ -26,6 +26,7 @@ from gitopsd.rollout.hold import hold_reason
 from gitopsd.rollout.judge import JudgeSettings
 from gitopsd.rollout.spec import HealthSpec, RolloutSpec, TargetNode
 from gitopsd.rollout.steps import RolloutState, outcome_from_json, step_from_json
+from gitopsd.rollout.windows import WAITING_STATE, why_not_now
 from gitopsd.source.ancestry import (
     LAST_APPLIED_KEY,
     REFUSED_HEAD_KEY,
@@ -66,11 +67,25 @@ class FunctionResult:
 
     @property
     def ok(self) -> bool:
-        return self.state in ("COMPLETED", "PRUNED", "HELD", "DRAFT", "PAUSED_BY_OPERATOR")
+        return self.state in (
+            "COMPLETED",
+            "PRUNED",
+            "HELD",
+            "DRAFT",
+            "PAUSED_BY_OPERATOR",
+            WAITING_STATE,  # outside its deploy windows: nothing failed, it starts later
+        )
 
     @property
     def note_status(self) -> str:
-        waiting = ("DRAFT", "IN_PROGRESS", "PENDING", "PAUSED_BY_OPERATOR", "WAITING_FOR_NODES")
+        waiting = (
+            "DRAFT",
+            "IN_PROGRESS",
+            "PENDING",
+            "PAUSED_BY_OPERATOR",
+            "WAITING_FOR_NODES",
+            WAITING_STATE,
+        )
         if self.state in waiting:
             return "pending"
         return "success" if self.ok else "failure"
@@ -206,6 +221,9 @@ def build_spec(fn: DesiredFunction, desired: DesiredState, live: LiveState) -> R
             minimum_samples=spec.auto_rollback.analysis.minimum_samples,
             max_extension=spec.auto_rollback.analysis.max_extension,
         ),
+        deploy_windows=spec.deploy_windows.model_dump(mode="json", by_alias=True)
+        if spec.deploy_windows
+        else None,
     )
 
 
@@ -413,6 +431,9 @@ class Reconciler:
         held = hold_reason(self.store, fn.name, fn.spec.version, fn.module.sha256, self.clock.now())
         if held:
             return self._waiting(replace(base, state="HELD", message=held))
+        closed = why_not_now(fn.spec.deploy_windows, self.clock.now())
+        if closed:
+            return self._waiting(replace(base, state=WAITING_STATE, message=closed))
         for dep in fn.spec.depends_on:
             if states.get(dep, "COMPLETED") != "COMPLETED":
                 return self._waiting(

@@ -63,3 +63,29 @@ def _targets(function: str, nodes: dict[str, object]) -> set[str]:
             continue
         out.add(name)
     return out
+
+
+def test_the_examples_holiday_freeze_holds_geo_lookup_back(tmp_path: Path) -> None:
+    """geo-lookup's deny window (24-26 December, Berlin): synced on Christmas Day, it waits
+    and says when it starts; every other function rolls out."""
+    from datetime import UTC, datetime
+
+    remote = GitRemote(tmp_path / "git")
+    shutil.copytree(EXAMPLE, remote.work, dirs_exist_ok=True)
+    nodes_file = remote.work / "nodes" / "fleet.yaml"
+    with running_fleet(tmp_path / "fleet") as fleet:
+        for doc in yaml.safe_load_all(nodes_file.read_text()):
+            fleet.add(doc["metadata"]["name"], doc["spec"]["region"], **doc["metadata"]["labels"])
+        nodes_file.write_text(fleet.manifests())
+        remote.commit_push("example")
+        clock = HookClock()
+        christmas = datetime(2026, 12, 25, 12, 0, tzinfo=UTC).timestamp()
+        clock.advance(christmas - clock.now())
+        report = Syncer(tmp_path / "state", remote, clock)()
+        states = {r.function: (r.state, r.message) for r in report.results}
+        state, message = states.pop("geo-lookup")
+        assert state == "WAITING_FOR_WINDOW"
+        # (The other rollouts' waits moved the fake clock on before geo-lookup's turn.)
+        assert message.startswith("waiting for deploy window, opens Sun 27 Dec 00:00 CET (in 1d")
+        assert {state for state, _ in states.values()} == {"COMPLETED"}
+        assert set(fleet.serving("geo-lookup").values()) == {None}

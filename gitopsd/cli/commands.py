@@ -75,6 +75,7 @@ def run_diff(
 ) -> bool:
     """Print the diff (and plans, and where they go under `what_if`'s injected outcomes:
     gitopsd/rollout/whatif.py); True when something would change."""
+    from gitopsd.cli.starts import render_starts, start_times
     from gitopsd.cli.whatif import render_what_if, what_if_json, what_if_plans
     from gitopsd.fleet.presence import presence_of
 
@@ -90,6 +91,7 @@ def run_diff(
                 spec = build_spec(fn, read.desired, read.live)
                 plans[fn.name] = preview(strategy_for(fn.spec.strategy), spec.plan_context())
     what_ifs = what_if_plans(read, what_if) if what_if is not None else None
+    starts = start_times(read, SystemClock().now()) if plan else {}
     if output == "json":
         doc = read.changes.to_json()
         if plan:
@@ -100,9 +102,12 @@ def run_diff(
             doc["dialOut"] = presence.to_json()
         if what_ifs is not None:
             doc["whatIf"] = what_if_json(what_ifs)
+        if starts:
+            doc["starts"] = starts
         click.echo(json.dumps(doc, indent=2))
     else:
         render_changes(read.changes, plans if plan else None)
+        render_starts(starts)
         if what_ifs is not None:
             render_what_if(what_ifs)
         for text, fine in presence.lines() if presence is not None else ():

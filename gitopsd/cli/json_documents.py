@@ -85,6 +85,14 @@ class DiffSummary(_Doc):
     unchanged: int
 
 
+class DiffStart(_Doc):
+    """When a pending rollout of a function with deploy windows would start."""
+
+    now: bool = Field(description="true: its windows are open now")
+    at: str | None = Field(description="ISO 8601 UTC time it would start; null: none in 400 days")
+    message: str
+
+
 class DiffDocument(_Doc):
     """`gitopsd diff --output json` (`plans` with `--plan`: each rollout's steps)."""
 
@@ -95,6 +103,12 @@ class DiffDocument(_Doc):
     unreachable: dict[str, str] = Field(description="node -> why it did not answer")
     plans: dict[str, list[Any]] | None = None
     dial_out: DialOut | None = None
+    starts: dict[str, DiffStart] | None = Field(
+        None, description="with --plan: functions with deploy windows -> when they would start"
+    )
+    what_if: dict[str, Any] | None = Field(
+        None, description="with --what-if: each rollout's path under the injected outcomes"
+    )
 
 
 class DialOutNode(_Doc):

@@ -90,6 +90,7 @@ from .metrics import Metrics, serve_metrics
 from .sdnotify import Notifier
 from .triggers import refs_dir, watch_refs
 from .webhook import WebhookReceiver
+from .window_wakeups import WindowWakeups
 
 MAX_BACKOFF = 300.0
 LAST_ERROR_KEY = "daemon:last_error"  # shown by `gitopsd status` while the daemon retries
@@ -159,6 +160,7 @@ class Daemon:
         self._configure_publisher()
         self.notifications = NotificationDispatcher((), None)  # [[notify]], opened in run()
         self.events = EventBus()  # rollout steps and node changes, for the status page
+        self.window_wakeups = WindowWakeups(self.clock, self._window_opened)
         self.tunnels: TunnelRegistry | None = None  # dial-out agents ([fleet] listen)
         self._tunnels_grace_until = 0.0  # loop time until which a pass waits for them
 
@@ -290,6 +292,11 @@ class Daemon:
         client.on_error = self.metrics.agent_request_error
         client.on_change = self._agent_changed
         return client
+
+    def _window_opened(self, function: str) -> None:
+        """A waiting function's deploy window opened: a pass acts even if nothing moved."""
+        self.pass_state.generations = ()
+        self.request(f"deploy window of {function}")
 
     def _agent_changed(self, node: str) -> None:
         self.log.debug("agent inventory changed", node=node)
@@ -614,6 +621,7 @@ class Daemon:
             why_not = self._why_not_start(
                 fn.name, fn.spec.version, fn.module.sha256, desired.commit
             ) or (waiting_for(change) if change.only_unreachable else "")
+            why_not = why_not or self.window_wakeups.why_not(fn.name, fn.spec.deploy_windows)
             if why_not:
                 self.log.debug("not starting a rollout", function=fn.name, reason=why_not)
                 self.store.put(waiting_key(fn.name), why_not)

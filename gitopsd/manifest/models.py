@@ -21,6 +21,7 @@ from pydantic import (
 )
 from pydantic.alias_generators import to_camel
 
+from gitopsd.manifest.deploy_windows import DeployWindows
 from gitopsd.manifest.durations import Duration
 from gitopsd.manifest.strategy_options import MetricName, RollingOptions
 from gitopsd.manifest.strategy_plugins import StrategySpec
@@ -381,6 +382,11 @@ class EdgeFunctionSpec(_Model):
     auto_rollback: AutoRollback = Field(
         default_factory=AutoRollback,
         description="Metric gates judged at every analysis step of a rollout.",
+    )
+    deploy_windows: DeployWindows | None = Field(
+        None,
+        description="When rollouts of this function may start and run (cron windows with a "
+        "duration and a time zone). Absent: any time. Rollbacks always run.",
     )
     approval: Literal["auto", "manual"] = Field(
         "auto",

@@ -19,6 +19,7 @@ from typing import Any
 from gitopsd.clock import Clock
 from gitopsd.fleet.client import AgentClient
 from gitopsd.log import get_logger
+from gitopsd.manifest.deploy_windows import waiting_message, window_state
 from gitopsd.manifest.strategy_options import OPTION_MODELS
 from gitopsd.rollout.executor import StepExecutor
 from gitopsd.rollout.preview import describe_step
@@ -44,6 +45,7 @@ from gitopsd.rollout.steps import (
     step_to_json,
 )
 from gitopsd.rollout.strategies import create_strategy, strategy_for
+from gitopsd.rollout.windows import waits_at_boundary, windows_of
 from gitopsd.store.protocol import Store
 from gitopsd.store.rows import RolloutRow
 
@@ -184,6 +186,7 @@ class Engine:
                 )
             else:
                 self._check_controls(spec.function)
+                await self._window_boundary(row.id, spec, step)
                 deadline = (
                     done.deadline
                     if done
@@ -230,6 +233,28 @@ class Engine:
             rollout_id, now, state=str(RolloutState.FAILED), message=message, finished_at=now
         )
         return self._row(rollout_id)
+
+    async def _window_boundary(self, rollout_id: str, spec: RolloutSpec, step: Step) -> None:
+        """Deploy windows with `onClose: pause`: a forward step waits here, at its boundary,
+        until a window is open (operator controls still act while it waits); rollbacks and
+        the final step never wait."""
+        windows = windows_of(spec.deploy_windows)
+        if windows is None or not waits_at_boundary(windows, step):
+            return
+        state = window_state(windows.windows, self.clock.now())
+        if state.open:
+            return
+        get_logger(rollout=rollout_id).info("deploy window closed: pausing at a step boundary")
+        while not state.open:
+            now = self.clock.now()
+            message = waiting_message(windows.windows, state, now)
+            self.store.update_rollout(rollout_id, now, message=message)
+            check_at = state.changes_at if state.changes_at is not None else now + 3600.0
+            while self.clock.now() < check_at:
+                self._check_controls(spec.function)
+                await self.clock.sleep_until(min(check_at, self.clock.now() + CONTROL_POLL_SECONDS))
+            state = window_state(windows.windows, self.clock.now())
+        self.store.update_rollout(rollout_id, self.clock.now(), message="")
 
     def _check_controls(self, function: str) -> None:
         if self.stopping:

@@ -55,6 +55,8 @@ class RolloutSpec:
     triggers: tuple[tuple[str, float], ...] = ()
     approval: str = "auto"
     analysis: JudgeSettings = field(default_factory=JudgeSettings)  # autoRollback.analysis
+    # spec.deployWindows as written (JSON), journaled so a resumed rollout keeps its windows.
+    deploy_windows: Mapping[str, Any] | None = None
 
     @property
     def strategy_name(self) -> str:
@@ -111,4 +113,5 @@ class RolloutSpec:
             approval=data.get("approval", "auto"),
             # A rollout stored before autoRollback.analysis existed keeps the judge it began with.
             analysis=JudgeSettings(**data["analysis"]) if "analysis" in data else THRESHOLDS_ONLY,
+            deploy_windows=data.get("deploy_windows"),
         )

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import jsonschema
 import pytest
 
 from tests.clirunner import Gitopsd
@@ -49,6 +50,7 @@ def test_what_if_json_and_a_file_of_outcomes(
     )
     out = gitopsd("diff", str(remote.bare), "--plan", "--what-if", str(spec), "--output", "json")
     assert out.code == 1, out.err
+    jsonschema.validate(out.json(), gitopsd("schema", "--output-docs").json()["diff"])
     doc = out.json()["whatIf"]
     assert doc["injected"] == [
         "breach error_rate on edge-eu-central-1 at stage 1",
