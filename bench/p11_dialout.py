@@ -191,8 +191,7 @@ def run(ctx: Context) -> list[Row]:
             for name in agents.names
         ),
     )
-    write_version(remote, "1.0.0")
-    remote.commit("first version")
+    remote.commit("the nodes, no function yet")
     remote.push()
     samples: list[float] = []
     cores: list[float] = []
@@ -204,7 +203,12 @@ def run(ctx: Context) -> list[Row]:
         daemon.start()
         try:
             agents.start()
+            # Every tunnel first, then the first version: a rollout begun while some agents
+            # are still starting would fail on them (as on any unreachable node).
             wait_for(lambda: connected(relay) == count, 600, f"{count} tunnels", 0.5)
+            write_version(remote, "1.0.0")
+            remote.commit("first version")
+            remote.push()
             wait_for(lambda: all_serving(agents, "1.0.0"), 600, "the first rollout", 1.0)
             assert daemon.proc is not None and agents.proc is not None
             time.sleep(5.0)  # the first rollout's last passes, held requests settle
