@@ -41,7 +41,7 @@ from gitopsd.report.notes import (
     non_fast_forward_outcome,
     refused_outcome,
 )
-from gitopsd.report.publish import publish
+from gitopsd.report.publisher import publish_now
 from gitopsd.rollout.engine import EventSink
 from gitopsd.rollout.preview import preview
 from gitopsd.rollout.steps import Step
@@ -146,13 +146,10 @@ async def _sync_pass(ctx: Ctx, rec: Reconciler, source: SourceSpec) -> bool:
 
 async def _report(ctx: Ctx, source: SourceSpec, outcome: CommitOutcome, forges: Any) -> None:
     """The git note, then the forge statuses (waited for: `sync --once` exits after)."""
-    from gitopsd.report.forges import outcome_statuses
-
     status = ctx.config.status
-    if status.git_notes:
-        publish(source, ctx.state_dir, outcome, status.push_notes)
-    for function, state, description in outcome_statuses(outcome):
-        await forges.post_all(outcome.commit, function, state, description)
+    await publish_now(
+        source, ctx.state_dir, outcome, forges, git_notes=status.git_notes, push=status.push_notes
+    )
 
 
 def pending_outcome(read: ReadResult, store: Store, now: float) -> CommitOutcome | None:
