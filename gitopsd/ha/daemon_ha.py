@@ -139,7 +139,11 @@ class SharedControl:
             except StoreError as exc:
                 self.log.warning("could not wake the leader", reason=reason, error=str(exc))
 
-        task = asyncio.get_running_loop().create_task(send())
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:  # not running yet (start-up): the first pass comes anyway
+            return
+        task = loop.create_task(send())
         self._sending.add(task)  # a reference until done: the loop keeps only weak ones
         task.add_done_callback(self._sending.discard)
 

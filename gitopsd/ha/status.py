@@ -94,3 +94,11 @@ class LeadershipView:
 
 def leadership_view(store: PostgresStore, shards: int) -> LeadershipView:
     return LeadershipView(shards, {lease.shard: lease for lease in read_leases(store)})
+
+
+def leadership_for(store: object, shards: int) -> LeadershipView | None:
+    """The view for `gitopsd status` on a PostgreSQL store; None on SQLite (one controller,
+    no leases: the status says nothing of leadership)."""
+    if isinstance(store, PostgresStore):
+        return leadership_view(store, shards)
+    return None

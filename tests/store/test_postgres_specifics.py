@@ -122,3 +122,25 @@ def test_the_shard_of_a_function_is_the_same_in_python_and_in_the_database(
     # Spread: with 3 shards every shard gets a fair part of 200 names.
     counts = [sum(shard_of(f"fn-{i}", 3) == s for i in range(200)) for s in range(3)]
     assert min(counts) > 40
+
+
+def test_a_dropped_connection_fails_one_call_and_the_next_reconnects(
+    pg_server: PgServer,
+) -> None:
+    db = pg_server.create_database()
+    store = PostgresStore(pg_target(pg_server.url(db, with_password=True)))
+    try:
+        store.put("k", "1")
+        pg_server.sql(
+            db,
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+            " WHERE datname = current_database() AND pid <> pg_backend_pid()",
+        )
+        with pytest.raises(
+            StoreError, match=f"state database postgresql://gitopsd@127.0.0.1:{pg_server.port}/{db}"
+        ):
+            store.put("k", "2")
+        store.put("k", "3")  # a new connection
+        assert store.get("k") == "3"
+    finally:
+        store.close()
