@@ -15,12 +15,15 @@ from typing import Any
 from pydantic import ValidationError
 
 from gitopsd.errors import InvalidManifests, ManifestProblem
+from gitopsd.manifest.deploy_windows import DeployWindows
 from gitopsd.manifest.desired import DesiredFunction, DesiredNode, DesiredState
 from gitopsd.manifest.lines import line_of_byte
 from gitopsd.manifest.models import (
     API_VERSION,
     KINDS,
     MANIFEST_MODELS,
+    AnyManifest,
+    DeployPolicyManifest,
     EdgeFunctionManifest,
     EdgeNodeManifest,
     agent_identity,
@@ -37,7 +40,7 @@ DEFAULT_MAX_MODULE_BYTES = 8 << 20
 # must load: the cap only stops a runaway multi-document file.
 DEFAULT_MAX_DOCUMENTS = 20_000
 
-_KIND_LIST = " or ".join(KINDS)
+_KIND_LIST = f"{', '.join(KINDS[:-1])} or {KINDS[-1]}"
 
 
 def load_snapshot(
@@ -72,7 +75,7 @@ class _Doc:
     document: Document
     kind: str
     name: str | None  # metadata.name as written, even when the document is invalid
-    manifest: EdgeNodeManifest | EdgeFunctionManifest | None  # None: invalid
+    manifest: AnyManifest | None  # None: invalid
 
     def line_of(self, *loc: int | str) -> int:
         return self.document.tree.resolve(loc)[0]
@@ -195,7 +198,7 @@ class _Load:
             self.problem(path, line(("kind",))[0], f"unknown kind {kind!r}: expected {_KIND_LIST}")
             return
         model = MANIFEST_MODELS[kind]
-        manifest: EdgeNodeManifest | EdgeFunctionManifest | None = None
+        manifest: AnyManifest | None = None
         try:
             # by_name=False: YAML must use the camelCase names; snake_case is Python's business.
             manifest = model.model_validate(value, by_alias=True, by_name=False)
@@ -254,8 +257,23 @@ class _Load:
             nodes[node.name] = node
         return nodes
 
+    def _policy(self, docs: list[_Doc]) -> DeployWindows | None:
+        """The DeployPolicy's deploy windows; a second DeployPolicy is a problem (which of
+        two fleet-wide defaults applies would depend on file order)."""
+        found = [d for d in docs if isinstance(d.manifest, DeployPolicyManifest)]
+        for extra in found[1:]:
+            self.problem(
+                extra.path,
+                extra.document.line,
+                f"a second DeployPolicy: {found[0].name!r} ({found[0].source}) already sets "
+                "the fleet's defaults; keep one",
+            )
+        first = found[0].manifest if found else None
+        return first.spec.deploy_windows if isinstance(first, DeployPolicyManifest) else None
+
     def _functions(self, docs: list[_Doc]) -> dict[str, DesiredFunction]:
         functions: dict[str, DesiredFunction] = {}
+        policy = self._policy(docs)
         for doc in docs:
             if doc.kind == "EdgeFunction" and doc.manifest is None:
                 self._check_module_of_invalid(doc)
@@ -294,7 +312,10 @@ class _Load:
             self.function_docs[meta.name] = doc
             functions[meta.name] = DesiredFunction(
                 name=meta.name,
-                spec=spec,
+                # The fleet's deploy windows, unless the function has its own.
+                spec=spec
+                if spec.deploy_windows is not None or policy is None
+                else spec.model_copy(update={"deploy_windows": policy}),
                 module=module,
                 source=doc.source,
                 labels=MappingProxyType(dict(meta.labels)),

@@ -27,7 +27,7 @@ from gitopsd.manifest.strategy_options import MetricName, RollingOptions
 from gitopsd.manifest.strategy_plugins import StrategySpec
 
 API_VERSION = "gitopsd/v1"
-KINDS = ("EdgeNode", "EdgeFunction")
+KINDS = ("EdgeNode", "EdgeFunction", "DeployPolicy")
 
 NAME_PATTERN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
 _NAME = re.compile(NAME_PATTERN)
@@ -432,10 +432,34 @@ class EdgeFunctionManifest(_Model):
     )
 
 
-Manifest = Annotated[EdgeNodeManifest | EdgeFunctionManifest, Field(discriminator="kind")]
+class DeployPolicySpec(_Model):
+    """`spec` of a DeployPolicy: defaults for every EdgeFunction of the repository."""
+
+    deploy_windows: DeployWindows = Field(
+        description="The deploy windows of every function without `spec.deployWindows` of "
+        "its own (a function's own windows replace these entirely)."
+    )
+
+
+class DeployPolicyManifest(_Model):
+    """A `kind: DeployPolicy` document: the fleet-wide defaults (at most one)."""
+
+    api_version: Literal["gitopsd/v1"] = Field(description="Always `gitopsd/v1`.")
+    kind: Literal["DeployPolicy"] = Field(
+        description="`DeployPolicy`: fleet-wide defaults, such as deploy windows."
+    )
+    metadata: Metadata = Field(description="The policy's name and labels.")
+    spec: DeployPolicySpec = Field(description="The defaults.")
+
+
+AnyManifest = EdgeNodeManifest | EdgeFunctionManifest | DeployPolicyManifest
+Manifest = Annotated[AnyManifest, Field(discriminator="kind")]
 """Any gitopsd/v1 document, told apart by `kind`."""
 
-MANIFEST_MODELS: dict[str, type[EdgeNodeManifest] | type[EdgeFunctionManifest]] = {
+MANIFEST_MODELS: dict[
+    str, type[EdgeNodeManifest] | type[EdgeFunctionManifest] | type[DeployPolicyManifest]
+] = {
     "EdgeNode": EdgeNodeManifest,
     "EdgeFunction": EdgeFunctionManifest,
+    "DeployPolicy": DeployPolicyManifest,
 }

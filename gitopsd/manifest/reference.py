@@ -35,7 +35,11 @@ _CHECKED_STRINGS = {
     "_check_sha256": "sha256 (hex)",
     "_check_address": "URL",
 }
-_KIND_TITLES = {"EdgeNode": "EdgeNode", "EdgeFunction": "EdgeFunction"}
+_KIND_TITLES = {
+    "EdgeNode": "EdgeNode",
+    "EdgeFunction": "EdgeFunction",
+    "DeployPolicy": "DeployPolicy",
+}
 
 
 def documented_models() -> list[type[BaseModel]]:

@@ -132,3 +132,45 @@ def test_a_window_in_a_manifest_and_its_problems() -> None:
 def test_bad_schedules_are_refused(schedule: str) -> None:
     with pytest.raises(ValueError, match="schedule"):
         windows({"schedule": schedule, "duration": "PT1H"})
+
+
+POLICY = """\
+apiVersion: gitopsd/v1
+kind: DeployPolicy
+metadata: {name: fleet}
+spec:
+  deployWindows:
+    windows: [{kind: deny, schedule: '0 0 24 12 *', duration: P3D, timeZone: Europe/Berlin}]
+"""
+
+
+def test_a_deploy_policy_is_the_default_of_every_function_without_its_own() -> None:
+    text = docs(
+        node("edge-a"),
+        POLICY,
+        function("plain"),
+        function("own", "deployWindows:", "  windows: [{schedule: '0 22 * * *', duration: PT1H}]"),
+    )
+    functions = load(snapshot({"s.yaml": text})).functions
+    plain, own = functions["plain"].spec.deploy_windows, functions["own"].spec.deploy_windows
+    assert plain is not None and [w.kind for w in plain.windows] == ["deny"]
+    assert own is not None and [w.schedule for w in own.windows] == ["0 22 * * *"]
+
+
+def test_a_second_deploy_policy_and_a_bad_one_are_problems() -> None:
+    second = POLICY.replace("name: fleet", "name: other")
+    text = docs(node("edge-a"), POLICY, second, function("plain"))
+    lines = text.splitlines()
+    other = next(i for i, t in enumerate(lines, 1) if "name: other" in t) - 2
+    first = next(i for i, t in enumerate(lines, 1) if "kind: DeployPolicy" in t) - 1
+    assert problems(snapshot({"s.yaml": text})) == [
+        f"s.yaml:{other}: a second DeployPolicy: 'fleet' (s.yaml:{first}) already sets the "
+        "fleet's defaults; keep one",
+    ]
+    bad = POLICY.replace("P3D", "P90D")
+    text = docs(node("edge-a"), bad)
+    line = next(i for i, t in enumerate(text.splitlines(), 1) if "P90D" in t)
+    assert problems(snapshot({"s.yaml": text})) == [
+        f"s.yaml:{line}: spec.deployWindows.windows[0].duration: Input should be less than or "
+        "equal to 2678400, got 'P90D'",
+    ]

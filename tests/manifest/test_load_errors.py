@@ -92,7 +92,7 @@ def test_every_problem_is_reported_at_once_with_file_and_line() -> None:
         "bad.yaml:28: spec.approval: Input should be 'auto' or 'manual', got 'maybe'",
         "bad.yaml:29: spec.selfHeal: Input should be a valid boolean, got 'no'",
         "bad.yaml:32: unknown apiVersion 'apps/v1': expected 'gitopsd/v1'",
-        "bad.yaml:36: unknown kind 'EdgeRouter': expected EdgeNode or EdgeFunction",
+        "bad.yaml:36: unknown kind 'EdgeRouter': expected EdgeNode, EdgeFunction or DeployPolicy",
         "bad.yaml:38: missing apiVersion: expected 'gitopsd/v1'",
         "bad.yaml:42: duplicate EdgeFunction name 'api': first defined at bad.yaml:13",
         "bad.yaml:43: spec.helthCheck: unknown field (did you mean 'healthCheck'?)",
@@ -123,7 +123,7 @@ def test_missing_fields_point_at_the_parent_key_or_document_start() -> None:
         "m.yaml:12: metadata.name: required field is missing",
         "m.yaml:13: spec: missing address: give the agent's address, or connect: dial-out "
         "for an agent that connects to the controller",
-        "m.yaml:15: missing kind: expected EdgeNode or EdgeFunction",
+        "m.yaml:15: missing kind: expected EdgeNode, EdgeFunction or DeployPolicy",
     ]
 
 

@@ -84,8 +84,8 @@ def test_schema_is_draft_2020_12_and_json() -> None:
     assert schema["$schema"] == DIALECT
     assert json.loads(json.dumps(schema)) == schema
     kinds = {errors_free for errors_free in schema["discriminator"]["mapping"]}
-    assert kinds == {"EdgeNode", "EdgeFunction"}
-    assert len(schema["oneOf"]) == 2
+    assert kinds == {"EdgeNode", "EdgeFunction", "DeployPolicy"}
+    assert len(schema["oneOf"]) == 3
 
 
 def test_schema_uses_the_yaml_names() -> None:

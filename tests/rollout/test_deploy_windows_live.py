@@ -148,3 +148,20 @@ def test_an_abort_while_paused_rolls_back_at_once(
     # The rollback ran while the window was still closed, not at the next opening.
     assert clock.now() < ts("2026-10-24T20:11:00")
     assert set(fleet.serving("fn").values()) == {"1.0.0"}
+
+
+def test_a_fleet_wide_policy_holds_every_function_without_windows_of_its_own(
+    tmp_path: Path, repo: GitRemote, fleet: Fleet
+) -> None:
+    repo.write(
+        "policy.yaml",
+        "apiVersion: gitopsd/v1\nkind: DeployPolicy\nmetadata: {name: fleet}\nspec:\n" + nightly(),
+    )
+    clock = at("2026-10-23T12:00:00")  # Friday 14:00 CEST: the policy's window is closed
+    sync = Syncer(tmp_path / "state", repo, clock)
+    push(repo, "fn", "1.0.0", "{type: blue-green}")
+    noon = "  deployWindows:\n    windows: [{schedule: '0 12 * * *', duration: PT1H}]\n"
+    push(repo, "own", "1.0.0", "{type: blue-green}", extra=noon)
+    states = {r.function: r.state for r in sync().results}
+    assert states == {"fn": "WAITING_FOR_WINDOW", "own": "COMPLETED"}
+    assert set(fleet.serving("fn").values()) == {None}
