@@ -4,6 +4,9 @@ Why: aiohttp's request machinery cost about as much CPU per request as the WASM 
 itself (bench P7). Each connection starts on `Connection`, which answers plain
 invocations itself: HTTP/1.1 with a `Host`, a `Content-Length` body (or none), a name that
 needs no decoding, header values in UTF-8, no `Expect`, `Upgrade` or `Transfer-Encoding`.
+The head is parsed by httptools (llhttp, the parser aiohttp's own C parser is built on), in
+its strict mode, as aiohttp's is; on top of it come aiohttp's own limits (line and field
+sizes, header count, headers that may not repeat, `Host`).
 The first request that is anything else (a control endpoint, a chunked body, a malformed
 head, HTTP/1.0) hands the connection, with every byte not yet answered, to the aiohttp
 application, which serves it from then on with the full contract (auth, routing, errors);
@@ -33,6 +36,7 @@ import math
 import re
 import resource
 import time
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from email.utils import formatdate
@@ -40,6 +44,7 @@ from enum import Enum
 from http import HTTPStatus
 from typing import cast
 
+import httptools
 from aiohttp.http import SERVER_SOFTWARE
 from multidict import CIMultiDict
 
@@ -52,25 +57,16 @@ from gitopsd.agent.wagi import NO_BODY_STATUSES
 MAX_LINE_BYTES = 8190
 MAX_HEADERS = 128
 MAX_HEAD_BYTES = MAX_LINE_BYTES + MAX_HEADERS * MAX_LINE_BYTES
-# Longer Content-Length values are aiohttp's to refuse (400 "Content-Length overflow");
-# int() of thousands of digits would raise instead.
-MAX_LENGTH_DIGITS = 18
 # Descriptors the agent keeps for itself beyond its connections (state and module files,
 # the log, the listening socket, wasmtime): the default cap is the open-files limit minus this.
 FD_HEADROOM = 64
 
-# `POST /fn/{fn}[?query] HTTP/1.1` with a name as api.NAME_RE allows; a query of visible
-# ASCII without '%', '+' or '#', which would need the decoding aiohttp does (and aiohttp
-# refuses bytes >= 0x80 there).
-_REQUEST_LINE = re.compile(
-    rb"POST (/fn/([A-Za-z0-9][A-Za-z0-9._+-]{0,127}))"
-    rb"(?:\?([\x21\x22\x24\x26-\x2a\x2c-\x7e]*))? HTTP/1\.1\r\n"
+# The target of a call the fast path serves, routed as aiohttp routes `/fn/{fn}`: a name as
+# api.NAME_RE allows; a query of visible ASCII without '%', '+' or '#', which would need the
+# decoding aiohttp does (and aiohttp refuses bytes >= 0x80 there).
+_TARGET = re.compile(
+    rb"(/fn/([A-Za-z0-9][A-Za-z0-9._+-]{0,127}))(?:\?([\x21\x22\x24\x26-\x2a\x2c-\x7e]*))?"
 )
-# One header line: a token, a colon, a value without control characters (tab allowed).
-_FIELD = re.compile(rb"([!#$%&'*+\-.^_`|~0-9A-Za-z]+):[ \t]*([^\x00-\x08\x0a-\x1f\x7f]*)\r\n")
-# A line feed without its carriage return: aiohttp's to answer (the fast path would wait
-# for a CRLF CRLF that never comes).
-_BARE_LF = re.compile(rb"(?<!\r)\n")
 # Headers that need more of HTTP than the fast path does.
 _HAND_OVER_HEADERS = frozenset({b"transfer-encoding", b"expect", b"upgrade"})
 # Headers aiohttp refuses to see twice (400): a request repeating one is left to it. Our own
@@ -104,46 +100,154 @@ class Head:
     close: bool
 
 
-def parse_head(head: bytes) -> Head | None:
-    """The head (each line ended by CRLF, without the blank line) of a plain
-    `POST /fn/{fn}`; None for any other."""
-    request = _REQUEST_LINE.match(head)
-    if request is None or len(head) > MAX_HEAD_BYTES:
+class _Refuse(Exception):
+    """Raised in a parser callback: aiohttp refuses this request (400)."""
+
+
+class Parsed:
+    """One request head as llhttp read it (with aiohttp's own checks passed)."""
+
+    __slots__ = ("headers", "keep_alive", "method", "seen", "url", "version")
+
+    def __init__(self) -> None:
+        self.url = b""
+        self.headers: list[tuple[bytes, bytes]] = []
+        self.seen: set[bytes] = set()  # lower-case names of the singletons met
+        self.method = b""
+        self.version = ""
+        self.keep_alive = False
+
+
+class Feed(Enum):
+    """What a connection's bytes did to its parser."""
+
+    OK = "ok"
+    REFUSED = "refused"  # llhttp or one of aiohttp's checks refuses them: a 400 from aiohttp
+    UPGRADE = "upgrade"  # an upgrade: what follows is not HTTP to llhttp
+
+
+class RequestStream:
+    """Every byte a connection receives, parsed by httptools as it arrives, in order: the
+    same bytes aiohttp's parser (llhttp, strict, with checks of its own) would see.
+
+    The callbacks add aiohttp's checks at the moment aiohttp makes them: the target's length
+    as it arrives; a header's size, the header count and headers that may not repeat when
+    the next header starts; `Host` when the head ends. Complete heads queue in `heads`.
+    """
+
+    __slots__ = ("current", "heads", "in_head", "parser", "started")
+
+    def __init__(self) -> None:
+        self.current = Parsed()
+        self.heads: deque[Parsed] = deque()
+        self.started = 0  # heads complete so far
+        self.in_head = True  # between a request's first byte and the end of its head
+        self.parser: httptools.HttpRequestParser | None = httptools.HttpRequestParser(self)
+
+    def feed(self, data: bytes | bytearray) -> Feed:
+        """Parse the next bytes received."""
+        if self.parser is None:
+            return Feed.REFUSED
+        try:
+            self.parser.feed_data(data)
+        except httptools.HttpParserUpgrade:
+            self.close()
+            return Feed.UPGRADE
+        except httptools.HttpParserError:
+            self.close()
+            return Feed.REFUSED
+        return Feed.OK
+
+    def close(self) -> None:
+        """Drop the parser (and the reference cycle between it and this stream)."""
+        self.parser = None
+
+    def on_message_begin(self) -> None:
+        self.current = Parsed()
+        self.in_head = True
+
+    def on_message_complete(self) -> None:
+        self.in_head = True  # llhttp's next message starts with the next byte
+
+    def on_url(self, url: bytes) -> None:
+        current = self.current
+        current.url += url
+        if len(current.url) > MAX_LINE_BYTES:  # aiohttp's max_line_size
+            raise _Refuse
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        current = self.current
+        if len(name) + len(value) > MAX_LINE_BYTES or len(current.headers) == MAX_HEADERS:
+            raise _Refuse  # aiohttp's max_field_size and max_headers
+        lower = name.lower()
+        if lower in SINGLETON_HEADERS:
+            if lower in current.seen:
+                raise _Refuse
+            current.seen.add(lower)
+        current.headers.append((name, value))
+
+    def on_headers_complete(self) -> None:
+        current, parser = self.current, self.parser
+        assert parser is not None
+        current.method = parser.get_method()
+        current.version = parser.get_http_version()
+        # Now: once a message is complete, llhttp's flags are those of the next one.
+        current.keep_alive = parser.should_keep_alive()
+        if current.version == "1.1" and b"host" not in current.seen:
+            raise _Refuse  # HTTP/1.1 requires it: aiohttp answers 400
+        self.heads.append(current)
+        self.started += 1
+        self.in_head = False
+
+
+def fast_head(parsed: Parsed) -> Head | None:
+    """The plain `POST /fn/{fn}` the head asks, or None (aiohttp's to serve)."""
+    if parsed.method != b"POST" or parsed.version != "1.1":
+        return None
+    target = _TARGET.fullmatch(parsed.url)
+    if target is None:
         return None
     headers: list[tuple[str, str]] = []
     length = 0
-    close = False
-    seen: set[bytes] = set()
-    pos, size = request.end(), len(head)
-    while pos < size:
-        field = _FIELD.match(head, pos)
-        if field is None or field.end() - pos > MAX_LINE_BYTES or len(headers) == MAX_HEADERS:
-            return None
-        pos = field.end()
-        name, value = field[1], field[2].rstrip(b" \t")
+    for name, raw in parsed.headers:
+        value = raw.rstrip(b" \t")  # llhttp strips the whitespace before a value only
         lower = name.lower()
-        if lower in SINGLETON_HEADERS:
-            if lower in seen:
-                return None
-            seen.add(lower)
         if lower == b"content-length":
-            if not value.isdigit() or len(value) > MAX_LENGTH_DIGITS:
-                return None
-            length = int(value)
+            length = int(value)  # llhttp accepted it: digits, at most 2**64 - 1
         elif lower in _HAND_OVER_HEADERS:
             return None
-        elif lower == b"connection":
-            close = b"close" in [token.strip() for token in value.lower().split(b",")]
         try:
             text = value.decode()
         except UnicodeDecodeError:
             return None  # server.invoke refuses it (400), for both paths
         headers.append((name.decode("latin-1"), text))
-    if b"host" not in seen:  # HTTP/1.1 requires it; aiohttp answers 400 without
+    path = target[1].decode("ascii")
+    query = (target[3] or b"").decode("ascii")
+    return Head(target[2].decode("ascii"), path, query, headers, length, not parsed.keep_alive)
+
+
+def parse_head(head: bytes) -> Head | None:
+    """The head (each line ended by CRLF, without the blank line) of a plain
+    `POST /fn/{fn}`; None for any other, and for any head aiohttp may judge otherwise."""
+    stream = RequestStream()
+    fed = stream.feed(head + b"\r\n")
+    stream.close()
+    if fed is not Feed.OK or not stream.heads:
         return None
-    path = request[1].decode("ascii")
-    query = (request[3] or b"").decode("ascii")
-    return Head(request[2].decode("ascii"), path, query, headers, length, close)
+    return fast_head(stream.heads[0])
+
+
+def line_over_limit(buffer: bytes | bytearray) -> bool:
+    """Whether the unfinished last line of a head is a header over aiohttp's field size,
+    which aiohttp refuses as it arrives (llhttp reports a header once it ends)."""
+    line = buffer[buffer.rfind(b"\n") + 1 :]
+    if len(line) <= MAX_LINE_BYTES:
+        return False
+    colon = line.find(b":")
+    if colon < 0:
+        return len(line) > MAX_LINE_BYTES  # a name alone, still arriving
+    value = line[colon + 1 :].lstrip(b" \t")  # llhttp leaves out the whitespace before it
+    return colon + len(value) > MAX_LINE_BYTES
 
 
 class _Clock:
@@ -320,7 +424,14 @@ class Connection(asyncio.Protocol):
         # The head of a request whose body is still arriving, and where its body starts.
         self._waiting: tuple[int, Head] | None = None
         self._held = 0  # body bytes reserved for the request being received
-        self._scanned = 0  # bytes of the buffer known to hold no head end and no bare LF
+        # Every byte received, parsed in order as aiohttp's parser would see it; where each
+        # read of the socket ended in the buffer (aiohttp gets them the same way after a
+        # hand-over); the heads this path took; the first head aiohttp must have (a read
+        # that llhttp or aiohttp refuses drops the requests whose heads complete in it).
+        self.stream = RequestStream()
+        self._reads: list[int] = []
+        self._taken = 0
+        self._aiohttp_from: int | None = None
         # On aiohttp's side: whether the current request's body was read, and whether bytes
         # of a next request arrived after it.
         self._body_read = False
@@ -345,6 +456,7 @@ class Connection(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         plane = self.plane
+        self.stream.close()
         plane.connections.pop(self, None)
         plane.release(self._held)
         self._held = 0
@@ -358,6 +470,15 @@ class Connection(asyncio.Protocol):
             self._pass_on(data)
             return
         self.buffer += data
+        self._reads.append(len(self.buffer))
+        if self._aiohttp_from is None:
+            stream = self.stream
+            before = stream.started
+            fed = stream.feed(data)
+            if fed is Feed.UPGRADE:
+                self._aiohttp_from = stream.started - 1  # the request that asks it
+            elif fed is Feed.REFUSED or (stream.in_head and line_over_limit(self.buffer)):
+                self._aiohttp_from = before
         if not self.busy:
             if self.phase is Phase.IDLE:
                 self._expect(Phase.HEAD, self.plane.head_timeout)
@@ -439,17 +560,18 @@ class Connection(asyncio.Protocol):
         """Serve the next complete request in the buffer, or hand the connection over."""
         plane = self.plane
         if self._waiting is None:
-            # Search only what arrived since the last look: a head trickling in byte by
-            # byte must not cost a scan of the whole buffer each time.
-            end = self.buffer.find(b"\r\n\r\n", max(self._scanned - 3, 0))
-            if end < 0:
-                if len(self.buffer) > MAX_HEAD_BYTES or _BARE_LF.search(self.buffer, self._scanned):
-                    self._hand_over()
-                else:
-                    self._scanned = len(self.buffer)
+            stream = self.stream
+            if self._aiohttp_from is not None and self._taken >= self._aiohttp_from:
+                self._hand_over()
                 return
-            self._scanned = 0
-            head = parse_head(bytes(self.buffer[: end + 2]))
+            if not stream.heads:
+                return  # the head is on its way
+            parsed = stream.heads.popleft()
+            self._taken += 1
+            # Where the head ends: a head llhttp accepted holds no CR or LF but its line
+            # ends (llhttp skips empty lines before a request: aiohttp's to judge those).
+            end = self.buffer.find(b"\r\n\r\n")
+            head = fast_head(parsed) if end > 0 and self.buffer[0] not in b"\r\n" else None
             if head is None or head.content_length > plane.service.settings.max_module_bytes:
                 self._hand_over()
                 return
@@ -472,6 +594,7 @@ class Connection(asyncio.Protocol):
             return
         body = bytes(self.buffer[start:size])
         del self.buffer[:size]
+        self._reads = [end - size for end in self._reads if end > size]
         self._waiting = None
         held, self._held = self._held, 0
         self._serving()
@@ -518,6 +641,7 @@ class Connection(asyncio.Protocol):
     def _hand_over(self) -> None:
         """From now on aiohttp serves this connection, starting with the buffered bytes.
         The head deadline keeps running: the head being received is the same."""
+        self.stream.close()
         transport = self.transport
         if transport is None or self.plane.fallback is None:
             return
@@ -528,9 +652,15 @@ class Connection(asyncio.Protocol):
         if self._paused:
             self._paused = False
             transport.resume_reading()
+        # The bytes not answered yet, read by read as they came: aiohttp answers a read it
+        # refuses with a 400 alone, so what it is given at once must be what was read at once.
         data, self.buffer = bytes(self.buffer), bytearray()
-        if data:
-            protocol.data_received(data)
+        reads, self._reads = self._reads, []
+        start = 0
+        for end in reads:
+            if end > start:
+                protocol.data_received(data[start:end])
+            start = end
 
     # --- on aiohttp's side -------------------------------------------------------------
 

@@ -5,7 +5,8 @@ fleet this is the daemon's main idle cost. Through aiohttp's client a renewal co
 of CPU here (bench P3, 500 agents: ~180 ms per 30 s); on a kept-alive connection with
 asyncio streams, isolated runs gave 80 to 110 ms per 30 s (the figure is noisy: much of it
 is kernel loopback time that neither path avoids). Only what an agent sends is understood:
-a status line, headers, a body of `Content-Length` bytes. Anything else (chunked encoding,
+a status line, headers (parsed by httptools: http_answer.py), a body of `Content-Length`
+bytes. Anything else (chunked encoding,
 https, a body over the cap) is an error that ends the node's watch; the reconcile pass then
 asks that agent through the full client, as it always can.
 """
@@ -19,6 +20,7 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
+from gitopsd.fleet.http_answer import BadAnswer, parse_answer_head
 from gitopsd.fleet.tokens import excerpt
 
 
@@ -80,14 +82,18 @@ class HeldConnection:
             ).encode("latin-1")
         )
         head = await reader.readuntil(b"\r\n\r\n")
-        status, headers = _parse_head(head)
+        try:
+            answer = parse_answer_head(head)
+        except BadAnswer as exc:
+            raise LongPollError(f"not an HTTP answer: {exc}") from None
+        status, headers = answer.status, answer.headers
         if "transfer-encoding" in headers:
             raise LongPollError("chunked answers are not read here")
         length = int(headers.get("content-length", "0"))
         if length > self._max:
             raise LongPollError(f"answer refused, {length} bytes")
         raw = await reader.readexactly(length) if length else b""
-        if status not in (200, 304) or headers.get("connection", "").lower() == "close":
+        if status not in (200, 304) or not answer.keep_alive:
             self.close()  # an agent that answers otherwise may be on its way down
         body = json.loads(raw.decode("utf-8", errors="replace")) if raw else None
         return Answer(status, headers.get("etag"), body)
@@ -97,16 +103,3 @@ class HeldConnection:
             with contextlib.suppress(Exception):
                 self._streams[1].close()
             self._streams = None
-
-
-def _parse_head(head: bytes) -> tuple[int, dict[str, str]]:
-    lines = head.decode("latin-1").split("\r\n")
-    parts = lines[0].split(" ", 2)
-    if len(parts) < 2 or not parts[0].startswith("HTTP/1.") or not parts[1].isdigit():
-        raise LongPollError(f"not an HTTP answer: {lines[0][:80]!r}")
-    headers: dict[str, str] = {}
-    for line in lines[1:]:
-        name, sep, value = line.partition(":")
-        if sep:
-            headers[name.strip().lower()] = value.strip()
-    return int(parts[1]), headers

@@ -5,7 +5,8 @@ aiohttp's client costs ~65 µs of CPU per request here, so asking 500 agents thr
 connection per agent open and writes a prepared conditional GET on each: ~10 µs a node.
 It only ever answers "unchanged" (304); anything else (a changed inventory, an error, no
 answer in time, https) leaves the node to the full aiohttp path, which reads, retries and
-reports as before. Connections that misbehave are closed and made again next time.
+reports as before. Connections that misbehave are closed and made again next time. Answer
+heads are parsed by httptools (http_answer.py).
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from collections.abc import Callable, Mapping
 from urllib.parse import urlsplit
 
 from gitopsd.errors import AgentError
+from gitopsd.fleet.http_answer import BadAnswer, parse_answer_head
 
 
 class _Batch:
@@ -55,13 +57,17 @@ class _Connection(asyncio.Protocol):
             if len(self.buffer) > 16384:
                 self._finish(False)
             return
-        head = bytes(self.buffer[:end]).lower()
+        head = bytes(self.buffer[: end + 4])
         del self.buffer[: end + 4]
-        parts = head.split(b" ", 2)
-        unchanged = len(parts) >= 2 and parts[1] == b"304"
+        try:
+            answer = parse_answer_head(head)
+        except BadAnswer:
+            self._finish(False)
+            return
+        unchanged = answer.status == 304
         # A 304 has no body. Anything else may have one we will not read: drop the
         # connection rather than parse it, the full path asks again.
-        keep = unchanged and b"connection: close" not in head and not self.buffer
+        keep = unchanged and answer.keep_alive and not self.buffer
         self._finish(unchanged, keep)
 
     def _finish(self, unchanged: bool, keep: bool = False) -> None:
