@@ -36,7 +36,7 @@ class Control(Protocol):
 
     def led_shards(self) -> frozenset[int]: ...
 
-    async def start(self, stack: contextlib.AsyncExitStack, stop: asyncio.Event) -> None: ...
+    async def start(self, stack: contextlib.AsyncExitStack) -> None: ...
 
     def forward(self, reason: str) -> None: ...
 
@@ -55,7 +55,7 @@ class SoloControl:
     def led_shards(self) -> frozenset[int]:
         return frozenset({0})
 
-    async def start(self, stack: contextlib.AsyncExitStack, stop: asyncio.Event) -> None:
+    async def start(self, stack: contextlib.AsyncExitStack) -> None:
         return None
 
     def forward(self, reason: str) -> None:
@@ -106,8 +106,10 @@ class SharedControl:
         self.store.set_fence(self.leadership.fence())
         self.on_change()
 
-    async def start(self, stack: contextlib.AsyncExitStack, stop: asyncio.Event) -> None:
-        """Take part in leases and listen for wakes until `stop`; leases released on exit."""
+    async def start(self, stack: contextlib.AsyncExitStack) -> None:
+        """Take part in leases and listen for wakes until `stack` unwinds, then release the
+        leases: after the daemon's drain, so a stopping leader keeps its lease while its
+        current step finishes, and a standby takes over at once after."""
         await self.leadership.round()  # a lone controller leads from its first pass
         done = asyncio.Event()
         tasks = [
@@ -121,12 +123,6 @@ class SharedControl:
             self.leases.close()
 
         stack.push_async_callback(finish)
-
-        async def follow_stop() -> None:
-            await stop.wait()
-            done.set()
-
-        tasks.append(asyncio.create_task(follow_stop()))
 
     def forward(self, reason: str) -> None:
         """A trigger received here: the leader must hear it (it may be another process)."""
