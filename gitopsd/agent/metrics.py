@@ -1,4 +1,5 @@
-"""Per-version call metrics, as the JSON of docs/agent-api.md and as Prometheus text.
+"""Per-version call metrics, as the JSON of docs/agent-api.md and, through prometheus_client
+(a custom collector), as Prometheus text.
 
 Updated only from the event loop thread, after a call returns, so no locking is needed.
 """
@@ -6,15 +7,26 @@ Updated only from the event loop thread, after a call returns, so no locking is 
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
+
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4
+from prometheus_client.metrics_core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
+from prometheus_client.registry import Collector
 
 from gitopsd.agent.runtime import CallResult, Outcome
 
 # Upper bounds (ms) of the latency histogram, as in the contract; "+Inf" is implicit.
 LATENCY_BUCKETS_MS: tuple[int, ...] = (1, 5, 10, 25, 50, 100)
 SAMPLES = 1000
+CONTENT_TYPE = CONTENT_TYPE_PLAIN_0_0_4  # what `exposition` writes
 
 
 class VersionMetrics:
@@ -99,73 +111,113 @@ class Series:
     traffic_percent: float
 
 
-def _escape(value: str) -> str:
-    return value.replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')
+@dataclass(frozen=True, slots=True)
+class NodeFigures:
+    """What the agent says about itself in `/metrics`, beside the versions."""
+
+    node: str
+    generation: int
+    memory_budget_bytes: int
+    memory_used_bytes: int
 
 
-def _labels(**labels: str) -> str:
-    return "{" + ",".join(f'{k}="{_escape(v)}"' for k, v in labels.items()) + "}"
+# Upper bounds of the Prometheus latency histogram, in seconds (the JSON's, in ms, / 1000).
+LATENCY_BUCKETS_S: tuple[float, ...] = tuple(ms / 1000 for ms in LATENCY_BUCKETS_MS)
 
 
-def _number(value: float) -> str:
-    return repr(float(value)) if isinstance(value, float) else str(value)
+class AgentCollector(Collector):
+    """The agent's `/metrics`, gathered at each scrape (prometheus_client's custom collector):
+    per loaded version (versions come and go, so no series is kept for one unloaded) and
+    per node. Latency in seconds, memory in bytes, as Prometheus names them."""
 
+    def __init__(
+        self,
+        node: Callable[[], NodeFigures],
+        series: Callable[[], Iterable[Series]],
+        counters: AgentCounters,
+    ) -> None:
+        self._node = node
+        self._series = series
+        self._counters = counters
 
-def prometheus_text(
-    node: str,
-    series: Iterable[Series],
-    generation: int,
-    memory_budget_mib: int,
-    memory_used_mib: int,
-) -> str:
-    """Prometheus text exposition format (0.0.4) of every function and version."""
-    rows = list(series)
-    lines: list[str] = []
-
-    def family(name: str, kind: str, help_text: str) -> None:
-        lines.append(f"# HELP {name} {help_text}")
-        lines.append(f"# TYPE {name} {kind}")
-
-    node_labels = _labels(node=node)
-    family("gitopsd_agent_generation", "gauge", "State generation of the agent.")
-    lines.append(f"gitopsd_agent_generation{node_labels} {generation}")
-    family("gitopsd_agent_memory_budget_mib", "gauge", "Memory budget of the agent (MiB).")
-    lines.append(f"gitopsd_agent_memory_budget_mib{node_labels} {memory_budget_mib}")
-    family("gitopsd_agent_memory_used_mib", "gauge", "Sum of memory limits of loaded versions.")
-    lines.append(f"gitopsd_agent_memory_used_mib{node_labels} {memory_used_mib}")
-
-    counters = (
-        ("requests", "Calls served."),
-        ("errors", "Failed calls (traps, timeouts and non-zero exits included)."),
-        ("traps", "Calls that trapped."),
-        ("timeouts", "Calls that exceeded their timeout."),
-    )
-    for field, help_text in counters:
-        name = f"gitopsd_agent_{field}_total"
-        family(name, "counter", help_text)
+    def collect(self) -> Iterator[Metric]:
+        figures = self._node()
+        rows = list(self._series())
+        node = [figures.node]
+        for name, help_text, value in (
+            ("gitopsd_agent_generation", "State generation of the agent.", figures.generation),
+            (
+                "gitopsd_agent_memory_budget_bytes",
+                "Memory budget of the agent.",
+                figures.memory_budget_bytes,
+            ),
+            (
+                "gitopsd_agent_memory_used_bytes",
+                "Sum of the memory limits of the loaded versions.",
+                figures.memory_used_bytes,
+            ),
+        ):
+            gauge = GaugeMetricFamily(name, help_text, labels=["node"])
+            gauge.add_metric(node, value)
+            yield gauge
+        labels = ["node", "function", "version"]
+        for field, help_text in (
+            ("requests", "Calls served."),
+            ("errors", "Failed calls (traps, timeouts and non-zero exits included)."),
+            ("traps", "Calls that trapped."),
+            ("timeouts", "Calls that exceeded their timeout."),
+        ):
+            counter = CounterMetricFamily(f"gitopsd_agent_{field}", help_text, labels=labels)
+            for s in rows:
+                counter.add_metric([figures.node, s.function, s.version], getattr(s.metrics, field))
+            yield counter
+        latency = HistogramMetricFamily(
+            "gitopsd_agent_latency_seconds", "Call latency.", labels=labels
+        )
         for s in rows:
-            labels = _labels(node=node, function=s.function, version=s.version)
-            lines.append(f"{name}{labels} {getattr(s.metrics, field)}")
+            cumulative = s.metrics.buckets()
+            buckets = [
+                (repr(bound), cumulative[str(ms)])
+                for bound, ms in zip(LATENCY_BUCKETS_S, LATENCY_BUCKETS_MS, strict=True)
+            ]
+            buckets.append(("+Inf", cumulative["+Inf"]))
+            latency.add_metric(
+                [figures.node, s.function, s.version], buckets, s.metrics.latency_sum / 1000
+            )
+        yield latency
+        peak = GaugeMetricFamily(
+            "gitopsd_agent_memory_peak_bytes",
+            "Largest linear memory seen in a call.",
+            labels=labels,
+        )
+        traffic = GaugeMetricFamily(
+            "gitopsd_agent_traffic_percent", "Traffic weight of the version.", labels=labels
+        )
+        for s in rows:
+            peak.add_metric([figures.node, s.function, s.version], s.metrics.memory_peak_bytes)
+            traffic.add_metric([figures.node, s.function, s.version], s.traffic_percent)
+        yield peak
+        yield traffic
+        internal = CounterMetricFamily(
+            "gitopsd_agent_internal_errors",
+            "Requests the agent failed by its own fault (not counted against any version).",
+            labels=["node"],
+        )
+        internal.add_metric(node, self._counters.internal_errors)
+        yield internal
+        refused = CounterMetricFamily(
+            "gitopsd_agent_refused",
+            "Client requests and connections the agent refused or closed, by reason.",
+            labels=["node", "reason"],
+        )
+        for reason, count in self._counters.refused.items():
+            refused.add_metric([figures.node, reason], count)
+        yield refused
 
-    family("gitopsd_agent_latency_ms", "histogram", "Call latency in milliseconds.")
-    for s in rows:
-        for bound, count in s.metrics.buckets().items():
-            labels = _labels(node=node, function=s.function, version=s.version, le=bound)
-            lines.append(f"gitopsd_agent_latency_ms_bucket{labels} {count}")
-        labels = _labels(node=node, function=s.function, version=s.version)
-        lines.append(f"gitopsd_agent_latency_ms_sum{labels} {_number(s.metrics.latency_sum)}")
-        lines.append(f"gitopsd_agent_latency_ms_count{labels} {s.metrics.latency_count}")
 
-    family("gitopsd_agent_memory_peak_bytes", "gauge", "Largest linear memory seen in a call.")
-    for s in rows:
-        labels = _labels(node=node, function=s.function, version=s.version)
-        lines.append(f"gitopsd_agent_memory_peak_bytes{labels} {s.metrics.memory_peak_bytes}")
-
-    family("gitopsd_agent_traffic_percent", "gauge", "Traffic weight of the version.")
-    for s in rows:
-        labels = _labels(node=node, function=s.function, version=s.version)
-        lines.append(f"gitopsd_agent_traffic_percent{labels} {_number(s.traffic_percent)}")
-    return "\n".join(lines) + "\n"
+def exposition(registry: CollectorRegistry) -> bytes:
+    """The registry's metrics in the text format (CONTENT_TYPE)."""
+    return generate_latest(registry)
 
 
 # Why the agent refused or dropped a request or connection of a client (`AgentCounters`).
@@ -193,18 +245,3 @@ class AgentCounters:
     def refuse(self, reason: str) -> None:
         """Count one refusal; `reason` is one of REFUSALS."""
         self.refused[reason] += 1
-
-    def prometheus_text(self, node: str) -> str:
-        """The node's agent counters, Prometheus text (appended to the versions')."""
-        lines = [
-            "# HELP gitopsd_agent_internal_errors_total Requests the agent failed by its own "
-            "fault (not counted against any version).",
-            "# TYPE gitopsd_agent_internal_errors_total counter",
-            f"gitopsd_agent_internal_errors_total{_labels(node=node)} {self.internal_errors}",
-            "# HELP gitopsd_agent_refused_total Client requests and connections the agent "
-            "refused or closed, by reason.",
-            "# TYPE gitopsd_agent_refused_total counter",
-        ]
-        for reason, count in self.refused.items():
-            lines.append(f"gitopsd_agent_refused_total{_labels(node=node, reason=reason)} {count}")
-        return "\n".join(lines) + "\n"

@@ -17,6 +17,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
 from aiohttp import web
+from prometheus_client import CollectorRegistry
 from pydantic import BaseModel, ValidationError
 
 from gitopsd.agent import invocation
@@ -28,12 +29,15 @@ from gitopsd.agent.data_plane import (
     over_connection_cap,
 )
 from gitopsd.agent.errors import AgentRequestError, MemoryBudgetExceeded, PayloadTooLarge
+from gitopsd.agent.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
+from gitopsd.agent.metrics import AgentCollector, exposition
 from gitopsd.agent.service import AgentService
 from gitopsd.errors import GitopsdError, ModuleError
 
 SERVICE: web.AppKey[AgentService] = web.AppKey("service", AgentService)
 TOKEN: web.AppKey[bytes] = web.AppKey("token", bytes)
 PLANE: web.AppKey[DataPlane] = web.AppKey("plane", DataPlane)
+METRICS: web.AppKey[CollectorRegistry] = web.AppKey("metrics", CollectorRegistry)
 MAX_INVENTORY_WAIT_S = 300.0  # longest `GET /inventory?wait=` an agent holds
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -283,10 +287,8 @@ async def function_metrics(request: web.Request) -> web.Response:
 
 async def prometheus(request: web.Request) -> web.Response:
     """`GET /metrics`: Prometheus text format."""
-    node = request.app[SERVICE].settings.name
-    text = request.app[SERVICE].prometheus() + request.app[PLANE].counters.prometheus_text(node)
     return web.Response(
-        text=text, headers={"Content-Type": "text/plain; version=0.0.4; charset=utf-8"}
+        body=exposition(request.app[METRICS]), headers={"Content-Type": METRICS_CONTENT_TYPE}
     )
 
 
@@ -337,6 +339,11 @@ def create_app(service: AgentService, token: str, plane: DataPlane) -> web.Appli
     app[SERVICE] = service
     app[TOKEN] = token.encode()
     app[PLANE] = plane
+    # This agent's own registry: several agents may share a process (`agent --count N`).
+    metrics = app[METRICS] = CollectorRegistry(auto_describe=False)
+    metrics.register(
+        AgentCollector(service.node_figures, lambda: service.registry.series(), plane.counters)
+    )
 
     async def release_held(_app: web.Application) -> None:
         service.stop_holding()

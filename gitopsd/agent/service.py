@@ -20,7 +20,7 @@ from typing import Any
 from gitopsd.agent import wagi
 from gitopsd.agent.api import NAME_RE, Limits, LoadVersion, SetTraffic, StoredVersion
 from gitopsd.agent.errors import AgentRequestError, MemoryBudgetExceeded, NotFound, Unavailable
-from gitopsd.agent.metrics import prometheus_text
+from gitopsd.agent.metrics import NodeFigures
 from gitopsd.agent.module_cache import CompiledCache
 from gitopsd.agent.registry import (
     Registry,
@@ -413,12 +413,11 @@ class AgentService:
             "versions": {name: v.metrics.to_json() for name, v in sorted(fn.versions.items())},
         }
 
-    def prometheus(self) -> str:
-        """Prometheus text of every function and version."""
-        return prometheus_text(
+    def node_figures(self) -> NodeFigures:
+        """What `/metrics` says about the agent itself (agent/metrics.py)."""
+        return NodeFigures(
             self.settings.name,
-            self.registry.series(),
             self.registry.generation,
-            self.settings.memory_mib,
-            self.registry.memory_used_mib(),
+            self.settings.memory_mib * MIB,
+            self.registry.memory_used_mib() * MIB,
         )

@@ -2,39 +2,20 @@
 
 from __future__ import annotations
 
-import re
+import math
+
+from prometheus_client.parser import text_string_to_metric_families
 
 from tests.agent.conftest import Client
 
-# One sample line of the text exposition format: name{labels} value
-_SAMPLE = re.compile(
-    r"^(?P<name>[a-zA-Z_:][a-zA-Z0-9_:]*)"
-    r'(?:\{(?P<labels>(?:[a-zA-Z_][a-zA-Z0-9_]*="(?:[^"\\]|\\.)*",?)*)\})?'
-    r" (?P<value>[-+]?(?:[0-9.]+(?:[eE][-+]?[0-9]+)?|Inf|NaN))$"
-)
-_LABEL = re.compile(r'([a-zA-Z_][a-zA-Z0-9_]*)="((?:[^"\\]|\\.)*)"')
-
 
 def parse_prometheus(text: str) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
-    """Parse the text format strictly enough to catch malformed output."""
-    samples: dict[tuple[str, frozenset[tuple[str, str]]], float] = {}
-    types: dict[str, str] = {}
-    for line in text.splitlines():
-        if line.startswith("# TYPE "):
-            _, _, name, kind = line.split(" ")
-            assert kind in ("counter", "gauge", "histogram")
-            types[name] = kind
-            continue
-        if line.startswith("# HELP "):
-            continue
-        match = _SAMPLE.match(line)
-        assert match, f"malformed line: {line!r}"
-        name = match["name"]
-        family = re.sub(r"_(bucket|sum|count)$", "", name)
-        assert name in types or family in types, f"sample before its TYPE: {line!r}"
-        labels = frozenset(_LABEL.findall(match["labels"] or ""))
-        samples[(name, labels)] = float(match["value"])
-    return samples
+    """Every sample, read with prometheus_client's parser (which refuses malformed text)."""
+    return {
+        (sample.name, frozenset(sample.labels.items())): sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+    }
 
 
 async def test_function_metrics_json(client: Client, wasm: dict[str, bytes]) -> None:
@@ -87,8 +68,20 @@ async def test_prometheus_text(client: Client, wasm: dict[str, bytes]) -> None:
 
     assert value("gitopsd_agent_requests_total", function="f", version="1") == 3
     assert value("gitopsd_agent_traps_total", function="g", version="a") == 1
-    assert value("gitopsd_agent_latency_ms_bucket", function="f", version="1", le="+Inf") == 3
-    assert value("gitopsd_agent_latency_ms_count", function="f", version="1") == 3
+    assert value("gitopsd_agent_latency_seconds_bucket", function="f", version="1", le="+Inf") == 3
+    assert value("gitopsd_agent_latency_seconds_count", function="f", version="1") == 3
     assert value("gitopsd_agent_traffic_percent", function="f", version="1") == 100
     assert value("gitopsd_agent_generation") == 2
-    assert value("gitopsd_agent_memory_used_mib") == 128
+    assert value("gitopsd_agent_memory_used_bytes") == 128 * 1024 * 1024
+    assert value("gitopsd_agent_internal_errors_total") == 0
+    assert value("gitopsd_agent_refused_total", reason="evicted") == 0
+    # Latency in seconds: the JSON's milliseconds / 1000, bucket by bucket.
+    async with client.session.get("/functions/f/metrics", headers=client.auth) as r:
+        latency = (await r.json())["versions"]["1"]["latencyMs"]
+    for bound_ms, count in latency["buckets"].items():
+        le = "+Inf" if bound_ms == "+Inf" else repr(int(bound_ms) / 1000)
+        assert value("gitopsd_agent_latency_seconds_bucket", function="f", version="1", le=le) == (
+            count
+        )
+    seconds = value("gitopsd_agent_latency_seconds_sum", function="f", version="1")
+    assert math.isclose(seconds * 1000, latency["sum"], rel_tol=1e-3)

@@ -1,55 +1,31 @@
-"""The daemon's Prometheus registry: exposition format, histogram, escaping, HTTP."""
+"""The daemon's Prometheus registry (prometheus_client): every series, histogram, label
+values, HTTP; read back with prometheus_client's own parser."""
 
 from __future__ import annotations
 
 import math
-import re
 
 import aiohttp
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
-from gitopsd.daemon.metrics import CONTENT_TYPE, Metrics, escape_label_value, serve_metrics
-
-# One sample line of the text format 0.0.4: name, optional {labels}, value.
-_SAMPLE = re.compile(r"^([a-zA-Z_:][a-zA-Z0-9_:]*)(\{.*\})? (\S+)$")
-_LABEL = re.compile(r'([a-zA-Z_][a-zA-Z0-9_]*)="((?:[^"\\\n]|\\[\\"n])*)"(,|$)')
-_UNESCAPE = {"\\\\": "\\", '\\"': '"', "\\n": "\n"}
+from gitopsd.daemon.metrics import CONTENT_TYPE, Metrics, serve_metrics
 
 Sample = tuple[str, dict[str, str], float]
 
 
 def parse(text: str) -> tuple[dict[str, str], dict[str, str], list[Sample]]:
-    """HELP texts, TYPEs, and samples; fails on any line that is not valid."""
+    """HELP texts and TYPEs by family name, and every sample (the parser refuses text
+    that is not valid exposition format)."""
     assert text.endswith("\n")
     helps: dict[str, str] = {}
     types: dict[str, str] = {}
     samples: list[Sample] = []
-    for line in text[:-1].split("\n"):
-        if line.startswith("# HELP "):
-            name, _, help_text = line[7:].partition(" ")
-            assert name not in helps, f"second HELP for {name}"
-            helps[name] = help_text
-        elif line.startswith("# TYPE "):
-            name, _, kind = line[7:].partition(" ")
-            assert kind in {"counter", "gauge", "histogram", "summary", "untyped"}, line
-            assert name not in types, f"second TYPE for {name}"
-            types[name] = kind
-        else:
-            m = _SAMPLE.match(line)
-            assert m, f"not a sample line: {line!r}"
-            name, raw_labels, raw_value = m.groups()
-            labels: dict[str, str] = {}
-            if raw_labels:
-                body = raw_labels[1:-1]
-                pos = 0
-                while pos < len(body):
-                    lm = _LABEL.match(body, pos)
-                    assert lm, f"bad labels in {line!r}"
-                    labels[lm[1]] = re.sub(r"\\[\\\"n]", lambda e: _UNESCAPE[e[0]], lm[2])
-                    pos = lm.end()
-            family = re.sub(r"_(bucket|sum|count)$", "", name)
-            assert name in types or family in types, f"sample before its TYPE: {line!r}"
-            samples.append((name, labels, float(raw_value)))
+    for family in text_string_to_metric_families(text):
+        assert family.name not in types, f"second family {family.name}"
+        helps[family.name] = family.documentation
+        types[family.name] = family.type
+        samples += [(s.name, dict(s.labels), s.value) for s in family.samples]
     return helps, types, samples
 
 
@@ -61,14 +37,14 @@ def value(samples: list[Sample], name: str, **labels: str) -> float:
 
 def test_empty_registry_renders_every_family() -> None:
     helps, types, samples = parse(Metrics().render())
-    assert types == {
-        "gitopsd_reconcile_total": "counter",
+    assert types == {  # counters' families are named without `_total`, their samples with
+        "gitopsd_reconcile": "counter",
         "gitopsd_reconcile_duration_seconds": "histogram",
         "gitopsd_last_reconcile_timestamp_seconds": "gauge",
         "gitopsd_last_applied_commit_info": "gauge",
         "gitopsd_rollouts": "gauge",
-        "gitopsd_agent_request_errors_total": "counter",
-        "gitopsd_webhook_deliveries_total": "counter",
+        "gitopsd_agent_request_errors": "counter",
+        "gitopsd_webhook_deliveries": "counter",
     }
     assert set(helps) == set(types) and all(helps.values())
     assert value(samples, "gitopsd_reconcile_duration_seconds_count") == 0
@@ -113,7 +89,7 @@ def test_histogram_buckets_are_cumulative_and_inf_is_count() -> None:
         m.observe_reconcile("ok", d)
     _, _, s = parse(m.render())
     buckets = [(ls["le"], v) for n, ls, v in s if n == "gitopsd_reconcile_duration_seconds_bucket"]
-    assert buckets == [("0.1", 2), ("1", 3), ("10", 4), ("+Inf", 6)]
+    assert [(float(le), n) for le, n in buckets] == [(0.1, 2), (1, 3), (10, 4), (math.inf, 6)]
     counts = [v for _, v in buckets]
     assert counts == sorted(counts)
     assert buckets[-1][1] == value(s, "gitopsd_reconcile_duration_seconds_count") == 6
@@ -123,26 +99,28 @@ def test_histogram_buckets_are_cumulative_and_inf_is_count() -> None:
 @pytest.mark.parametrize(
     "raw", ['say "hi"', "back\\slash", "two\nlines", 'all \\ " \n three', "ünïcødé", ""]
 )
-def test_label_values_escaped_and_round_trip(raw: str) -> None:
+def test_label_values_round_trip(raw: str) -> None:
     m = Metrics()
     m.agent_request_error(raw)
-    text = m.render()
-    line = next(x for x in text.splitlines() if x.startswith("gitopsd_agent_request_errors"))
-    assert f'{{node="{escape_label_value(raw)}"}} 1' in line
-    _, _, s = parse(text)
+    _, _, s = parse(m.render())
     assert value(s, "gitopsd_agent_request_errors_total", node=raw) == 1
-
-
-def test_escape_label_value() -> None:
-    assert escape_label_value('a\\b"c\nd') == 'a\\\\b\\"c\\nd'
 
 
 def test_wrong_labels_and_negative_counter_are_refused() -> None:
     m = Metrics()
     with pytest.raises(ValueError):
-        m.reconcile_total.inc(node="x")
+        m.reconcile_total.labels(node="x")
     with pytest.raises(ValueError):
-        m.reconcile_total.inc(-1, result="ok")
+        m.reconcile_total.labels(result="ok").inc(-1)
+
+
+def test_leadership_keeps_every_other_series() -> None:
+    m = Metrics()
+    m.observe_reconcile("ok", 0.2)
+    m.set_leadership(frozenset({0}), 2)
+    _, types, s = parse(m.render())
+    assert {"gitopsd_leader", "gitopsd_shard_leader", "gitopsd_reconcile"} <= set(types)
+    assert value(s, "gitopsd_reconcile_total", result="ok") == 1
 
 
 async def test_serve_metrics_over_http() -> None:

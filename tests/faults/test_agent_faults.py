@@ -506,8 +506,8 @@ def test_a_header_an_outsider_sends_never_fails_a_version(tmp_path: Path, figure
     figures["version_errors"] = metrics["errors"]
     assert statuses == [400, 400]  # the client's fault, said so
     assert (metrics["requests"], metrics["errors"]) == (0, 0)  # never the version's
-    assert 'gitopsd_agent_refused_total{node="edge-x",reason="bad_header"} 2' in text
-    assert 'gitopsd_agent_internal_errors_total{node="edge-x"} 0' in text
+    assert 'gitopsd_agent_refused_total{node="edge-x",reason="bad_header"} 2.0' in text
+    assert 'gitopsd_agent_internal_errors_total{node="edge-x"} 0.0' in text
 
 
 def test_an_outsider_cannot_aim_at_a_canary_s_users(tmp_path: Path) -> None:
