@@ -7,7 +7,8 @@ between). In an expected line, `...` stands for any text and a hex id for any he
 that is only `# ...` stands for lines left out. A comment after a command on the same line is
 an explanation, not output.
 
-The tour's fixed ports (agents 9101-9106, webhook 9300, metrics 9400) are moved to free ones,
+The tour's fixed ports (agents 9101-9107, webhook 9300, metrics 9400, status page 9500,
+dial-out listener 9600) are moved to free ones,
 in the blocks and in the copy of manifests-example/ the tour starts from, so the test can run
 next to anything else on this machine; nothing else is changed.
 """
@@ -29,7 +30,7 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 README = ROOT / "README.md"
 TOUR = "## A five-minute tour"
-PORTS = (9101, 9102, 9103, 9104, 9105, 9106, 9300, 9400)
+PORTS = (9101, 9102, 9103, 9104, 9105, 9106, 9107, 9300, 9400, 9500, 9600)
 MARK = "@@tour-block@@"
 TIMEOUT_S = 280
 _HEX = re.compile(r"[0-9a-f]{7,64}")
