@@ -26,6 +26,7 @@ from urllib.parse import urlsplit, urlunsplit
 import aiohttp
 
 from gitopsd.errors import ConfigError
+from gitopsd.http_body import read_capped
 from gitopsd.log import get_logger
 from gitopsd.tunnel_frames import (
     MAX_FRAME_BYTES,
@@ -234,7 +235,7 @@ class DialOut:
                 data=body if body else None,
                 allow_redirects=False,
             ) as resp:
-                payload = await resp.content.read(_ANSWER_CAP + 1)
+                payload = await read_capped(resp.content, _ANSWER_CAP)
                 if len(payload) > _ANSWER_CAP:
                     frame = _error(request.id, 502, "answer exceeds the tunnel's frame cap")
                 else:

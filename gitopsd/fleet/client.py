@@ -22,6 +22,7 @@ from gitopsd.fleet.tokens import REFUSED_TOKEN, FleetAuth, excerpt
 from gitopsd.fleet.tunnel import relay_base
 from gitopsd.fleet.watch import InventoryWatch
 from gitopsd.fleet.wire import WireHealth, WireInventory
+from gitopsd.http_body import read_capped
 from gitopsd.log import get_logger
 from gitopsd.manifest.models import is_dial_out
 
@@ -493,7 +494,7 @@ async def _body(resp: aiohttp.ClientResponse) -> Any:
         return None
     if resp.content_length is not None and resp.content_length > MAX_ANSWER_BYTES:
         raise _TooLarge(f"{resp.content_length} bytes")
-    raw = await resp.content.read(MAX_ANSWER_BYTES + 1)
+    raw = await read_capped(resp.content, MAX_ANSWER_BYTES)
     if len(raw) > MAX_ANSWER_BYTES:
         raise _TooLarge(f"more than {MAX_ANSWER_BYTES} bytes")
     # JSON is UTF-8 (RFC 8259); a charset named by a broken agent is not trusted.

@@ -19,6 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from gitopsd.fleet.tokens import FleetAuth, excerpt
 from gitopsd.fleet.tunnel import listing_token
+from gitopsd.http_body import read_capped
 from gitopsd.manifest.models import is_dial_out
 
 ASK_TIMEOUT_S = 5.0
@@ -105,7 +106,7 @@ async def fetch_presence(auth: FleetAuth, nodes: Iterable[str]) -> Presence:
             aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=ASK_TIMEOUT_S)) as session,
             session.get(f"{auth.relay}/agents", headers=headers, allow_redirects=False) as resp,
         ):
-            raw = await resp.content.read(8 << 20)
+            raw = await read_capped(resp.content, 8 << 20)
             if resp.status != 200:
                 return Presence(names, error=f"the controller's listener answered {resp.status}")
         listing = _Listing.model_validate_json(raw)
