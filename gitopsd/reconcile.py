@@ -28,6 +28,7 @@ from gitopsd.rollout.spec import HealthSpec, RolloutSpec, TargetNode
 from gitopsd.rollout.steps import RolloutState, outcome_from_json, step_from_json
 from gitopsd.rollout.windows import WAITING_STATE, why_not_now
 from gitopsd.source.ancestry import (
+    ACCEPTED_HEAD_KEY,
     LAST_APPLIED_KEY,
     REFUSED_HEAD_KEY,
     NonFastForward,
@@ -320,11 +321,14 @@ class Reconciler:
         """NonFastForward unless `commit` descends from the last applied commit (or the source
         allows it); the refusal is kept in the store for `gitopsd status` until a head is
         accepted. Every path that applies a commit calls this first."""
+        reference = self.store.get(ACCEPTED_HEAD_KEY) or self.store.get(LAST_APPLIED_KEY)
         try:
-            check_fast_forward(source, self.state_dir, commit, self.store.get(LAST_APPLIED_KEY))
+            check_fast_forward(source, self.state_dir, commit, reference)
         except NonFastForward as exc:
             self.store.put(REFUSED_HEAD_KEY, str(exc))
             raise
+        if reference != commit:
+            self.store.put(ACCEPTED_HEAD_KEY, commit)
         if self.store.get(REFUSED_HEAD_KEY):
             self.store.put(REFUSED_HEAD_KEY, "")
 

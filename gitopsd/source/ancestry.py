@@ -4,7 +4,8 @@ A force-push (or anyone who can move the branch, or a stale mirror served by a h
 server) can point the synced branch at an older commit, including one that was signed
 long ago and would pass `[source.verify] mode = "head"`: a silent downgrade. So `sync` and
 the daemon refuse a head whose history does not contain the last commit they applied
-(the store's `last_applied_commit`), unless the operator allows it with
+(the newest head accepted, `source:accepted_head` in the store, which descends from every
+earlier one; before any, `last_applied_commit`), unless the operator allows it with
 `[source] allow_non_fast_forward = true`. A refusal is a negative result about the commit
 (exit 1, a failure note on it), not a failure to run; the daemon stays on its last good
 state. The first commit a fresh state dir sees is taken as it is (nothing to compare to).
@@ -26,6 +27,10 @@ from gitopsd.source.git import SourceSpec
 from gitopsd.source.reader import open_source
 
 LAST_APPLIED_KEY = "last_applied_commit"  # store key: the last commit applied in full
+# Store key: the newest head accepted for applying, whether or not every function of it then
+# succeeded. New heads must descend from it: comparing with the last commit applied *in full*
+# let a force-push back to that commit, after a partly failed newer one, downgrade the fleet.
+ACCEPTED_HEAD_KEY = "source:accepted_head"
 REFUSED_HEAD_KEY = "source:refused_head"  # store key: why the newest head was refused ("": none)
 ALLOW_HINT = (
     "if the branch was rewritten on purpose, set [source] allow_non_fast_forward = true "

@@ -238,6 +238,29 @@ def test_sync_refuses_a_rewritten_head_with_exit_1(
     assert "not applied" not in run("status", "--output", "json").json()["note"]
 
 
+def test_a_force_push_back_after_a_partly_failed_commit_is_refused(
+    repo: GitRemote, fleet: Fleet, tmp_path: Path
+) -> None:
+    """Red-team finding: the check compared with the last commit applied *in full*, so once a
+    newer commit had partly failed, a force-push back to the older one passed as 'equal' and
+    downgraded the functions the newer commit had rolled out."""
+    run = Gitopsd(tmp_path / "state", fleet.token_file)
+    url = f"file://{repo.bare}"
+    base = push(repo, "fn", "1.0.0", BLUE_GREEN)
+    assert run("sync", url, "--once").code == 0
+    push(repo, "fn", "2.0.0", BLUE_GREEN)
+    newer = push(repo, "bad", "1.0.0", BLUE_GREEN, health="NO")  # fails its health check
+    partly = run("sync", url, "--once")
+    assert partly.code == 1 and serves(fleet, "2.0.0"), partly.err
+    git("reset", "-q", "--hard", base, cwd=repo.work)
+    repo.push(force=True)
+    refused = run("sync", url, "--once")
+    assert refused.code == 1, refused.out
+    assert f"commit {base[:12]} refused" in refused.err
+    assert serves(fleet, "2.0.0")  # not downgraded
+    assert newer != base
+
+
 @pytest.mark.parametrize("kind", KINDS)
 async def test_remote_unreachable_for_minutes(
     kind: str, repo: GitRemote, fleet: Fleet, tmp_path: Path, figures: Figures
