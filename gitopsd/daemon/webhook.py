@@ -110,13 +110,15 @@ def delivery_id(forge: str, headers: dict[str, str]) -> str | None:
     return None
 
 
-def body_key(forge: str, body: bytes) -> str:
-    """The replay key of what the signature covers: the forge and the body's digest.
+def body_key(body: bytes) -> str:
+    """The replay key of what the signature covers: the body's digest.
 
     The delivery id header is not signed, so a captured delivery sent again under a fresh id
-    is still recognised by this key.
+    is still recognised by this key. The forge is not part of it: GitHub's and Gitea's
+    signatures are the same HMAC under the one secret, so a delivery captured on one
+    endpoint is a valid delivery on the other.
     """
-    return f"{forge}:sha256:{hashlib.sha256(body).hexdigest()}"
+    return f"sha256:{hashlib.sha256(body).hexdigest()}"
 
 
 FORM = "application/x-www-form-urlencoded"
@@ -227,12 +229,12 @@ class WebhookReceiver:
             return self._refuse(400, "missing delivery id header", forge)
         if not _DELIVERY_ID.fullmatch(delivery.partition(":")[2]):
             return self._refuse(400, "delivery id must be 1-128 printable ASCII characters", forge)
-        if not self.replays.first_time(delivery, body_key(forge, bytes(body))):
-            return self._refuse(409, "delivery already received (replay)", forge)
         try:
             payload = delivered_json(forge, headers.get("content-type", ""), bytes(body))
         except BodyRefused as exc:
             return self._refuse(400, str(exc), forge)
+        if not self.replays.first_time(delivery, body_key(bytes(body))):
+            return self._refuse(409, "delivery already received (replay)", forge)
         if event_name(forge, headers) == "ping":
             # A hook was created (or its ping redelivered): it works, nothing to reconcile.
             raw_id = payload.get("hook_id") if isinstance(payload, dict) else None

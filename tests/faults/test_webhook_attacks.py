@@ -558,6 +558,20 @@ async def test_a_signed_body_replayed_under_fresh_delivery_ids_reconciles_once(
     assert len(receiver.triggers) == 2 * len(FORGES)
 
 
+async def test_a_delivery_captured_on_one_forge_endpoint_is_a_replay_on_another(
+    receiver: Receiver,
+) -> None:
+    """Red-team finding: GitHub's `sha256=` signature and Gitea's are the same HMAC under the
+    one secret, and the body key named the forge, so a captured GitHub delivery sent to
+    /hooks/gitea with the same hex started another pass."""
+    body = json.dumps(PAYLOADS["github"]).encode()
+    async with aiohttp.ClientSession() as session:
+        first = await post(session, receiver.url, "github", body, sign("github", body, "cap-1"))
+        again = await post(session, receiver.url, "gitea", body, sign("gitea", body, "cap-2"))
+    assert (first, again) == (202, 409)
+    assert len(receiver.triggers) == 1
+
+
 def test_replay_guard_forgets_after_its_window_and_stays_bounded() -> None:
     """The guard remembers a key for `ttl` seconds of the injected clock and never holds more
     than `size` keys, however many distinct deliveries arrive."""
