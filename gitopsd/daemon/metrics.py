@@ -17,6 +17,8 @@ from aiohttp import web
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4
 
+from gitopsd.http_guard import GuardedListener, start_guarded
+
 CONTENT_TYPE = CONTENT_TYPE_PLAIN_0_0_4
 
 # No `<counter>_created` series: a process start time per label set is noise to the daemon's
@@ -139,7 +141,7 @@ class Metrics:
         return generate_latest(self.registry).decode()
 
 
-async def serve_metrics(metrics: Metrics, host: str, port: int) -> web.AppRunner:
+async def serve_metrics(metrics: Metrics, host: str, port: int) -> GuardedListener:
     """Serve `GET /metrics` and `GET /healthz` on host:port (0 picks a free port: see
     `runner.addresses`). Stop with `await runner.cleanup()`."""
 
@@ -152,11 +154,4 @@ async def serve_metrics(metrics: Metrics, host: str, port: int) -> web.AppRunner
     app = web.Application()
     app.router.add_get("/metrics", handle_metrics)
     app.router.add_get("/healthz", handle_healthz)
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
-    try:
-        await web.TCPSite(runner, host, port).start()
-    except BaseException:
-        await runner.cleanup()
-        raise
-    return runner
+    return await start_guarded(app, host, port)

@@ -51,6 +51,7 @@ from gitopsd.fleet.client import AgentClient
 from gitopsd.fleet.live import LiveState
 from gitopsd.fleet.tokens import FleetAuth
 from gitopsd.fleet.tunnel import TunnelRegistry
+from gitopsd.http_guard import start_guarded
 from gitopsd.log import get_logger
 from gitopsd.manifest.desired import DesiredState
 from gitopsd.manifest.models import is_dial_out
@@ -403,10 +404,8 @@ class Daemon:
         self, stack: contextlib.AsyncExitStack, app: web.Application, listen: str
     ) -> None:
         host, _, port = listen.rpartition(":")
-        runner = web.AppRunner(app, access_log=None)
-        await runner.setup()
-        stack.push_async_callback(runner.cleanup)
-        await web.TCPSite(runner, host.strip("[]"), int(port)).start()
+        listener = await start_guarded(app, host.strip("[]"), int(port))
+        stack.push_async_callback(listener.cleanup)
         self.log.info("listening", address=listen)
 
     async def _loop(self) -> None:

@@ -21,6 +21,7 @@ from aiohttp import web
 
 from gitopsd.clock import Clock, SystemClock
 from gitopsd.errors import GitopsdError
+from gitopsd.http_guard import GuardedListener, start_guarded
 from gitopsd.log import get_logger
 from gitopsd.ui import audit, views
 from gitopsd.ui.auth import LOGIN_COOKIE, SESSION_COOKIE, Session, Sessions, same_token
@@ -419,14 +420,7 @@ def sse_message(event: Event) -> bytes:
     return f"id: {event.id}\nevent: {event.kind}\ndata: {data}\n\n".encode()
 
 
-async def serve(page: StatusPage, host: str, port: int) -> web.AppRunner:
+async def serve(page: StatusPage, host: str, port: int) -> GuardedListener:
     """Serve `page` on host:port (0: a free port, see `runner.addresses`); stop it with
     `await runner.cleanup()`."""
-    runner = web.AppRunner(page.app(), access_log=None, shutdown_timeout=2.0)
-    await runner.setup()
-    try:
-        await web.TCPSite(runner, host, port).start()
-    except BaseException:
-        await runner.cleanup()
-        raise
-    return runner
+    return await start_guarded(page.app(), host, port, shutdown_timeout=2.0)

@@ -6,6 +6,7 @@ import hashlib
 import hmac
 import json
 import os
+import resource
 import signal
 import socket
 import subprocess
@@ -70,13 +71,21 @@ class DaemonProcess:
         self.proc: subprocess.Popen[str] | None = None
         self.log = root / "daemon.log"
 
-    def start(self, env: dict[str, str] | None = None) -> None:
+    def start(self, env: dict[str, str] | None = None, open_files: int | None = None) -> None:
+        """Start `gitopsd run`; `open_files` lowers its RLIMIT_NOFILE (as a unit's
+        LimitNOFILE would)."""
+
+        def limit() -> None:
+            if open_files is not None:
+                resource.setrlimit(resource.RLIMIT_NOFILE, (open_files, open_files))
+
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "gitopsd.cli.main", "run", "--config", str(self.config)],
             stdout=subprocess.DEVNULL,
             stderr=self.log.open("a"),
             text=True,
             env={**os.environ, **(env or {})},
+            preexec_fn=limit if open_files is not None else None,
         )
         wait_for(self.healthy, 30, "the daemon's metrics endpoint")
 

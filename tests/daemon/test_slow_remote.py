@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import stat
 import urllib.request
 from pathlib import Path
@@ -73,4 +74,33 @@ def test_a_slow_notes_push_leaves_the_daemon_answering(
         wait_for(lambda: (remote_note(remote, sha) or {}).get("status") == "success", 60, "note")
     finally:
         gate.unlink(missing_ok=True)
+        daemon.close()
+
+
+def test_stalled_webhook_clients_leave_the_daemon_reconciling(
+    tmp_path: Path, remote: GitRemote, fleet: Fleet
+) -> None:
+    """Red-team finding: with 256 descriptors, 300 clients feeding the webhook listener one
+    header line at a time took every descriptor; the daemon could not open its repository,
+    /metrics went dark. Now each listener holds at most an eighth of the descriptors."""
+    remote.write("nodes.yaml", fleet.manifests())
+    push(remote, "hello", "1.0.0", "{type: blue-green}")
+    daemon = DaemonProcess(tmp_path / "daemon", remote, fleet, watch=False)
+    stalled: list[socket.socket] = []
+    try:
+        daemon.start(open_files=256)
+        wait_for(lambda: set(fleet.serving("hello").values()) == {"1.0.0"}, 60, "first sync")
+        for _ in range(300):
+            client = socket.create_connection(("127.0.0.1", daemon.webhook_port), timeout=5)
+            client.sendall(b"POST /hooks/github HTTP/1.1\r\nHost: x\r\nX-Slow: ")
+            stalled.append(client)
+        sha = push(remote, "hello", "2.0.0", "{type: blue-green}")
+        assert daemon.hook("github", {"ref": "refs/heads/main"}, "stalled-1") == 202
+        wait_for(lambda: set(fleet.serving("hello").values()) == {"2.0.0"}, 60, "the push applied")
+        assert "gitopsd_reconcile_total" in daemon.metrics()
+        assert "Too many open files" not in daemon.logs()
+        assert sha
+    finally:
+        for client in stalled:
+            client.close()
         daemon.close()
