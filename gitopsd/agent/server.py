@@ -173,6 +173,8 @@ async def _json_body(request: web.Request, model: type[Model], optional: bool = 
         data: Any = json.loads(raw)
     except ValueError as exc:
         raise AgentRequestError(f"body is not valid JSON: {exc}") from None
+    except RecursionError:  # nested deeper than the parser goes: no body of ours is
+        raise AgentRequestError("body is nested too deeply") from None
     try:
         return model.model_validate(data)
     except ValidationError as exc:

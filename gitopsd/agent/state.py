@@ -122,7 +122,9 @@ class StateFile:
     def save(self, state: StoredState) -> None:
         """Replace state.json with `state`."""
         data = json.dumps(state.model_dump(by_alias=True), indent=1, sort_keys=True)
-        atomic_write(self.path, data.encode() + b"\n")
+        # 0600: it holds each function's sticky-bucket key, which must not be readable by
+        # whoever else has an account on the edge box.
+        atomic_write(self.path, data.encode() + b"\n", mode=0o600)
 
 
 def resolve_token(data_dir: Path, token: str | None, token_file: Path | None) -> str:
