@@ -20,10 +20,20 @@ HIDDEN = "***"
 _USERINFO = re.compile(r"(?P<scheme>[a-z][a-z0-9+.-]*://)(?P<info>[^/?#\s]*)@", re.I)
 
 
+# Query parameters that carry a credential in the URLs forges hand out (`?access_token=`,
+# GitLab's `private_token`, signed URLs' `sig`...): their values are hidden too.
+_QUERY_SECRET = re.compile(
+    r"(?P<name>[?&;](?:[a-z0-9_-]*token|password|passwd|pass|secret|key|api[_-]?key|auth"
+    r"|sig|signature|credentials?)=)[^&#;\s]*",
+    re.I,
+)
+
+
 def redact(text: str) -> str:
     """`text` with the secrets of every URL in it hidden: the password of
     `scheme://user:password@` becomes `***`, and so does the whole user part of
-    `http(s)://token@` (a bare token); an SSH user name (`ssh://git@`) is kept."""
+    `http(s)://token@` (a bare token) and the value of a credential query parameter
+    (`?access_token=...`); an SSH user name (`ssh://git@`) is kept."""
 
     def hide(match: re.Match[str]) -> str:
         scheme, info = match.group("scheme"), match.group("info")
@@ -31,7 +41,7 @@ def redact(text: str) -> str:
             return f"{scheme}{info.split(':', 1)[0]}:{HIDDEN}@"
         return match.group(0) if "ssh" in scheme.lower() else f"{scheme}{HIDDEN}@"
 
-    return _USERINFO.sub(hide, text)
+    return _QUERY_SECRET.sub(rf"\g<name>{HIDDEN}", _USERINFO.sub(hide, text))
 
 
 @dataclass(frozen=True)

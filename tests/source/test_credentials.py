@@ -64,6 +64,10 @@ def test_redact_hides_passwords_and_tokens_in_any_text() -> None:
         "ssh://git@host/r.git": "ssh://git@host/r.git",  # an SSH user is no secret
         "error: a HTTP://u:x@h/1 and http://v:y@h/2.": "error: a HTTP://u:***@h/1 and http://v:***@h/2.",
         "https://host/path@v1 mail me@example.com": "https://host/path@v1 mail me@example.com",
+        # Credentials forges put in the query (red-team: shown in CLI errors before).
+        "https://host/r.git?access_token=ghp_x&ref=1": "https://host/r.git?access_token=***&ref=1",
+        "fetch https://h/r?private_token=glpat-1#top": "fetch https://h/r?private_token=***#top",
+        "https://h/r?page=2&key=abc": "https://h/r?page=2&key=***",
     }
     for text, shown in cases.items():
         assert redact(text) == shown
