@@ -30,7 +30,7 @@ from gitopsd.manifest.models import (
 )
 from gitopsd.manifest.modules import ModuleCompiler, ModuleRefused
 from gitopsd.manifest.problems import validation_problems
-from gitopsd.manifest.yamltree import Defect, Document, parse_documents
+from gitopsd.manifest.yamltree import Defect, Document, NodeBudget, parse_documents
 from gitopsd.source.snapshot import Snapshot
 
 MANIFEST_SUFFIXES = (".yaml", ".yml")
@@ -98,6 +98,7 @@ class _Load:
         self.docs: list[_Doc] = []
         self.document_count = 0
         self.function_docs: dict[str, _Doc] = {}
+        self.nodes = NodeBudget()  # every file of the commit together
         # Set when some document could not be read: the names it declares are unknown, so a
         # dependsOn naming them is not reported as unknown (it would only add noise).
         self.incomplete = False
@@ -151,7 +152,7 @@ class _Load:
             line = line_of_byte(entry.data, exc.start)
             self.problem(path, line, f"invalid UTF-8 at byte {exc.start}: manifests must be UTF-8")
             return True
-        for item in parse_documents(text):
+        for item in parse_documents(text, self.nodes):
             if isinstance(item, Defect):
                 self.incomplete = True
                 self.problem(path, item.line, item.message)

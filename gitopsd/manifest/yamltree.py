@@ -13,7 +13,7 @@ We compose with PyYAML's SafeLoader and build the Python values ourselves instea
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import yaml
@@ -24,6 +24,10 @@ from gitopsd.manifest.lines import LineIndex
 MAX_DEPTH = 64
 MAX_ALIASES = 100  # alias uses per document
 MAX_ALIAS_EXPANSION = 10_000  # nodes added by alias expansion per document
+# YAML nodes composed per commit, all files together: PyYAML composes some 10^5 nodes a
+# second, so 64 MiB of flow lists within every byte limit would hold the loader for minutes.
+# A 10,000-function, 5,000-node fleet is about 400,000 nodes.
+MAX_NODES = 1_000_000
 
 _TAG = "tag:yaml.org,2002:"
 _SCALAR_TAGS = frozenset(_TAG + t for t in ("null", "bool", "int", "float", "str", "timestamp"))
@@ -86,12 +90,21 @@ class _Refused(Exception):
         self.defect = Defect(line, message)
 
 
-class _Loader(yaml.SafeLoader):
-    """SafeLoader whose composer counts alias uses and nesting depth per document."""
+@dataclass
+class NodeBudget:
+    """The YAML nodes one load may still compose (shared by every file of a commit)."""
 
-    def __init__(self, text: str) -> None:
+    left: int = field(default_factory=lambda: MAX_NODES)
+
+
+class _Loader(yaml.SafeLoader):
+    """SafeLoader whose composer counts alias uses and nesting depth per document, and the
+    nodes of the whole load against its budget."""
+
+    def __init__(self, text: str, budget: NodeBudget) -> None:
         super().__init__(text)
         self.lines = LineIndex(text)
+        self.budget = budget
         self._aliases = 0
         self._depth = 0
 
@@ -112,6 +125,13 @@ class _Loader(yaml.SafeLoader):
                     self.editor_line(mark),
                     f"more than {MAX_ALIASES} YAML aliases in one document: refused",
                 )
+        self.budget.left -= 1
+        if self.budget.left < 0:
+            mark = self.peek_event().start_mark  # type: ignore[no-untyped-call]
+            raise _Refused(
+                self.editor_line(mark),
+                f"the manifests hold more than {MAX_NODES:,} YAML nodes in all: refused",
+            )
         self._depth += 1
         try:
             if self._depth > MAX_DEPTH:
@@ -124,14 +144,15 @@ class _Loader(yaml.SafeLoader):
             self._depth -= 1
 
 
-def parse_documents(text: str) -> Iterator[Document | Defect]:
+def parse_documents(text: str, budget: NodeBudget | None = None) -> Iterator[Document | Defect]:
     """Each non-empty document of `text`, in order; a Defect ends the stream when it is fatal.
 
-    Empty documents (`---` alone, comments only, `null`) are skipped.
+    Empty documents (`---` alone, comments only, `null`) are skipped. `budget` is shared by
+    the files of one load (a fresh one per call when not given).
     """
     try:
         # The reader checks every character up front: a control character fails right here.
-        loader = _Loader(text)
+        loader = _Loader(text, budget if budget is not None else NodeBudget())
     except yaml.reader.ReaderError as exc:
         yield _reader_defect(LineIndex(text), exc)
         return

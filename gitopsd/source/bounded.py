@@ -60,7 +60,9 @@ def limits_markdown() -> list[str]:
         f"| bytes read in all (file contents and directory listings) | {MAX_BYTES >> 20} MiB |",
         "",
         "A single manifest file may hold at most 1 MiB and a module 8 MiB; YAML may nest 64 "
-        "levels and expand at most 10,000 nodes through aliases. To keep other files out of "
+        "levels and expand at most 10,000 nodes through aliases, and the manifests of one "
+        "commit may hold at most 1,000,000 YAML nodes in all (a 10,000-function fleet on "
+        "5,000 nodes is about 400,000). To keep other files out of "
         "these counts, point `[source] path` (or `--path`) at the manifests' directory.",
         "",
     ]
