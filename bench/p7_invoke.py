@@ -194,9 +194,12 @@ def run_client(url: str, seconds: float) -> tuple[float, float, float]:
         ],
         capture_output=True,
         text=True,
-        check=True,
-    ).stdout
-    rps, p50, p99 = json.loads(out.strip().splitlines()[-1])
+        check=False,
+    )
+    if out.returncode != 0:  # say why: the client's own error, not only its exit status
+        tail = (out.stderr or out.stdout).strip().splitlines()[-3:]
+        raise RuntimeError(f"load client against {url} failed: {' | '.join(tail)}")
+    rps, p50, p99 = json.loads(out.stdout.strip().splitlines()[-1])
     return float(rps), float(p50), float(p99)
 
 
