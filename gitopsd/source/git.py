@@ -1,5 +1,5 @@
-"""Reading manifests from Git with pygit2: open or mirror a repository, resolve a ref, and
-read a snapshot straight from the commit's tree (no checkout).
+"""Git sources with pygit2: open or mirror a repository and resolve a ref (the snapshot of a
+commit is read within limits by gitopsd/source/bounded.py, without a checkout).
 
 A local repository (bare or not) is read in place. A URL (`file://`, `https://`, `ssh://`) is
 mirrored as a bare repository under the state dir and fetched on every pass; a local
@@ -35,7 +35,6 @@ from gitopsd.source.redact import redact, split_userinfo
 
 if TYPE_CHECKING:
     from gitopsd.source.verify import VerifyPolicy
-from gitopsd.source.snapshot import GIT_MODE_SYMLINK, Snapshot, SnapshotFile
 
 HEAD_REFSPECS = ["+refs/heads/*:refs/heads/*", "+refs/tags/*:refs/tags/*"]
 _FULL_SHA = re.compile(r"[0-9a-fA-F]{40}|[0-9a-fA-F]{64}")
@@ -237,66 +236,6 @@ def _branches_hint(repo: pygit2.Repository, shown: int = 10) -> str:
         f"branches here: {listed}; choose one with --ref {first} or "
         f'[source] branch = "{first}" in the config'
     )
-
-
-def read_snapshot(repo: pygit2.Repository, commit: pygit2.Commit, root: str) -> Snapshot:
-    """Every file below `root` in `commit`'s tree, keyed by path relative to `root`."""
-    try:
-        return _read_tree(repo, commit, root)
-    except (pygit2.GitError, KeyError) as exc:
-        # A damaged pack or a missing object: the commit cannot be read whole.
-        raise SourceError(
-            f"repository {repo.path}: cannot read commit {commit.id}: {exc} "
-            "(damaged object store? `git fsck` tells)"
-        ) from exc
-
-
-def _read_tree(repo: pygit2.Repository, commit: pygit2.Commit, root: str) -> Snapshot:
-    tree = commit.tree
-    if root:
-        try:
-            entry = tree[root]
-        except KeyError as exc:
-            raise SourceError(f"path /{root} not found at commit {commit.id}") from exc
-        if entry.type_str != "tree":
-            raise SourceError(f"path /{root} is not a directory at commit {commit.id}")
-        tree = repo[entry.id].peel(pygit2.Tree)
-    files: dict[str, SnapshotFile] = {}
-    _walk(repo, tree, "", files)
-    return Snapshot(commit=str(commit.id), root=root, files=files)
-
-
-def _walk(
-    repo: pygit2.Repository, tree: pygit2.Tree, prefix: str, out: dict[str, SnapshotFile]
-) -> None:
-    for entry in tree:
-        path = f"{prefix}{entry.name}"
-        if entry.type_str == "tree":
-            _walk(repo, repo[entry.id].peel(pygit2.Tree), f"{path}/", out)
-        elif entry.type_str == "blob":
-            blob = repo[entry.id].peel(pygit2.Blob)
-            out[path] = SnapshotFile(path=path, data=blob.data, mode=entry.filemode)
-        # submodules (type "commit") are not part of the desired state
-
-
-def read_directory(path: Path) -> Snapshot:
-    """A snapshot of a plain directory (no Git), for `gitopsd validate ./manifests`."""
-    if not path.is_dir():
-        raise SourceError(f"source {path}: no such directory")
-    files: dict[str, SnapshotFile] = {}
-    for dirpath, dirnames, filenames in os.walk(path):
-        dirnames[:] = [d for d in dirnames if d != ".git"]
-        for name in filenames:
-            full = Path(dirpath) / name
-            rel = full.relative_to(path).as_posix()
-            info = full.lstat()
-            if stat.S_ISLNK(info.st_mode):
-                target = os.readlink(full).encode()
-                out = SnapshotFile(path=rel, data=target, mode=GIT_MODE_SYMLINK)
-            else:
-                out = SnapshotFile(path=rel, data=full.read_bytes())
-            files[rel] = out
-    return Snapshot(commit="", root="", files=files)
 
 
 def git(
