@@ -9,8 +9,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
 
-from gitopsd.manifest.models import EdgeFunctionSpec
+from gitopsd.manifest.models import EdgeFunctionSpec, Limits
 from gitopsd.manifest.modules import CompiledModule
+from gitopsd.manifest.overrides import effective_limits
 
 _EMPTY: Mapping[str, str] = MappingProxyType({})
 
@@ -77,12 +78,22 @@ class DesiredState:
         self._targets[key] = found
         return found
 
+    def limits_on(self, function_name: str, node_name: str) -> Limits:
+        """The limits `function_name` runs under on `node_name`: `spec.limits` with the
+        function's matching `overrides` applied (gitopsd/manifest/overrides.py)."""
+        spec = self.functions[function_name].spec
+        if not spec.overrides:
+            return spec.limits
+        node = self.nodes[node_name]
+        return effective_limits(spec, node.region, node.labels)
+
     def fingerprint(self, function_name: str) -> str:
         """Hex digest of everything whose change needs a rollout of `function_name`.
 
-        Covers version, module sha256, limits, healthCheck, stickyHeader and the target node
-        set; not the strategy, approval, selfHeal, autoRollback or dependsOn, which only
-        change how a rollout runs. Stable across processes and versions of this code.
+        Covers version, module sha256, limits (per node where overrides change them),
+        healthCheck, stickyHeader and the target node set; not the strategy, approval,
+        selfHeal, autoRollback or dependsOn, which only change how a rollout runs. Stable
+        across processes and versions of this code.
         """
         function = self.functions[function_name]
         spec = function.spec
@@ -95,6 +106,12 @@ class DesiredState:
             "stickyHeader": spec.sticky_header,
             "targets": sorted(self.targets_of(function_name)),
         }
+        if spec.overrides:  # absent otherwise: fingerprints without overrides stay as they were
+            targets = self.targets_of(function_name)
+            payload["nodeLimits"] = {
+                n: self.limits_on(function_name, n).model_dump(mode="json", by_alias=True)
+                for n in targets
+            }
         canonical = json.dumps(payload, sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(canonical.encode()).hexdigest()
 

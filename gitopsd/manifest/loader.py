@@ -29,6 +29,7 @@ from gitopsd.manifest.models import (
     agent_identity,
 )
 from gitopsd.manifest.modules import ModuleCompiler, ModuleRefused
+from gitopsd.manifest.overrides import dead_parts, override_matches
 from gitopsd.manifest.problems import validation_problems
 from gitopsd.manifest.yamltree import Defect, Document, NodeBudget, parse_documents
 from gitopsd.source.snapshot import Snapshot
@@ -310,6 +311,9 @@ class _Load:
                     f"module {module.path!r} exports no function {health!r} "
                     "(spec.healthCheck.function)",
                 )
+            for index, override in enumerate(spec.overrides):
+                for where, why in dead_parts(spec, override):
+                    self.problem(doc.path, doc.line_of("spec", "overrides", index, *where), why)
             self.function_docs[meta.name] = doc
             functions[meta.name] = DesiredFunction(
                 name=meta.name,
@@ -377,11 +381,27 @@ class _Load:
                     f"{function.source}: function {name!r} matches no node{detail}"
                 )
                 continue
+            self._warn_overrides(state, name)
             unknown = [r for r in targets.regions or () if r not in regions]
             if unknown:
                 self.warnings.append(
                     f"{function.source}: function {name!r} targets regions with no node: "
                     + ", ".join(unknown)
+                )
+
+    def _warn_overrides(self, state: DesiredState, name: str) -> None:
+        """A warning for each override that matches none of the function's target nodes
+        today: not a problem, since the nodes it is for may come (as a function that matches
+        no node is a warning)."""
+        spec = state.functions[name].spec
+        doc = self.function_docs[name]
+        nodes = [state.nodes[n] for n in state.targets_of(name)]
+        for index, override in enumerate(spec.overrides):
+            if not any(override_matches(override, n.region, n.labels) for n in nodes):
+                line = doc.line_of("spec", "overrides", index)
+                self.warnings.append(
+                    f"{doc.path}:{line}: override {index + 1} of function {name!r} matches "
+                    "none of its target nodes"
                 )
 
 

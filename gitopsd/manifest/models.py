@@ -282,6 +282,82 @@ class Limits(_Model):
     )
 
 
+class LimitsOverride(_Model):
+    """Some fields of `limits` for the nodes an override matches; the others keep their value."""
+
+    memory_mib: Annotated[int, Field(ge=1, le=4096)] | None = Field(
+        None,
+        alias="memoryMiB",
+        description="`limits.memoryMiB` on the matching nodes (also what the blue-green "
+        "capacity check needs free on them).",
+    )
+    timeout_ms: Annotated[int, Field(ge=1, le=60_000)] | None = Field(
+        None, description="`limits.timeoutMs` on the matching nodes."
+    )
+
+    @model_validator(mode="after")
+    def _something(self) -> LimitsOverride:
+        if self.memory_mib is None and self.timeout_ms is None:
+            raise ValueError("an override's limits must set memoryMiB, timeoutMs or both")
+        return self
+
+
+# Fields of spec that describe the function as a whole: a per-node value would make no sense
+# (a strategy orders all the target nodes of one rollout; one version, one module).
+_NOT_PER_NODE = (
+    "strategy",
+    "version",
+    "module",
+    "sha256",
+    "targets",
+    "healthCheck",
+    "autoRollback",
+    "deployWindows",
+    "approval",
+    "selfHeal",
+    "stickyHeader",
+    "dependsOn",
+    "overrides",
+)
+
+
+class Override(_Model):
+    """Other `limits` for the target nodes in `regions` whose labels match `selector`."""
+
+    regions: Annotated[tuple[Name, ...], Field(min_length=1, strict=False)] | None = Field(
+        None, description="Only target nodes in one of these regions. Absent: any region."
+    )
+    selector: Labels | None = Field(
+        None,
+        description="Only target nodes whose labels include every key/value pair given. "
+        "Absent: any labels.",
+    )
+    limits: LimitsOverride = Field(
+        description="The limits these nodes get instead of `spec.limits`, field by field."
+    )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _per_node_fields_only(cls, data: Any) -> Any:
+        if isinstance(data, dict):
+            for key in _NOT_PER_NODE:
+                if key in data:
+                    raise ValueError(
+                        f"{key} applies to the function as a whole and cannot be overridden "
+                        "per node: an override sets only limits"
+                    )
+        return data
+
+    @model_validator(mode="after")
+    def _narrows(self) -> Override:
+        if not self.regions and not self.selector:
+            raise ValueError(
+                "an override needs regions or a non-empty selector: for every node, "
+                "change spec.limits instead"
+            )
+        return self
+
+
 class RollbackTrigger(_Model):
     """Roll back when `metric` of the new version goes above `threshold`."""
 
@@ -351,8 +427,8 @@ class EdgeFunctionSpec(_Model):
         AfterValidator(_check_version),
     ] = Field(
         description="Version of this release (quote it: \"1.10\"); letters, digits, '.', "
-        "'_', '+' and '-'. A new version (or module, limits, healthCheck, stickyHeader, "
-        "targets) starts a rollout."
+        "'_', '+' and '-'. A new version (or module, limits, overrides, healthCheck, "
+        "stickyHeader, targets) starts a rollout."
     )
     module: Annotated[str, Field(min_length=1, max_length=4096)] = Field(
         description="Path of the .wasm or .wat file, relative to this manifest file; "
@@ -373,6 +449,13 @@ class EdgeFunctionSpec(_Model):
     )
     limits: Limits = Field(
         default_factory=Limits, description="Per-call resource limits enforced by the agent."
+    )
+    overrides: Annotated[tuple[Override, ...], Field(max_length=100, strict=False)] = Field(
+        (),
+        description="Other `limits` for some target nodes (by region or labels), as Fleet's "
+        "targetCustomizations: every override that matches a node applies, in order, a later "
+        "one winning field by field. A change to an override rolls out to the nodes whose "
+        "limits it changes, and only to them.",
     )
     strategy: StrategySpec = Field(
         default_factory=RollingOptions,
