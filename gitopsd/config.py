@@ -185,8 +185,11 @@ class Config(BaseSettings):
                     "[ha] needs [state] url = \"postgresql://...\": leases live in PostgreSQL "
                     "(with the SQLite file one controller runs alone; remove [ha])"
                 )
-        elif self.ha != HaConfig():  # INTERIM: removed when the daemon takes leases
-            raise ValueError("[ha] is not wired into the daemon yet: remove [ha]")
+        elif self.ha.shards > 1:
+            raise ValueError(
+                "[ha] shards > 1 is not supported yet: `gitopsd run` splits no pass by shard, "
+                "one leader (shards = 1) acts for every function"
+            )
         elif self.ui.listen is not None:
             raise ValueError(
                 "[ui] listen is not available with a PostgreSQL [state] url yet: the status "

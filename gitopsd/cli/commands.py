@@ -270,6 +270,7 @@ def _time(ts: float | None) -> str:
 
 def run_status(ctx: Ctx, function: str | None, output: str) -> None:
     from gitopsd.fleet.presence import presence_of
+    from gitopsd.ha.status import leadership_for
     from gitopsd.status import all_functions, function_status
 
     store = existing_store(ctx)  # reading creates nothing: no database is nothing recorded
@@ -290,12 +291,17 @@ def run_status(ctx: Ctx, function: str | None, output: str) -> None:
     note = redact(note)  # errors name the source URL: never with its password
     names = [function] if function else all_functions(store, desired, live)
     docs = [function_status(store, name, desired, live) for name in names]
+    leadership = leadership_for(store, ctx.config.ha.shards)  # None with SQLite
     if output == "json":
         document: dict[str, Any] = {"functions": docs, "note": note}
+        if leadership is not None:
+            document.update(leadership.json_fields())  # "leader" (and "shards")
         if presence is not None:
             document["dialOut"] = presence.to_json()
         click.echo(json.dumps(document, indent=2))
         return
+    for line in leadership.lines() if leadership is not None else ():
+        click.echo(line)
     if note:
         echo(note, fg="yellow")
     for text, fine in presence.lines() if presence is not None else ():

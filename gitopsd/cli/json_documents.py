@@ -178,12 +178,24 @@ class FunctionStatus(_Doc):
     paused: bool
 
 
+class ShardLeader(_Doc):
+    """Who leads a shard: the holder of its lease in the shared PostgreSQL (times UTC)."""
+
+    shard: int
+    holder: str
+    host: str
+    since: str
+    term: int
+
+
 class StatusDocument(_Doc):
-    """`gitopsd status --output json`."""
+    """`gitopsd status --output json`. With a PostgreSQL [state] url: `leader` (null when
+    no controller holds the lease) and, with `[ha] shards` > 1, `shards`."""
 
     functions: list[FunctionStatus]
     note: str
-    leader: bool | None = None
+    leader: ShardLeader | None = None
+    shards: list[ShardLeader | None] | None = None
     dial_out: DialOut | None = None
 
 

@@ -51,6 +51,7 @@ from gitopsd.fleet.client import AgentClient
 from gitopsd.fleet.live import LiveState
 from gitopsd.fleet.tokens import FleetAuth
 from gitopsd.fleet.tunnel import TunnelRegistry
+from gitopsd.ha.daemon_ha import control_for
 from gitopsd.http_guard import start_guarded
 from gitopsd.log import get_logger
 from gitopsd.manifest.desired import DesiredState
@@ -83,6 +84,7 @@ from gitopsd.source.reader import current_commit, is_plain_directory
 from gitopsd.source.redact import redact
 from gitopsd.source.verify import SignatureRefused
 from gitopsd.store.open import open_store
+from gitopsd.store.postgres import Fenced
 from gitopsd.store.protocol import Store
 from gitopsd.store.sqlite import SqliteStore
 from gitopsd.ui.events import EventBus
@@ -164,6 +166,19 @@ class Daemon:
         self.window_wakeups = WindowWakeups(self.clock, self._window_opened)
         self.tunnels: TunnelRegistry | None = None  # dial-out agents ([fleet] listen)
         self._tunnels_grace_until = 0.0  # loop time until which a pass waits for them
+        # Who may act (gitopsd/ha/): this process alone with SQLite; with a PostgreSQL
+        # [state] url, the leader of the lease, whose store writes are fenced by its term.
+        self._led: frozenset[int] = frozenset()
+        self.control = control_for(
+            self.store,
+            self.config.ha.lease,
+            self.config.ha.shards,
+            time.monotonic,
+            on_wake=self._woken_by_peer,
+            on_change=self._leadership_changed,
+        )
+        if self.control.shared:  # standby until the first lease round says otherwise
+            self.metrics.set_leadership(frozenset(), self.config.ha.shards)
 
     # configuration ---------------------------------------------------------------------------
 
@@ -237,10 +252,42 @@ class Daemon:
     # triggers --------------------------------------------------------------------------------
 
     def request(self, reason: str) -> None:
-        """Ask for a reconcile pass as soon as the current one (if any) ends."""
+        """Ask for a reconcile pass as soon as the current one (if any) ends; on a standby,
+        the leader is woken through the database (LISTEN/NOTIFY) too."""
         if reason not in self.reasons:
             self.reasons.append(reason)
         self.wake.set()
+        self.control.forward(reason)
+
+    def _woken_by_peer(self, reason: str) -> None:
+        """A standby received a trigger (webhook, watch, operator): the leader acts on it."""
+        if self.control.leads_any():
+            self.reasons.append(f"peer: {reason}")
+            self.wake.set()
+
+    def _leadership_changed(self) -> None:
+        """After each lease round: metrics; on a change, rollouts of shards no longer led are
+        cancelled (their journal lets the new leader resume them, as after a SIGKILL), and a
+        new leader passes at once, resuming what the journal holds."""
+        led = self.control.led_shards()
+        self.metrics.set_leadership(led, self.config.ha.shards)
+        if led == self._led:
+            return
+        self._led = led
+        self.log.info("leadership changed", leading=sorted(led))
+        self.pass_state.generations = ()  # the next pass acts even if nothing moved
+        for name, task in self.pass_state.rollouts.items():
+            if not task.done() and not self.control.leads(name):
+                task.cancel()
+        if led:
+            self.request("leadership")
+
+    def _record_error(self, value: str) -> None:
+        """The daemon's last error for `gitopsd status`, written by the leader only (a
+        standby's store is fenced and writes nothing)."""
+        if self.control.leads_any():
+            with contextlib.suppress(Fenced):
+                self.store.put(LAST_ERROR_KEY, value)
 
     def _on_signal(self, sig: signal.Signals) -> None:
         if sig == signal.SIGHUP:
@@ -275,6 +322,7 @@ class Daemon:
             scheduler = self._start_scheduler()
             stack.callback(scheduler.shutdown, False)
             await self._start_servers(stack)
+            await self.control.start(stack)  # leases released after the drain
             watch = self._start_watch()
             try:
                 await self._loop()
@@ -452,14 +500,14 @@ class Daemon:
                 retry_in=round(backoff, 1),
             )
             self.notifier.status(f"error: {error}; retrying in {backoff:.0f}s")
-            self.store.put(LAST_ERROR_KEY, f"{error} (retrying in {backoff:.0f}s)")
+            self._record_error(f"{error} (retrying in {backoff:.0f}s)")
             return float(backoff)
         self.metrics.observe_reconcile(result, time.perf_counter() - started)
         if result != "noop":
             self.events.publish("pass", {"result": result})
         self._export_rollout_states()
         if state.last_error:
-            self.store.put(LAST_ERROR_KEY, "")
+            self._record_error("")
         state.failures = 0
         state.last_error = ""
         self._notify_pass(self._status_line())
@@ -510,6 +558,8 @@ class Daemon:
         """One pass; returns "noop", "changed" or "invalid" for the metrics."""
         state = self.pass_state
         self._reap_rollouts()
+        if not self.control.leads_any():
+            return "standby"  # watches and webhooks stay on: they wake the leader
         commit = await asyncio.to_thread(current_commit, self.source, self.state_dir)
         if state.desired is None or (commit != state.desired.commit and commit != state.bad_commit):
             await self._load_commit(commit)
