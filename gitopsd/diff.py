@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from enum import StrEnum
 from typing import Any
 
 from gitopsd.fleet.live import LiveFunction, LiveState, settled_function
 from gitopsd.manifest.desired import DesiredFunction, DesiredState
+from gitopsd.manifest.models import Limits
 from gitopsd.manifest.strategy_options import FeatureFlagOptions
 
 
@@ -30,6 +31,9 @@ class NodeChange:
     action: Action
     live_version: str | None
     detail: str = ""
+    # The node serves the desired version and digest as it should, under other limits: the
+    # rollout then goes to such nodes only (reconcile.limits_only_nodes).
+    only_limits: bool = False
 
 
 @dataclass(frozen=True)
@@ -126,7 +130,12 @@ def expected_percent(fn: DesiredFunction, live: LiveFunction) -> float:
     return 100.0
 
 
-def _node_change(fn: DesiredFunction, node: str, live: LiveState) -> NodeChange:
+def limits_text(memory_mib: float, timeout_ms: int) -> str:
+    """`memoryMiB 128, timeoutMs 100`: limits as the manifest spells them."""
+    return f"memoryMiB {memory_mib:g}, timeoutMs {timeout_ms}"
+
+
+def _node_change(fn: DesiredFunction, node: str, live: LiveState, limits: Limits) -> NodeChange:
     if node in live.errors:
         return NodeChange(node, Action.UNKNOWN, None, live.errors[node])
     inv = live.nodes.get(node)
@@ -143,6 +152,17 @@ def _node_change(fn: DesiredFunction, node: str, live: LiveState) -> NodeChange:
     have = lf.percent(fn.spec.version)
     if abs(have - want) > 1e-6:
         return NodeChange(node, Action.UPDATE, serving, f"traffic {have:g}% (want {want:g}%)")
+    loaded = lf.limits.get(fn.spec.version)  # None: the agent did not say
+    if loaded is not None:
+        wanted = (float(limits.memory_mib), limits.timeout_ms)
+        if (float(loaded[0]), loaded[1]) != wanted:
+            return NodeChange(
+                node,
+                Action.UPDATE,
+                serving,
+                f"limits {limits_text(*loaded)} (want {limits_text(*wanted)})",
+                only_limits=True,
+            )
     return NodeChange(node, Action.OK, fn.spec.version)
 
 
@@ -164,7 +184,11 @@ def _settled(desired: DesiredState, live: LiveState) -> set[str]:
     for index, (targets, names) in enumerate(groups.items()):
         for name in names:
             fn = desired.functions[name]
-            want[name] = (settled_function(fn.spec.version, fn.module.sha256), index)
+            if fn.spec.overrides:
+                # Its limits differ from node to node: the full path judges each node.
+                unsettled.add(name)
+            base = (float(fn.spec.limits.memory_mib), fn.spec.limits.timeout_ms)
+            want[name] = (settled_function(fn.spec.version, fn.module.sha256, base), index)
         for node in targets:
             if node not in live.nodes:
                 unsettled.update(names)
@@ -208,14 +232,22 @@ def _judge(
 
 
 def _alike(lf: LiveFunction, settled: LiveFunction) -> bool:
-    """`lf` serves the settled version alone at 100 %, maybe with other versions loaded."""
+    """`lf` serves the settled version alone at 100 %, maybe with other versions loaded,
+    under the settled limits (or limits its agent did not report)."""
     ((version, sha),) = settled.versions.items()
-    return lf.traffic == settled.traffic and lf.versions.get(version) == sha
+    loaded = lf.limits.get(version)
+    return (
+        lf.traffic == settled.traffic
+        and lf.versions.get(version) == sha
+        and (loaded is None or loaded == settled.limits[version])
+    )
 
 
 def _function_change(fn: DesiredFunction, desired: DesiredState, live: LiveState) -> Change | None:
     targets = desired.targets_of(fn.name)
-    nodes = [_node_change(fn, n, live) for n in targets]
+    nodes = [_node_change(fn, n, live, desired.limits_on(fn.name, n)) for n in targets]
+    if fn.spec.overrides:
+        nodes = [_with_override(fn, n, desired.limits_on(fn.name, n.node)) for n in nodes]
     target_set = set(targets)
     for name, inv in sorted(live.nodes.items()):
         if name not in target_set and fn.name in inv.functions:
@@ -235,6 +267,18 @@ def _function_change(fn: DesiredFunction, desired: DesiredState, live: LiveState
         action = Action.DEPLOY if deployed_nowhere else Action.UPDATE
     reason = "; ".join(sorted({f"{n.node}: {n.detail}" for n in pending}))
     return Change(fn.name, action, fn.spec.version, live_versions, tuple(nodes), reason)
+
+
+def _with_override(fn: DesiredFunction, change: NodeChange, limits: Limits) -> NodeChange:
+    """`change`, saying the limits the node gets when an override makes them differ from
+    spec.limits and the node is to be deployed or updated (the effective spec per node)."""
+    base = fn.spec.limits
+    if change.action not in (Action.DEPLOY, Action.UPDATE) or change.only_limits:
+        return change
+    if (limits.memory_mib, limits.timeout_ms) == (base.memory_mib, base.timeout_ms):
+        return change
+    by_override = f"limits {limits_text(limits.memory_mib, limits.timeout_ms)} by override"
+    return replace(change, detail=f"{change.detail}; {by_override}")
 
 
 def _prunes(desired: DesiredState, live: LiveState) -> list[Change]:

@@ -181,13 +181,34 @@ def previous_version(lf: LiveFunction, new: str) -> str | None:
     return None
 
 
-def build_spec(fn: DesiredFunction, desired: DesiredState, live: LiveState) -> RolloutSpec:
-    """A RolloutSpec for `fn` on its target nodes, with each node's current version."""
+def limits_only_nodes(change: Change | None) -> tuple[str, ...] | None:
+    """The nodes that differ when each of them differs only in its limits (a change to
+    spec.limits or spec.overrides), else None: such a rollout goes to those nodes only."""
+    if change is None:
+        return None
+    pending = [n for n in change.nodes if n.action is not Action.OK]
+    if not pending or not all(n.only_limits for n in pending):
+        return None
+    return tuple(n.node for n in pending)
+
+
+def build_spec(
+    fn: DesiredFunction, desired: DesiredState, live: LiveState, change: Change | None = None
+) -> RolloutSpec:
+    """A RolloutSpec for `fn` on its target nodes, with each node's current version and,
+    where spec.overrides change them, its own limits. Given the diff's `change`, a change of
+    limits alone rolls out to the nodes whose limits differ, and the others are left alone."""
+    only = limits_only_nodes(change)
+    base = (float(fn.spec.limits.memory_mib), int(fn.spec.limits.timeout_ms))
     nodes = []
     for name in desired.targets_of(fn.name):
+        if only is not None and name not in only:
+            continue
         node = desired.nodes[name]
         inv = live.nodes.get(name)
         lf = inv.functions.get(fn.name) if inv else None
+        limits = desired.limits_on(fn.name, name)
+        own = (float(limits.memory_mib), int(limits.timeout_ms))
         nodes.append(
             TargetNode(
                 name=name,
@@ -197,6 +218,7 @@ def build_spec(fn: DesiredFunction, desired: DesiredState, live: LiveState) -> R
                 memory_free_mib=inv.memory_free_mib if inv else None,
                 serving_new=lf is not None and lf.percent(fn.spec.version) >= 100,
                 unseen=inv is None,
+                limits=own if own != base else None,
             )
         )
     spec = fn.spec
@@ -455,7 +477,7 @@ class Reconciler:
         if draft is not None:
             rollout_id = draft.id
         else:
-            spec = build_spec(fn, desired, live)
+            spec = build_spec(fn, desired, live, change)
             self.store.put_module(fn.module.sha256, fn.module.wasm)
             rollout_id = engine.create(spec)
         row = await engine.run(rollout_id)

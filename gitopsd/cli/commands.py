@@ -88,7 +88,7 @@ def run_diff(
             fn = read.desired.functions.get(change.function)
             # Only nodes that did not answer differ: a sync waits for them, plans nothing.
             if fn is not None and not change.only_unreachable:
-                spec = build_spec(fn, read.desired, read.live)
+                spec = build_spec(fn, read.desired, read.live, change)
                 plans[fn.name] = preview(strategy_for(fn.spec.strategy), spec.plan_context())
     what_ifs = what_if_plans(read, what_if) if what_if is not None else None
     starts = start_times(read, SystemClock().now()) if plan else {}

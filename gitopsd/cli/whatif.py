@@ -41,7 +41,7 @@ def what_if_plans(read: ReadResult, spec: str) -> WhatIfReport:
     for change in read.changes.changes:
         fn = read.desired.functions.get(change.function)
         if fn is not None:
-            ctx = build_spec(fn, read.desired, read.live).plan_context()
+            ctx = build_spec(fn, read.desired, read.live, change).plan_context()
             results[fn.name] = run_what_if(strategy_for(fn.spec.strategy), ctx, injections)
     return WhatIfReport(injections, results)
 

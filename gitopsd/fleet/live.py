@@ -9,13 +9,18 @@ from dataclasses import dataclass, field
 
 from gitopsd.fleet.wire import WireInventory
 
+VersionLimits = tuple[float, int]
+"""(memoryMiB, timeoutMs) a version is loaded with."""
+
 
 @dataclass(frozen=True, slots=True, weakref_slot=True)
 class LiveFunction:
-    """One function on one node: loaded versions (version → sha256) and traffic weights."""
+    """One function on one node: loaded versions (version → sha256), traffic weights, and the
+    limits of the versions whose agent reported them (version → (memoryMiB, timeoutMs))."""
 
     versions: Mapping[str, str]
     traffic: tuple[tuple[str, float], ...]
+    limits: Mapping[str, VersionLimits] = field(default_factory=dict)
 
     @property
     def serving(self) -> str | None:
@@ -57,6 +62,11 @@ class LiveNode:
                     sys.intern(fn): _shared(
                         tuple((v, info.sha256) for v, info in wf.versions.items()),
                         tuple((w.version, w.percent) for w in wf.traffic),
+                        tuple(
+                            (v, (info.limits.memory_mib, info.limits.timeout_ms))
+                            for v, info in wf.versions.items()
+                            if info.limits is not None
+                        ),
                     )
                     for fn, wf in inv.functions.items()
                 }
@@ -88,23 +98,34 @@ def _shared_table(functions: dict[str, LiveFunction]) -> FunctionTable:
 # that: a function on 50 nodes is one object, not 50 (2,000 functions x 500 nodes would
 # otherwise hold 100k of them, ~60 MB, and walk them all in every diff). They are frozen.
 _SHARED: weakref.WeakValueDictionary[
-    tuple[tuple[tuple[str, str], ...], tuple[tuple[str, float], ...]], LiveFunction
+    tuple[
+        tuple[tuple[str, str], ...],
+        tuple[tuple[str, float], ...],
+        tuple[tuple[str, VersionLimits], ...],
+    ],
+    LiveFunction,
 ] = weakref.WeakValueDictionary()
 
 
-def settled_function(version: str, sha256: str) -> LiveFunction:
-    """The shared LiveFunction of a node that runs `version` alone at 100 %: the state Git
-    asks for once a rollout is over, so `diff` can test most pairs by identity (`is`)."""
-    return _shared(((version, sha256),), ((version, 100.0),))
+def settled_function(
+    version: str, sha256: str, limits: VersionLimits | None = None
+) -> LiveFunction:
+    """The shared LiveFunction of a node that runs `version` alone at 100 % (with `limits`,
+    or with none reported): the state Git asks for once a rollout is over, so `diff` can
+    test most pairs by identity (`is`)."""
+    reported = ((version, limits),) if limits is not None else ()
+    return _shared(((version, sha256),), ((version, 100.0),), reported)
 
 
 def _shared(
-    versions: tuple[tuple[str, str], ...], traffic: tuple[tuple[str, float], ...]
+    versions: tuple[tuple[str, str], ...],
+    traffic: tuple[tuple[str, float], ...],
+    limits: tuple[tuple[str, VersionLimits], ...] = (),
 ) -> LiveFunction:
-    key = (versions, traffic)
+    key = (versions, traffic, limits)
     found = _SHARED.get(key)
     if found is None:
-        found = LiveFunction(versions=dict(versions), traffic=traffic)
+        found = LiveFunction(versions=dict(versions), traffic=traffic, limits=dict(limits))
         _SHARED[key] = found
     return found
 

@@ -16,8 +16,16 @@ class WireWeight(_Wire):
     percent: float
 
 
+class WireLimits(_Wire):
+    memory_mib: float = Field(alias="memoryMiB")
+    timeout_ms: int = Field(alias="timeoutMs")
+
+
 class WireVersion(_Wire):
     sha256: str
+    # The limits the version is loaded with; absent from an agent that does not say, which the
+    # diff then cannot compare (it compares what it is told).
+    limits: WireLimits | None = None
 
 
 class WireFunction(_Wire):

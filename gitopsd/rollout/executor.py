@@ -111,7 +111,7 @@ class StepExecutor:
         async def one(node: str) -> str:
             await self.client.ensure_module(node, self.spec.sha256, wasm)
             await self.client.load_version(
-                node, self.spec.function, self.spec.version, self.spec.load_body()
+                node, self.spec.function, self.spec.version, self.spec.load_body(node)
             )
             return "loaded"
 

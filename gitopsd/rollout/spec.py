@@ -25,6 +25,9 @@ class TargetNode:
     serving_new: bool = False
     # Its inventory could not be read when the rollout was planned: it was down already.
     unseen: bool = False
+    # (memoryMiB, timeoutMs) when spec.overrides give this node other limits than the
+    # rollout's; None: the rollout's.
+    limits: tuple[float, int] | None = None
 
 
 @dataclass(frozen=True)
@@ -77,16 +80,31 @@ class RolloutSpec:
             function=self.function,
             version=self.version,
             nodes=tuple(
-                NodeTarget(n.name, n.region, n.old_version, n.memory_free_mib) for n in self.nodes
+                NodeTarget(
+                    n.name,
+                    n.region,
+                    n.old_version,
+                    n.memory_free_mib,
+                    n.limits[0] if n.limits is not None else None,
+                )
+                for n in self.nodes
             ),
             memory_mib=self.memory_mib,
         )
 
-    def load_body(self) -> dict[str, Any]:
-        """The agent's `PUT /functions/{fn}/versions/{v}` body."""
+    def limits_of(self, node: str) -> tuple[float, int]:
+        """(memoryMiB, timeoutMs) of the version on `node`."""
+        own = self.node(node).limits
+        return own if own is not None else (self.memory_mib, self.timeout_ms)
+
+    def load_body(self, node: str | None = None) -> dict[str, Any]:
+        """The agent's `PUT /functions/{fn}/versions/{v}` body (for `node`: with its limits)."""
+        memory_mib, timeout_ms = (
+            self.limits_of(node) if node is not None else (self.memory_mib, self.timeout_ms)
+        )
         return {
             "sha256": self.sha256,
-            "limits": {"memoryMiB": self.memory_mib, "timeoutMs": self.timeout_ms},
+            "limits": {"memoryMiB": memory_mib, "timeoutMs": timeout_ms},
             "healthCheck": {"function": self.health.function, "expect": self.health.expect},
             "stickyHeader": self.sticky_header,
         }
@@ -104,7 +122,7 @@ class RolloutSpec:
             commit=data["commit"],
             sha256=data["sha256"],
             strategy=dict(data["strategy"]),
-            nodes=tuple(TargetNode(**n) for n in data["nodes"]),
+            nodes=tuple(_target_node(n) for n in data["nodes"]),
             health=HealthSpec(**data["health"]),
             memory_mib=data["memory_mib"],
             timeout_ms=data["timeout_ms"],
@@ -115,3 +133,11 @@ class RolloutSpec:
             analysis=JudgeSettings(**data["analysis"]) if "analysis" in data else THRESHOLDS_ONLY,
             deploy_windows=data.get("deploy_windows"),
         )
+
+
+def _target_node(data: Mapping[str, Any]) -> TargetNode:
+    """A TargetNode from JSON, where the `limits` pair became a list."""
+    limits = data.get("limits")
+    fields = dict(data)
+    fields["limits"] = (float(limits[0]), int(limits[1])) if limits is not None else None
+    return TargetNode(**fields)

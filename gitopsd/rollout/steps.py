@@ -180,6 +180,9 @@ class NodeTarget:
     region: str
     old_version: str | None = None  # what served the function here before; None: nothing
     memory_free_mib: float | None = None  # budget left for one more version; None: unknown
+    # What one instance of the new version may use here when spec.overrides give this node
+    # its own memoryMiB; None: PlanContext.memory_mib.
+    memory_mib: float | None = None
 
 
 @dataclass(frozen=True)

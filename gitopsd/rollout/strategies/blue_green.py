@@ -48,16 +48,19 @@ class BlueGreenStrategy:
             yield from no_nodes(ctx)
             return
         opts = self.options
+        need = {n.name: n.memory_mib or ctx.memory_mib for n in ctx.nodes}
         short = [
             n.name
             for n in ctx.nodes
-            if n.memory_free_mib is not None and n.memory_free_mib < ctx.memory_mib
+            if n.memory_free_mib is not None and n.memory_free_mib < need[n.name]
         ]
         if short:
+            wanted = sorted({need[n] for n in short})
+            each = " or ".join(f"{m:g}" for m in wanted)
             yield Finish(
                 RolloutState.FAILED,
                 f"not enough memory for blue and green side by side on {names(short)}: "
-                f"{ctx.memory_mib:g} MiB needed per node",
+                f"{each} MiB needed per node",
             )
             return
 
