@@ -58,6 +58,8 @@ async def rollback_function(
     if store.module(str(target.context["sha256"])) is None:
         raise ConfigError(f"the module of {function} {target.version} is not in the store")
     base = RolloutSpec.from_json(target.context)
+    # The limits spec.overrides gave a node in that rollout come back with its version.
+    own_limits = {n.name: n.limits for n in base.nodes}
     spec = RolloutSpec(
         function=function,
         version=target.version,
@@ -65,7 +67,14 @@ async def rollback_function(
         sha256=base.sha256,
         strategy={"type": "blue-green", "keepBlueEnvironment": False},
         nodes=tuple(
-            TargetNode(name, n["region"], n["address"], per_node.get(name), None)
+            TargetNode(
+                name,
+                n["region"],
+                n["address"],
+                per_node.get(name),
+                None,
+                limits=own_limits.get(name),
+            )
             for name, n in sorted(nodes.items())
         ),
         health=base.health,

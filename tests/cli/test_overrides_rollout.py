@@ -16,21 +16,21 @@ from tests.gitrepo import GitRemote
 from tests.wasm_modules import handler_wat
 
 
-def push(remote: GitRemote, overrides: str = "") -> str:
+def push(remote: GitRemote, overrides: str = "", version: str = "1.0.0") -> str:
     remote.write(
         "functions/hello.yaml",
         "apiVersion: gitopsd/v1\nkind: EdgeFunction\nmetadata: {name: hello}\nspec:\n"
-        '  version: "1.0.0"\n  module: modules/hello.wat\n  strategy: {type: rolling}\n'
+        f'  version: "{version}"\n  module: modules/hello.wat\n  strategy: {{type: rolling}}\n'
         f"  limits: {{memoryMiB: 64, timeoutMs: 100}}\n{overrides}",
     )
-    remote.write("functions/modules/hello.wat", handler_wat("hello 1.0.0"))
-    return remote.commit_push("hello")
+    remote.write("functions/modules/hello.wat", handler_wat(f"hello {version}"))
+    return remote.commit_push(f"hello {version}")
 
 
-def loaded(fleet: Fleet, node: str) -> dict[str, Any]:
-    """What `node`'s agent says of hello's version 1.0.0 (limits, load time...)."""
-    version: dict[str, Any] = fleet.inventory(node)["functions"]["hello"]["versions"]["1.0.0"]
-    return version
+def loaded(fleet: Fleet, node: str, version: str = "1.0.0") -> dict[str, Any]:
+    """What `node`'s agent says of hello's `version` (limits, load time...)."""
+    found: dict[str, Any] = fleet.inventory(node)["functions"]["hello"]["versions"][version]
+    return found
 
 
 @pytest.fixture
@@ -106,3 +106,26 @@ def test_an_invalid_override_is_refused_with_file_and_line(
         "functions/hello.yaml:10: spec.overrides[0]: strategy applies to the function as a "
         "whole and cannot be overridden per node" in result.out + result.err
     )
+
+
+def test_an_operator_rollback_brings_back_each_node_s_limits(
+    tmp_path: Path, remote: GitRemote, fleet: Fleet
+) -> None:
+    config = tmp_path / "gitopsd.toml"
+    config.write_text(f'[source]\nurl = "{remote.bare}"\n')
+    gitopsd = Gitopsd(tmp_path / "state", fleet.token_file, config)
+    remote.write("nodes.yaml", fleet.manifests())
+    push(remote, "  overrides: [{regions: [eu-central], limits: {memoryMiB: 128}}]\n")
+    assert gitopsd("sync", "--once").code == 0
+    push(remote, version="2.0.0")  # the override is gone with 2.0.0
+    assert gitopsd("sync", "--once").code == 0
+    assert loaded(fleet, "edge-c", "2.0.0")["limits"]["memoryMiB"] == 64
+
+    result = gitopsd("rollback", "hello")
+    assert result.code == 0, result.out + result.err
+    assert set(fleet.serving("hello").values()) == {"1.0.0"}
+    assert {n: loaded(fleet, n)["limits"]["memoryMiB"] for n in fleet.nodes} == {
+        "edge-a": 64,
+        "edge-b": 64,
+        "edge-c": 128,
+    }
