@@ -39,6 +39,14 @@ def test_example_validates_and_every_function_completes(tmp_path: Path) -> None:
             "feature-flag",
         }
         assert set(states.values()) == {"COMPLETED"}, report.results
+        # image-processor's override: 128 MiB on the ap-south nodes, spec.limits elsewhere.
+        memory = {
+            n: fleet.inventory(n)["functions"]["image-processor"]["versions"]["1.2.0"]["limits"][
+                "memoryMiB"
+            ]
+            for n in fleet.nodes
+        }
+        assert memory == {n: 128 if "ap-south" in n else 64 for n in fleet.nodes}
         for function in states:
             assert None not in {
                 v

@@ -166,6 +166,21 @@ class Demo:
             versions = ", ".join(f"{n}={v}" for n, v in serving.items())
             click.echo(f"  {function:<16} {versions}")
 
+    def show_limits(self, function: str) -> bool:
+        """Per node, the memoryMiB `function`'s serving version runs under (spec.overrides
+        give some nodes their own); True when each is what Git asks for on that node."""
+        desired = asyncio.run(self.reconciler.read(self.source)).desired
+        ok, shown = True, []
+        for node in desired.targets_of(function):
+            fn = self.fleet.inventory(node)["functions"].get(function, {})
+            version = desired.functions[function].spec.version
+            have = fn.get("versions", {}).get(version, {}).get("limits", {}).get("memoryMiB")
+            want = desired.limits_on(function, node).memory_mib
+            ok &= have == want
+            shown.append(f"{node}={have}")
+        click.echo(f"  {function} memoryMiB: {', '.join(shown)}")
+        return ok
+
     def edit_canary(self, version: str, old: str, new: str) -> None:
         manifest = self.work / "functions" / f"{CANARY}.yaml"
         text = manifest.read_text()
@@ -192,6 +207,7 @@ def run_demo(example: Path | None = None, keep: bool = False) -> int:
             ok &= demo.sync()
             title("3. every function answers on every node (X-Gitopsd-Version)")
             demo.show_serving()
+            ok &= demo.show_limits(CANARY)  # spec.overrides: 128 MiB in ap-south
 
             title(f"4. push {CANARY} 1.3.0 whose health check fails: nothing changes")
             demo.edit_canary("1.3.0", '"OK")', '"NO")')
