@@ -20,7 +20,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from gitopsd.errors import StoreError
-from gitopsd.ha.lease import Lease, PgLeases
+from gitopsd.ha.lease import Lease, LeaseBusy, PgLeases
 from gitopsd.ha.timer import LeaseTimer
 from gitopsd.log import get_logger
 from gitopsd.store.postgres import Fence
@@ -126,7 +126,10 @@ class Leadership:
         members = self.leases.heartbeat()
         for shard, lease in sorted(self.held.items()):
             sent = self.monotonic()
-            renewed = self.leases.renew(lease)
+            try:
+                renewed = self.leases.renew(lease)
+            except LeaseBusy:
+                continue  # not renewed this round: the timer runs on, the lease is kept
             if renewed is None:
                 self.log.warning("lease lost", shard=shard, term=lease.term)
                 del self.held[shard]
@@ -147,7 +150,10 @@ class Leadership:
             if shard in self.held:
                 continue
             sent = self.monotonic()
-            taken = self.leases.acquire(shard)
+            try:
+                taken = self.leases.acquire(shard)
+            except LeaseBusy:
+                continue  # the deposed holder's transaction still holds the row
             if taken is not None:
                 timer = LeaseTimer(self.leases.lease)
                 timer.renewed(sent)

@@ -12,11 +12,17 @@ import threading
 from dataclasses import dataclass
 
 import psycopg
+import psycopg.errors
 from psycopg.rows import DictRow
 
 from gitopsd.errors import StoreError
 from gitopsd.store.pg_url import PgTarget
 from gitopsd.store.postgres import connect, driver_reason
+
+
+class LeaseBusy(StoreError):
+    """A lease row stayed locked past lock_timeout (another process's open transaction):
+    nothing changed; try again next round."""
 
 
 @dataclass(frozen=True)
@@ -42,7 +48,22 @@ class PgLeases:
         self.host = host
         self.lease = lease
         self._lock = threading.Lock()
-        self._conn = connect(target)
+        self._conn = self._connect()
+
+    def _connect(self) -> psycopg.Connection[DictRow]:
+        conn = connect(self.target)
+        # A lease row locked by a transaction of a frozen leader (released by the server
+        # after IDLE_IN_TRANSACTION_MS) must not stall this process's rounds: give up on
+        # that row for this round instead (LeaseBusy).
+        timeout_ms = max(50, int(self.lease * 1000 / 10))
+        try:
+            conn.execute(f"SET lock_timeout = {timeout_ms}")
+        except psycopg.Error as exc:
+            conn.close()
+            raise StoreError(
+                f"state database {self.target.display}: leases: {driver_reason(exc)}"
+            ) from exc
+        return conn
 
     def close(self) -> None:
         self._conn.close()
@@ -51,9 +72,11 @@ class PgLeases:
         with self._lock:
             try:
                 if self._conn.closed or self._conn.broken:
-                    self._conn = connect(self.target)
+                    self._conn = self._connect()
                 cur = self._conn.execute(sql, args)
                 return cur.fetchall() if cur.description else []
+            except psycopg.errors.LockNotAvailable as exc:
+                raise LeaseBusy(f"state database {self.target.display}: lease row busy") from exc
             except psycopg.Error as exc:
                 raise StoreError(
                     f"state database {self.target.display}: leases: {driver_reason(exc)}"

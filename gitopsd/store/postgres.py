@@ -65,15 +65,25 @@ class Fence:
         )
 
 
+# A transaction left open by a client that stopped (a frozen leader, SIGSTOP between its
+# write and its COMMIT) holds the FOR SHARE lock the fencing trigger takes on its lease row,
+# and a standby could not take the lease until it thawed. The server ends such a session
+# after this long: its write is rolled back, the lock released. Every store transaction is a
+# few statements sent back to back, so a live client never idles this long inside one.
+IDLE_IN_TRANSACTION_MS = 500
+
+
 def connect(target: PgTarget, autocommit: bool = True) -> psycopg.Connection[DictRow]:
     """A connection to the state database; StoreError (exit 2) naming it when that fails."""
     try:
-        return psycopg.connect(
+        conn = psycopg.connect(
             target.conninfo,
             autocommit=autocommit,
             row_factory=dict_row,
             **target.connect_kwargs(),
         )
+        conn.execute(f"SET idle_in_transaction_session_timeout = {IDLE_IN_TRANSACTION_MS}")
+        return conn
     except psycopg.Error as exc:
         raise StoreError(
             f"cannot reach the state database {target.display}: {driver_reason(exc)}"

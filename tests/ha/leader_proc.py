@@ -17,6 +17,7 @@ import random
 import sys
 import time
 
+from gitopsd.errors import StoreError
 from gitopsd.ha.leadership import Leadership
 from gitopsd.ha.lease import PgLeases
 from gitopsd.log import configure
@@ -62,6 +63,8 @@ async def main(url: str, holder: str, shards: int, functions: list[str]) -> None
                         say(event="wrote", n=written)
                 except Fenced as exc:
                     say(event="fenced", shard=shard, term=fence.terms[shard], error=str(exc))
+                except StoreError as exc:  # e.g. the server ended a session frozen mid-write
+                    say(event="store_error", shard=shard, error=str(exc))
         await asyncio.sleep(0.02)
         if rounds.done():
             rounds.result()

@@ -161,3 +161,34 @@ def test_a_leader_writes_only_for_the_shards_it_leads(
     assert store.get("last_applied_commit") == "a" * 40
     assert store.rollout("out") is None
     assert store.rollout("in") is not None
+
+
+def test_a_leader_frozen_inside_a_write_does_not_block_the_takeover(
+    db: Db, opened: list[PostgresStore | PgLeases]
+) -> None:
+    """Frozen between its fenced write and its COMMIT, a leader holds the lease row locked;
+    the server ends that idle transaction (idle_in_transaction_session_timeout), the standby
+    takes the lease, and the frozen write is never applied."""
+    old_store, old = open_pair(db, opened, "old")
+    _, new = open_pair(db, opened, "new")
+    lease = old.acquire(0)
+    assert lease is not None
+    old_store.set_fence(Fence("old", 1, {0: lease.term}))
+    old_store.create_rollout(rollout("r1"))
+    frozen = old_store.bulk()
+    conn = frozen.__enter__()  # the transaction stays open: the process "froze" here
+    conn.execute(
+        "SELECT set_config('gitopsd.fence', %s, true)",
+        (Fence("old", 1, {0: lease.term}).setting(),),
+    )
+    conn.execute(
+        "INSERT INTO journal (rollout_id, seq, step, started_at) VALUES ('r1', 0, '{}', 1.0)"
+    )
+    db.expire(0)  # waits for the lock until the server ends the frozen transaction
+    taken = new.acquire(0)
+    assert taken is not None and taken.term == lease.term + 1
+    with pytest.raises(StoreError):
+        frozen.__exit__(None, None, None)  # the thawed COMMIT: the session is gone
+    reader = PostgresStore(pg_target(db.url))
+    opened.append(reader)
+    assert reader.journal("r1") == []
