@@ -322,7 +322,14 @@ _NOT_PER_NODE = (
 
 
 class Override(_Model):
-    """Other `limits` for the target nodes in `regions` whose labels match `selector`."""
+    """Other `limits` for the target nodes in `regions` whose labels match `selector` (give
+    at least one of the two). Every override that matches a node applies, in the order
+    written, a later one winning field by field. Only `limits` can be overridden: the
+    strategy, version, module, health check and the other fields describe the function as a
+    whole and are refused here. An override that can never match (a region outside
+    `targets.regions`, a label that `targets.selector` sets to another value) is a problem;
+    one that matches no target node today is a warning, since such nodes may join later.
+    Overrides never add or remove target nodes."""
 
     regions: Annotated[tuple[Name, ...], Field(min_length=1, strict=False)] | None = Field(
         None, description="Only target nodes in one of these regions. Absent: any region."
