@@ -24,7 +24,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from gitopsd.errors import SourceError
+from gitopsd.errors import SourceError, StoreError
 from gitopsd.log import get_logger
 from gitopsd.report.forges import ForgeReporter, outcome_statuses
 from gitopsd.report.notes import CommitOutcome, FunctionOutcome, push_notes, write_note
@@ -239,15 +239,23 @@ class OutcomePublisher:
         )
 
     def _save_outbox(self) -> None:
-        if self.store is None:
-            return
-        self.store.put(OUTBOX_KEY, json.dumps(self._outbox) if self._outbox else "")
+        self._put(OUTBOX_KEY, json.dumps(self._outbox) if self._outbox else "")
 
     def _set_push_pending(self, pending: bool) -> None:
         if pending != self._push_pending:
             self._push_pending = pending
-            if self.store is not None:
-                self.store.put(PUSH_PENDING_KEY, "1" if pending else "")
+            self._put(PUSH_PENDING_KEY, "1" if pending else "")
+
+    def _put(self, key: str, value: str) -> None:
+        """Persist, or log why not: a store that refuses the write (a standby's fenced
+        PostgreSQL store, a full disk) must not stop the worker; the outbox in memory goes on
+        and the next write that succeeds carries it."""
+        if self.store is None:
+            return
+        try:
+            self.store.put(key, value)
+        except StoreError as exc:
+            self.log.warning("publisher could not persist its outbox", error=str(exc))
 
 
 async def publish_now(

@@ -112,3 +112,28 @@ async def test_a_refused_push_is_retried_and_the_flag_survives_a_restart(tmp_pat
     await later.aclose()
     assert json.loads(remote.note(sha))["status"] == "success"
     assert not store.get("publisher:push-pending")
+
+
+class _RefusingStore:
+    """A store that refuses every write, as a standby's fenced PostgreSQL store does."""
+
+    def __init__(self) -> None:
+        self.values: dict[str, str] = {}
+
+    def get(self, key: str) -> str | None:
+        return self.values.get(key)
+
+    def put(self, key: str, value: str) -> None:
+        from gitopsd.errors import StoreError
+
+        raise StoreError(f"write of {key} refused: this process does not lead")
+
+
+async def test_a_store_that_refuses_writes_does_not_stop_the_worker(tmp_path: Path) -> None:
+    remote, spec, (sha,) = mirrored(tmp_path)
+    publisher = OutcomePublisher(spec, tmp_path / "state", _RefusingStore())  # type: ignore[arg-type]
+    publisher.submit(outcome(sha, "IN_PROGRESS", "pending"))
+    publisher.submit(outcome(sha, "COMPLETED"))
+    assert await publisher.drain(30)
+    await publisher.aclose()
+    assert json.loads(remote.note(sha))["functions"]["fn"]["state"] == "COMPLETED"
