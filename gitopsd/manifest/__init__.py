@@ -5,8 +5,9 @@ strategies' `strategy_options` import stays cheap):
 
 - `loader.load_snapshot(snapshot, *, max_manifest_bytes, max_module_bytes, max_documents)`
   → `desired.DesiredState`, or `errors.InvalidManifests` with every `file:line: message`
-- `desired`: `DesiredState` (`targets_of`, `fingerprint`, `dependency_order`), `DesiredNode`,
-  `DesiredFunction`
+- `desired`: `DesiredState` (`targets_of`, `limits_on`, `fingerprint`, `dependency_order`),
+  `DesiredNode`, `DesiredFunction`
+- `overrides`: which `spec.overrides` apply to a node, and the limits it gets
 - `models`: the pydantic models of `apiVersion: gitopsd/v1` (`EdgeNodeManifest`,
   `EdgeFunctionManifest`, `EdgeFunctionSpec`, ...)
 - `modules`: `CompiledModule`, `resolve_module_path`, `ModuleRefused`
