@@ -107,6 +107,15 @@ def test_an_invalid_override_is_refused_with_file_and_line(
         "whole and cannot be overridden per node" in result.out + result.err
     )
 
+    # An override no node matches today validates, with a warning at its line.
+    push(remote, "  overrides:\n    - {regions: [ap-south], limits: {memoryMiB: 128}}\n")
+    result = gitopsd("validate", str(remote.bare))
+    assert result.code == 0, result.out + result.err
+    assert (
+        "warning: functions/hello.yaml:10: override 1 of function 'hello' matches none of its "
+        "target nodes" in result.err
+    )
+
 
 def test_an_operator_rollback_brings_back_each_node_s_limits(
     tmp_path: Path, remote: GitRemote, fleet: Fleet
