@@ -8,7 +8,7 @@ through aiohttp's public protocol factory (`runner.server`) wrapped in a thin pr
 gives every connection a deadline to start a request (`head_timeout`, counted from the
 connection or from the end of the previous request) and caps the connections a listener
 holds: at the cap the oldest connection with no request in progress makes room, and when
-every one is busy the new connection is closed at once.
+every one is in a request, the oldest of all.
 """
 
 from __future__ import annotations
@@ -38,11 +38,10 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 @dataclass
 class GuardCounters:
-    """What the guard refused, for tests and logs."""
+    """What the guard closed, for tests and logs."""
 
     head_timeouts: int = 0
     evicted: int = 0
-    refused: int = 0
 
 
 class _Guarded(asyncio.Protocol):
@@ -59,8 +58,8 @@ class _Guarded(asyncio.Protocol):
         assert isinstance(transport, asyncio.Transport)
         self.transport = transport
         self.inner.connection_made(transport)
-        if self.guard.admit(self):
-            self.idle()
+        self.guard.admit(self)
+        self.idle()
 
     def data_received(self, data: bytes) -> None:
         self.inner.data_received(data)
@@ -121,19 +120,20 @@ class ListenerGuard:
     def wrap(self, factory: Callable[[], asyncio.Protocol]) -> Callable[[], asyncio.Protocol]:
         return lambda: _Guarded(self, factory())
 
-    def admit(self, conn: _Guarded) -> bool:
-        """Make room for `conn` or refuse it; True when it may stay."""
+    def admit(self, conn: _Guarded) -> None:
+        """Make room for `conn`."""
         if len(self._open) >= self.max_connections:
-            idle = next((c for c in self._open.values() if not c.busy), None)
-            if idle is None:
-                self.counters.refused += 1
-                conn.close()
-                return False
+            # The oldest connection with no request in progress makes room; when every one is
+            # in a request (bodies trickling in, event streams), the oldest of those does: a
+            # flood of slow clients must not lock out the next real delivery. A browser's
+            # event stream reconnects by itself.
+            victim = next((c for c in self._open.values() if not c.busy), None)
+            if victim is None:
+                victim = next(iter(self._open.values()))
             self.counters.evicted += 1
-            self.forget(idle)
-            idle.close()
+            self.forget(victim)
+            victim.close()
         self._open[conn.transport] = conn
-        return True
 
     def forget(self, conn: _Guarded) -> None:
         self._open.pop(conn.transport, None)

@@ -89,3 +89,32 @@ async def test_a_long_request_is_not_cut_by_the_head_deadline() -> None:
             assert (r.status, await r.text()) == (200, "slow")
     finally:
         await listener.cleanup()
+
+
+async def test_when_every_connection_is_in_a_request_the_oldest_makes_room() -> None:
+    """Bodies trickling in keep their requests open; the next real request still gets in."""
+
+    async def read_body(request: web.Request) -> web.Response:
+        return web.Response(text=str(len(await request.read())))
+
+    app = web.Application()
+    app.router.add_post("/", read_body)
+    app.router.add_get("/", read_body)
+    guard = ListenerGuard(head_timeout=60.0, max_connections=4)
+    listener = await start_guarded(app, "127.0.0.1", 0, guard)
+    port = listener.addresses[0][1]
+    trickling = []
+    for _ in range(4):
+        _reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 1000\r\n\r\n{")
+        await writer.drain()
+        trickling.append(writer)
+    try:
+        await asyncio.sleep(0.05)
+        async with aiohttp.ClientSession() as s, s.get(f"http://127.0.0.1:{port}/") as r:
+            assert (r.status, await r.text()) == (200, "0")
+        assert guard.counters.evicted >= 1 and guard.connections <= 4
+    finally:
+        for writer in trickling:
+            writer.close()
+        await listener.cleanup()

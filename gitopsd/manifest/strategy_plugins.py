@@ -151,6 +151,8 @@ def _strategy_tag(value: Any) -> str | None:
     kind = value.get("type") if isinstance(value, dict) else getattr(value, "type", None)
     if kind is None:
         return None
+    if not isinstance(kind, str):  # a list or a mapping: the plugin model says "a string"
+        return PLUGIN_TAG
     return kind if kind in OPTION_MODELS else PLUGIN_TAG
 
 
