@@ -182,7 +182,7 @@ class Config(BaseSettings):
         if self.state.url is None:
             if self.ha != HaConfig():
                 raise ValueError(
-                    "[ha] needs [state] url = \"postgresql://...\": leases live in PostgreSQL "
+                    '[ha] needs [state] url = "postgresql://...": leases live in PostgreSQL '
                     "(with the SQLite file one controller runs alone; remove [ha])"
                 )
         elif self.ha.shards > 1:

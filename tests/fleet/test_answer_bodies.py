@@ -40,7 +40,7 @@ async def test_an_inventory_sent_in_several_writes_is_read_whole() -> None:
             except (asyncio.IncompleteReadError, ConnectionError):
                 break
             writer.write(
-                b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nETag: \"split-5\"\r\n"
+                b'HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nETag: "split-5"\r\n'
                 b"Content-Length: %d\r\n\r\n" % len(body)
             )
             for piece in pieces:
