@@ -260,6 +260,7 @@ def run(ctx: Context) -> list[Row]:
             median=idle_cores * 100,
             target="-",
             ok=None,
+            samples=[idle_cores * 100],  # one window: a figure over the whole idle period
             note=f"over {idle_s} s after the first rollout: WebSocket pings every 20 s and "
             f"one held inventory request per agent renewed every 30 s; {note}",
         ),
@@ -270,6 +271,7 @@ def run(ctx: Context) -> list[Row]:
             median=rss,
             target="-",
             ok=None,
+            samples=[rss],
             note=f"VmRSS at the end of the idle window; {note}",
         ),
     ]
