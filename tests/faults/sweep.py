@@ -45,9 +45,17 @@ def rollouts_of(db: Path, function: str, version: str) -> list[Row]:
 
 
 def _has_schema(conn: sqlite3.Connection) -> bool:
-    found = conn.execute(
-        "SELECT COUNT(*) FROM sqlite_master WHERE type = 'table' AND name = 'rollouts'"
-    ).fetchone()
+    try:
+        found = conn.execute(
+            "SELECT COUNT(*) FROM sqlite_master WHERE type = 'table' AND name = 'rollouts'"
+        ).fetchone()
+    except sqlite3.OperationalError as exc:
+        # A read-only connection cannot recover a WAL a killed writer left half set up
+        # ("attempt to write a readonly database"): the daemon's next start recovers it, and
+        # until then nothing was committed that this reader could miss.
+        if "readonly" in str(exc):
+            return False
+        raise
     return bool(found[0])
 
 
