@@ -35,6 +35,8 @@ from gitopsd.store.rows import (
     IntegrityReport,
     JournalRow,
     RolloutRow,
+    journal_from_record,
+    rollout_from_record,
 )
 
 FENCED_SQLSTATE = "GD001"
@@ -219,7 +221,7 @@ class PostgresStore:
 
     def rollout(self, rollout_id: str) -> RolloutRow | None:
         rows = self._rows("SELECT * FROM rollouts WHERE id = %s", (rollout_id,))
-        return _rollout(rows[0]) if rows else None
+        return rollout_from_record(rows[0]) if rows else None
 
     def rollouts(self, function: str | None = None, limit: int = 1000) -> list[RolloutRow]:
         if function:
@@ -232,30 +234,20 @@ class PostgresStore:
             rows = self._rows(
                 "SELECT * FROM rollouts ORDER BY created_at DESC, id DESC LIMIT %s", (limit,)
             )
-        return [_rollout(r) for r in rows]
+        return [rollout_from_record(r) for r in rows]
 
     def active_rollouts(self) -> list[RolloutRow]:
         rows = self._rows(
             "SELECT * FROM rollouts WHERE NOT (state = ANY(%s)) ORDER BY created_at, id",
             (sorted(FINAL_STATES),),
         )
-        return [_rollout(r) for r in rows]
+        return [rollout_from_record(r) for r in rows]
 
     # journal ------------------------------------------------------------------------------
 
     def journal(self, rollout_id: str) -> list[JournalRow]:
         rows = self._rows("SELECT * FROM journal WHERE rollout_id = %s ORDER BY seq", (rollout_id,))
-        return [
-            JournalRow(
-                seq=r["seq"],
-                step=json.loads(r["step"]),
-                outcome=json.loads(r["outcome"]) if r["outcome"] is not None else None,
-                started_at=r["started_at"],
-                finished_at=r["finished_at"],
-                deadline=r["deadline"],
-            )
-            for r in rows
-        ]
+        return [journal_from_record(r) for r in rows]
 
     def begin_step(
         self,
@@ -376,24 +368,6 @@ class PostgresStore:
                 " ON CONFLICT (key) DO UPDATE SET value = excluded.value",
                 (key, value),
             )
-
-
-def _rollout(r: DictRow) -> RolloutRow:
-    return RolloutRow(
-        id=r["id"],
-        function=r["function"],
-        version=r["version"],
-        commit=r["commit_sha"],
-        strategy=r["strategy"],
-        state=r["state"],
-        message=r["message"],
-        step=r["step"],
-        context=json.loads(r["context"]),
-        created_at=r["created_at"],
-        updated_at=r["updated_at"],
-        finished_at=r["finished_at"],
-        aborting=bool(r["aborting"]),
-    )
 
 
 # mypy proves here that PostgresStore implements the Store protocol, method by method.

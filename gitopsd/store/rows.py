@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 # Rollout states after which nothing more happens to a rollout (RolloutState.is_final).
 FINAL_STATES: frozenset[str] = frozenset({"COMPLETED", "ROLLED_BACK", "FAILED"})
@@ -57,6 +58,43 @@ class Controls:
     promote: bool = False
     abort: bool = False
     approved_version: str | None = None
+
+
+class Record(Protocol):
+    """A database row read by column name (sqlite3.Row, psycopg's dict rows)."""
+
+    def __getitem__(self, key: str, /) -> Any: ...
+
+
+def rollout_from_record(r: Record) -> RolloutRow:
+    """A `rollouts` table row (SQLite or PostgreSQL, by column name) as a RolloutRow."""
+    return RolloutRow(
+        id=r["id"],
+        function=r["function"],
+        version=r["version"],
+        commit=r["commit_sha"],
+        strategy=r["strategy"],
+        state=r["state"],
+        message=r["message"],
+        step=r["step"],
+        context=json.loads(r["context"]),
+        created_at=r["created_at"],
+        updated_at=r["updated_at"],
+        finished_at=r["finished_at"],
+        aborting=bool(r["aborting"]),
+    )
+
+
+def journal_from_record(r: Record) -> JournalRow:
+    """A `journal` table row (SQLite or PostgreSQL, by column name) as a JournalRow."""
+    return JournalRow(
+        seq=r["seq"],
+        step=json.loads(r["step"]),
+        outcome=json.loads(r["outcome"]) if r["outcome"] is not None else None,
+        started_at=r["started_at"],
+        finished_at=r["finished_at"],
+        deadline=r["deadline"],
+    )
 
 
 @dataclass(frozen=True)

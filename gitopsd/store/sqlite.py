@@ -18,7 +18,12 @@ from typing import Any
 
 from gitopsd.errors import StoreError
 from gitopsd.store.protocol import Store
-from gitopsd.store.rows import CONTROL_FIELDS, ROLLOUT_FIELDS
+from gitopsd.store.rows import (
+    CONTROL_FIELDS,
+    ROLLOUT_FIELDS,
+    journal_from_record,
+    rollout_from_record,
+)
 from gitopsd.store.rows import Controls as Controls
 from gitopsd.store.rows import IntegrityReport as IntegrityReport
 from gitopsd.store.rows import JournalRow as JournalRow
@@ -184,7 +189,7 @@ class SqliteStore:
 
     def rollout(self, rollout_id: str) -> RolloutRow | None:
         rows = self._rows("SELECT * FROM rollouts WHERE id = ?", (rollout_id,))
-        return _rollout(rows[0]) if rows else None
+        return rollout_from_record(rows[0]) if rows else None
 
     def rollouts(self, function: str | None = None, limit: int = 1000) -> list[RolloutRow]:
         """Newest first."""
@@ -195,7 +200,7 @@ class SqliteStore:
             )
         else:
             rows = self._rows("SELECT * FROM rollouts ORDER BY created_at DESC LIMIT ?", (limit,))
-        return [_rollout(r) for r in rows]
+        return [rollout_from_record(r) for r in rows]
 
     def active_rollouts(self) -> list[RolloutRow]:
         """Rollouts not in a final state, oldest first."""
@@ -203,23 +208,13 @@ class SqliteStore:
             "SELECT * FROM rollouts WHERE state NOT IN ('COMPLETED','ROLLED_BACK','FAILED')"
             " ORDER BY created_at"
         )
-        return [_rollout(r) for r in rows]
+        return [rollout_from_record(r) for r in rows]
 
     # journal ------------------------------------------------------------------------------
 
     def journal(self, rollout_id: str) -> list[JournalRow]:
         rows = self._rows("SELECT * FROM journal WHERE rollout_id = ? ORDER BY seq", (rollout_id,))
-        return [
-            JournalRow(
-                seq=r["seq"],
-                step=json.loads(r["step"]),
-                outcome=json.loads(r["outcome"]) if r["outcome"] is not None else None,
-                started_at=r["started_at"],
-                finished_at=r["finished_at"],
-                deadline=r["deadline"],
-            )
-            for r in rows
-        ]
+        return [journal_from_record(r) for r in rows]
 
     def begin_step(
         self,
@@ -332,24 +327,6 @@ class SqliteStore:
                 " ON CONFLICT(key) DO UPDATE SET value = excluded.value",
                 (key, value),
             )
-
-
-def _rollout(r: sqlite3.Row) -> RolloutRow:
-    return RolloutRow(
-        id=r["id"],
-        function=r["function"],
-        version=r["version"],
-        commit=r["commit_sha"],
-        strategy=r["strategy"],
-        state=r["state"],
-        message=r["message"],
-        step=r["step"],
-        context=json.loads(r["context"]),
-        created_at=r["created_at"],
-        updated_at=r["updated_at"],
-        finished_at=r["finished_at"],
-        aborting=bool(r["aborting"]),
-    )
 
 
 # mypy proves here that SqliteStore implements the Store protocol, method by method.
