@@ -23,9 +23,9 @@ from typing import Annotated, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from apscheduler.triggers.cron import CronTrigger
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
-from pydantic.alias_generators import to_camel
+from pydantic import AfterValidator, Field, model_validator
 
+from gitopsd.manifest.base import ManifestModel
 from gitopsd.manifest.durations import Duration
 
 HORIZON_S = 400 * 86400.0  # how far ahead the next opening is looked for
@@ -102,20 +102,7 @@ def _check_zone(name: str) -> str:
     return name
 
 
-class _WindowModel(BaseModel):
-    model_config = ConfigDict(
-        extra="forbid",
-        frozen=True,
-        strict=True,
-        allow_inf_nan=False,
-        alias_generator=to_camel,
-        validate_by_name=True,
-        validate_by_alias=True,
-        serialize_by_alias=True,
-    )
-
-
-class DeployWindow(_WindowModel):
+class DeployWindow(ManifestModel):
     """One allowed or denied window: `schedule` opens it, `duration` later it closes."""
 
     kind: Literal["allow", "deny"] = Field(
@@ -155,7 +142,7 @@ class DeployWindow(_WindowModel):
         return first is not None and first <= t
 
 
-class DeployWindows(_WindowModel):
+class DeployWindows(ManifestModel):
     """When rollouts of this function may run: allowed and denied windows."""
 
     windows: list[DeployWindow] = Field(

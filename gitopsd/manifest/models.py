@@ -13,14 +13,12 @@ from urllib.parse import urlsplit
 
 from pydantic import (
     AfterValidator,
-    BaseModel,
     BeforeValidator,
-    ConfigDict,
     Field,
     model_validator,
 )
-from pydantic.alias_generators import to_camel
 
+from gitopsd.manifest.base import ManifestModel
 from gitopsd.manifest.deploy_windows import DeployWindows
 from gitopsd.manifest.durations import Duration
 from gitopsd.manifest.strategy_options import MetricName, RollingOptions
@@ -139,20 +137,7 @@ LabelValue = Annotated[
 Labels = dict[LabelKey, LabelValue]
 
 
-class _Model(BaseModel):
-    model_config = ConfigDict(
-        extra="forbid",
-        frozen=True,
-        strict=True,
-        allow_inf_nan=False,
-        alias_generator=to_camel,
-        validate_by_name=True,
-        validate_by_alias=True,
-        serialize_by_alias=True,
-    )
-
-
-class Metadata(_Model):
+class Metadata(ManifestModel):
     """`metadata`: the object's name (unique per kind) and free-form labels."""
 
     name: Name = Field(
@@ -180,7 +165,7 @@ def is_dial_out(address: str) -> bool:
     return address.startswith(DIAL_OUT_SCHEME)
 
 
-class EdgeNodeSpec(_Model):
+class EdgeNodeSpec(ManifestModel):
     """`spec` of an EdgeNode: where its agent listens (or that it dials out to the
     controller) and which region it serves."""
 
@@ -220,7 +205,7 @@ class EdgeNodeSpec(_Model):
         return self.address if self.address is not None else dial_out_address(name)
 
 
-class Targets(_Model):
+class Targets(ManifestModel):
     """Which nodes run the function: those in `regions` whose labels match `selector`.
 
     Both absent: every node.
@@ -236,7 +221,7 @@ class Targets(_Model):
     )
 
 
-class HealthCheck(_Model):
+class HealthCheck(ManifestModel):
     """How a deployed version is judged healthy: call `function`, expect `expect` on stdout."""
 
     function: Annotated[str, Field(min_length=1, max_length=256)] = Field(
@@ -266,7 +251,7 @@ class HealthCheck(_Model):
     )
 
 
-class Limits(_Model):
+class Limits(ManifestModel):
     """Per-call resource limits enforced by the agent."""
 
     memory_mib: Annotated[int, Field(ge=1, le=4096)] = Field(
@@ -282,7 +267,7 @@ class Limits(_Model):
     )
 
 
-class LimitsOverride(_Model):
+class LimitsOverride(ManifestModel):
     """Some fields of `limits` for the nodes an override matches; the others keep their value."""
 
     memory_mib: Annotated[int, Field(ge=1, le=4096)] | None = Field(
@@ -321,7 +306,7 @@ _NOT_PER_NODE = (
 )
 
 
-class Override(_Model):
+class Override(ManifestModel):
     """Other `limits` for the target nodes in `regions` whose labels match `selector` (give
     at least one of the two). Every override that matches a node applies, in the order
     written, a later one winning field by field. Only `limits` can be overridden: the
@@ -365,7 +350,7 @@ class Override(_Model):
         return self
 
 
-class RollbackTrigger(_Model):
+class RollbackTrigger(ManifestModel):
     """Roll back when `metric` of the new version goes above `threshold`."""
 
     metric: MetricName = Field(
@@ -378,7 +363,7 @@ class RollbackTrigger(_Model):
     )
 
 
-class Analysis(_Model):
+class Analysis(ManifestModel):
     """How an analysis step judges the new version (docs/strategies.md, "How a version is
     judged")."""
 
@@ -409,7 +394,7 @@ class Analysis(_Model):
     )
 
 
-class AutoRollback(_Model):
+class AutoRollback(ManifestModel):
     """Metric gates checked while a rollout runs; any trigger rolls the function back."""
 
     triggers: Annotated[tuple[RollbackTrigger, ...], Field(strict=False)] = Field(
@@ -424,7 +409,7 @@ class AutoRollback(_Model):
     )
 
 
-class EdgeFunctionSpec(_Model):
+class EdgeFunctionSpec(ManifestModel):
     """`spec` of an EdgeFunction: the module, where it runs and how a new version rolls out."""
 
     version: Annotated[
@@ -500,7 +485,7 @@ class EdgeFunctionSpec(_Model):
     )
 
 
-class EdgeNodeManifest(_Model):
+class EdgeNodeManifest(ManifestModel):
     """A `kind: EdgeNode` document."""
 
     api_version: Literal["gitopsd/v1"] = Field(description="Always `gitopsd/v1`.")
@@ -509,7 +494,7 @@ class EdgeNodeManifest(_Model):
     spec: EdgeNodeSpec = Field(description="Where the node's agent listens and its region.")
 
 
-class EdgeFunctionManifest(_Model):
+class EdgeFunctionManifest(ManifestModel):
     """A `kind: EdgeFunction` document."""
 
     api_version: Literal["gitopsd/v1"] = Field(description="Always `gitopsd/v1`.")
@@ -522,7 +507,7 @@ class EdgeFunctionManifest(_Model):
     )
 
 
-class DeployPolicySpec(_Model):
+class DeployPolicySpec(ManifestModel):
     """`spec` of a DeployPolicy: defaults for every EdgeFunction of the repository."""
 
     deploy_windows: DeployWindows = Field(
@@ -531,7 +516,7 @@ class DeployPolicySpec(_Model):
     )
 
 
-class DeployPolicyManifest(_Model):
+class DeployPolicyManifest(ManifestModel):
     """A `kind: DeployPolicy` document: the fleet-wide defaults (at most one)."""
 
     api_version: Literal["gitopsd/v1"] = Field(description="Always `gitopsd/v1`.")
