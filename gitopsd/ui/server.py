@@ -30,6 +30,8 @@ from gitopsd.ui.ports import UiPorts
 from gitopsd.ui.readmodel import reads_for
 from gitopsd.ui.render import Renderer
 
+LOGIN_NONCE = re.compile(r"[A-Za-z0-9_-]{32}")  # what secrets.token_urlsafe(24) gives
+
 ACTIONS = ("pause", "resume", "promote", "abort", "approve", "rollback")
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,252}$")
 KEEPALIVE_S = 15.0
@@ -309,7 +311,10 @@ class StatusPage:
     async def login_form(self, request: web.Request) -> web.Response:
         if self.sessions.read_only:
             return self._error(request, 403, "this page is read-only: [ui] token_file is not set")
-        nonce = secrets.token_urlsafe(24)
+        # A nonce already held is kept: a second tab, or the page's own live refresh
+        # fetching /login again, must not invalidate the form the operator is filling in.
+        held = request.cookies.get(LOGIN_COOKIE, "")
+        nonce = held if LOGIN_NONCE.fullmatch(held) else secrets.token_urlsafe(24)
         response = self._html(request, "login.html", title="Log in", login_csrf=nonce, error="")
         response.set_cookie(
             LOGIN_COOKIE,

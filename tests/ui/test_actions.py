@@ -125,3 +125,18 @@ def test_rollback_from_the_page_holds_the_chosen_version(
         ("bob", "promote", False),
         ("bob", "rollback", True),
     ]
+
+
+def test_the_login_form_survives_a_second_fetch_of_the_login_page(
+    context: BrowserContext, ui: UiDaemon
+) -> None:
+    """A second tab, or the live script fetching /login again while an operator types,
+    once replaced the form's nonce cookie, and the form in hand was refused as expired."""
+    page = context.new_page()
+    page.goto(f"{ui.url}/login")
+    page.fill("#who", "carol")
+    page.fill("#token", UI_TOKEN)
+    again = context.request.get(f"{ui.url}/login")
+    assert again.ok
+    page.click("form.login button")
+    expect(page.locator(".who")).to_contain_text("carol")

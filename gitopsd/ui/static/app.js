@@ -75,6 +75,8 @@
   }
 
   function refresh() {
+    /* A page with no live parts (the login form) has nothing to update. */
+    if (!document.querySelector("[data-live]")) { return; }
     if (inflight) { dirty = true; return; }
     inflight = true;
     fetch(location.href, { headers: { "Accept": "text/html" }, cache: "no-store",
