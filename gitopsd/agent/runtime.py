@@ -688,8 +688,10 @@ class _MissingExport(Exception):
 def _classify(exc: Exception, context: wasi.CallContext) -> tuple[Outcome, str | None]:
     """Map an exception out of wasmtime to an outcome, using the call's own context.
 
-    wasmtime-py passes host exceptions through a process-global slot, so the exception
-    seen here may belong to another thread's call: trust `context`, not the exception type.
+    wasmtime-py's object layer (used when the fast path is off) passes host exceptions
+    through a process-global slot, so the exception seen here may belong to another
+    thread's call: trust `context`, not the exception type. The fast path keeps them per
+    thread (wasm_ffi).
     """
     if context.exit_code is not None:
         if context.exit_code == 0:

@@ -16,9 +16,12 @@ Only documented C-API entry points are used (`wasmtime_instance_export_get`,
 `wasmtime_linker_define_func_unchecked`, `wasmtime_caller_context`, the
 `wasmtime_pooling_allocation_*` setters), through the bindings wasmtime-py ships. Errors
 keep wasmtime-py's semantics: a Python exception in a host function becomes a trap and is
-raised again by `call_nullary` (how `proc_exit` ends a call). If a future wasmtime-py lacks
-any of these names, `AVAILABLE` (or `POOLING`) is False and the runtime uses the object
-layer (or no pool), slower but the same.
+raised again by `call_nullary` (how `proc_exit` ends a call). Unlike wasmtime-py, which
+keeps that exception in one process-global slot (under concurrent calls one thread's
+interrupted loop could pick up another thread's `proc_exit`, and a timeout was answered as a
+trap), the exception is kept per thread: a host function runs on the thread of its call.
+If a future wasmtime-py lacks any of these names, `AVAILABLE` (or `POOLING`) is False and
+the runtime uses the object layer (or no pool), slower but the same.
 
 Names present are not enough: wasmtime-py's private modules may change what they mean
 between releases (pyproject.toml bounds wasmtime to the majors tested). `self_test` runs
@@ -33,13 +36,13 @@ from __future__ import annotations
 import ctypes
 import functools
 import importlib.metadata
+import threading
 from collections.abc import Callable
 from typing import Any
 
 import wasmtime
 
 try:
-    import wasmtime._func as _func_layer
     from wasmtime import _bindings as _c
     from wasmtime import _ffi
     from wasmtime._trap import Trap as _Trap
@@ -60,7 +63,6 @@ try:
         "wasm_trap_t",
     ):
         getattr(_c, _name)
-    _maybe_raise_host_exception = _func_layer.maybe_raise_last_exn
     # Own prototypes (indexing the library makes new function objects; wasmtime-py's keep
     # theirs): the address as a plain int, not a ctypes pointer to cast on every host call.
     _memory_data = _ffi.dll["wasmtime_memory_data"]
@@ -130,6 +132,15 @@ class RawCaller:
             caller._invalidate()
 
 
+class _HostException(threading.local):
+    """The exception a host function raised on this thread, until its call raises it."""
+
+    value: BaseException | None = None
+
+
+_HOST_EXCEPTION = _HostException()
+
+
 def define_unchecked(
     linker: wasmtime.Linker,
     module: str,
@@ -153,7 +164,7 @@ def define_unchecked(
                 setattr(raw[0], result_kind, out)
             return 0
         except BaseException as exc:  # raised again by call_nullary, as wasmtime-py does
-            _func_layer.LAST_EXCEPTION = exc  # type: ignore[assignment]  # as wasmtime-py does
+            _HOST_EXCEPTION.value = exc
             trap = _Trap("python exception")._consume()
             value: int | None = ctypes.cast(trap, ctypes.c_void_p).value
             return value
@@ -302,7 +313,10 @@ def _raise_failure(error: Any, trap: Any) -> None:
             failure = _Trap._from_ptr(trap)
     except _BINDING_ERRORS as exc:
         raise _fault("wasm_trap_t", exc) from exc
-    _maybe_raise_host_exception()
+    raised: BaseException | None = getattr(_HOST_EXCEPTION, "value", None)
+    if raised is not None:
+        _HOST_EXCEPTION.value = None
+        raise raised
     raise failure
 
 

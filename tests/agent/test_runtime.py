@@ -192,6 +192,31 @@ def test_concurrent_exits_and_traps_are_told_apart(
         assert result.outcome is expected
 
 
+def test_concurrent_exits_leave_timeouts_and_traps_their_own_reason(
+    runtime: Runtime, wasm: dict[str, bytes]
+) -> None:
+    """A call ends by its own cause whatever other threads' modules do at the same time: an
+    interrupted loop once picked up another thread's proc_exit from wasmtime-py's global
+    slot and was answered as a trap (500 where 504 was due)."""
+    exit1, trap, loop = (runtime.compile(wasm[n]) for n in ("exit1", "trap", "loop"))
+    jobs = [exit1, exit1, trap, loop] * 40
+
+    def one(prepared: Prepared) -> CallResult:
+        timeout = 10 if prepared is loop else 2000
+        return runtime.call(prepared, "_start", memory_bytes=16 * MIB, timeout_ms=timeout)
+
+    with ThreadPoolExecutor(8) as pool:
+        results = list(pool.map(one, jobs))
+    seen = [(r.outcome, r.error) for r in results]
+    for prepared, result in zip(jobs, results, strict=True):
+        if prepared is exit1:
+            assert (result.outcome, result.exit_code) == (Outcome.EXIT, 1), seen
+        elif prepared is loop:
+            assert result.outcome is Outcome.TIMEOUT, seen
+        else:
+            assert result.outcome is Outcome.TRAP and "unreachable" in (result.error or ""), seen
+
+
 async def test_run_moves_a_slow_module_off_the_loop(runtime: Runtime) -> None:
     # A fresh module (own sha) so its pace is not shared with other tests.
     spin = runtime.compile(handler_wasm("spin-pace", behaviour="loop"))
