@@ -190,11 +190,6 @@ class Config(BaseSettings):
                 "[ha] shards > 1 is not supported yet: `gitopsd run` splits no pass by shard, "
                 "one leader (shards = 1) acts for every function"
             )
-        elif self.ui.listen is not None:
-            raise ValueError(
-                "[ui] listen is not available with a PostgreSQL [state] url yet: the status "
-                "page reads the SQLite state file (remove [ui] listen)"
-            )
         return self
 
     @classmethod

@@ -4,6 +4,11 @@ The page reads what the daemon already holds: the desired state of the last pass
 store; the commit and its notes come from the daemon's Git mirror; the agents' inventories
 through a fleet client of the page's own (fleet_reader.py). A rollback runs as `gitopsd
 rollback` does, with a client of its own and the daemon's engine events.
+
+On a shared PostgreSQL state the page has a store connection of its own (`page_store`):
+unfenced, as the CLI's operator commands are, so the page of a standby shows the rows the
+leader writes and records its operators' actions, and its reads never wait on the
+daemon's store lock. A rollback still runs in the daemon, so only where it leads.
 """
 
 from __future__ import annotations
@@ -19,6 +24,8 @@ from gitopsd.config import read_secret
 from gitopsd.errors import ConfigError, GitopsdError
 from gitopsd.reconcile import FunctionResult, summarize_rollout
 from gitopsd.source.git import SourceSpec
+from gitopsd.store.postgres import PostgresStore
+from gitopsd.store.protocol import Store
 from gitopsd.store.sqlite import RolloutRow
 from gitopsd.ui.fleet_reader import FleetReader
 from gitopsd.ui.ports import CommitInfo, UiPorts
@@ -74,6 +81,15 @@ def read_notes(spec: SourceSpec, state_dir: Path, shas: list[str]) -> dict[str, 
     return out
 
 
+def page_store(store: Store) -> Store:
+    """The store the page reads and records actions in: a connection of its own to a
+    PostgreSQL state (the daemon's is fenced by the terms it leads: on a standby it writes
+    nothing), the daemon's own SQLite store otherwise."""
+    if isinstance(store, PostgresStore):
+        return PostgresStore(store.target)
+    return store
+
+
 REAP_TRIES, REAP_WAIT_S = 50, 0.1  # up to 5 s for the daemon to report a finished rollout
 
 
@@ -83,6 +99,7 @@ class DaemonPorts:
     def __init__(self, daemon: Daemon) -> None:
         self.daemon = daemon
         self._commits: dict[str, CommitInfo | None] = {}
+        self.store = page_store(daemon.store)
         self.fleet = FleetReader(
             lambda: daemon.pass_state.desired, lambda: daemon.reconciler.client({})
         )
@@ -107,6 +124,11 @@ class DaemonPorts:
         from gitopsd.rollout.operator_rollback import rollback_function
 
         daemon = self.daemon
+        if not daemon.control.leads(function):
+            raise GitopsdError(
+                f"{function}: this controller is a standby (another one leads it): roll back "
+                "from the leader's page or with `gitopsd rollback`"
+            )
         running = daemon.pass_state.rollouts
         for _ in range(REAP_TRIES):
             current = running.get(function)
@@ -146,10 +168,15 @@ class DaemonPorts:
         daemon = self.daemon
         return run_control(Ctx(daemon.config_path, daemon.state_dir, None), action, function)
 
+    def close(self) -> None:
+        """Close the page's own store connection (not the daemon's store)."""
+        if self.store is not self.daemon.store:
+            self.store.close()
+
     def ports(self) -> UiPorts:
         daemon = self.daemon
         return UiPorts(
-            store=daemon.store,
+            store=self.store,
             events=daemon.events,
             desired=lambda: daemon.pass_state.desired,
             live=self.fleet.live,
@@ -183,6 +210,7 @@ async def start_ui(daemon: Daemon, stack: contextlib.AsyncExitStack) -> None:
     ports = DaemonPorts(daemon)
     page = StatusPage(ports.ports(), token, daemon.clock)
     runner = await serve(page, host, port)
+    stack.callback(ports.close)
     stack.push_async_callback(ports.fleet.aclose)
     stack.push_async_callback(runner.cleanup)
     daemon.log.info(

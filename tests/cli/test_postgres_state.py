@@ -185,10 +185,6 @@ def test_state_migrate_without_a_state_file_says_so(tmp_path: Path, pg_server: P
             "[ha] shards > 1 is not supported yet",
         ),
         ('[state]\nurl = "mysql://u@db/x"\n', "only postgresql://user@host:port/dbname"),
-        (
-            '[state]\nurl = "postgresql://u@db/x"\n[ui]\nlisten = "127.0.0.1:9500"\n',
-            "[ui] listen is not available with a PostgreSQL [state] url yet",
-        ),
     ],
 )
 def test_state_and_ha_keys_that_cannot_work_are_refused(

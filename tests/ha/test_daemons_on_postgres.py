@@ -7,109 +7,18 @@ wakes the leader through LISTEN/NOTIFY."""
 from __future__ import annotations
 
 import json
-import re
 import signal
 import time
-from collections.abc import Iterator
-from pathlib import Path
 
 import jsonschema
-import pytest
 
 from gitopsd.cli.json_documents import output_json_schemas
-from gitopsd.store.pg_url import pg_target
-from gitopsd.store.postgres import PostgresStore
-from gitopsd.store.rows import JournalRow, RolloutRow
 from tests.clirunner import Gitopsd
 from tests.daemon.daemonsupport import DaemonProcess, wait_for
-from tests.fleetfixture import Fleet
-from tests.gitrepo import GitRemote
+from tests.ha.cluster import Cluster, leads, serves
 from tests.rollout.livesupport import push
-from tests.store.pgserver import PgServer
 
 CANARY = "{type: canary, stages: [34, 100], evaluationPeriod: PT6S}"
-
-
-class Cluster:
-    """The shared database and the daemons on it."""
-
-    def __init__(self, root: Path, pg: PgServer, remote: GitRemote, fleet: Fleet) -> None:
-        self.root = root
-        self.db = pg.create_database()
-        self.url = pg.url(self.db)
-        self.admin_url = pg.url(self.db, with_password=True)
-        self.password = pg.password
-        self.remote = remote
-        self.fleet = fleet
-        self.daemons: list[DaemonProcess] = []
-
-    def daemon(self, name: str, watch: bool = True) -> DaemonProcess:
-        d = DaemonProcess(self.root / name, self.remote, self.fleet)
-        (d.root / "pg-password").write_text(self.password + "\n")
-        d.config.write_text(
-            f'[source]\nurl = "{self.remote.bare}"\nbranch = "main"\ninterval = "PT1H"\n'
-            f"watch = {str(watch).lower()}\n"
-            f'[fleet]\ntoken_file = "{self.fleet.token_file}"\n'
-            f'[state]\ndir = "{d.state}"\nurl = "{self.url}"\npassword_file = "pg-password"\n'
-            '[ha]\nlease = "PT1S"\n'
-            f'[webhook]\nlisten = "127.0.0.1:{d.webhook_port}"\nsecret_file = "secret"\n'
-            f'[metrics]\nlisten = "127.0.0.1:{d.metrics_port}"\n'
-        )
-        self.daemons.append(d)
-        return d
-
-    def store(self) -> PostgresStore:
-        return PostgresStore(pg_target(self.admin_url))
-
-    def rollout(self, version: str) -> RolloutRow | None:
-        store = self.store()
-        try:
-            rows = [r for r in store.rollouts("hello") if r.version == version]
-            return rows[0] if rows else None
-        finally:
-            store.close()
-
-    def journal(self, version: str) -> list[JournalRow]:
-        row = self.rollout(version)
-        if row is None:
-            return []
-        store = self.store()
-        try:
-            return store.journal(row.id)
-        finally:
-            store.close()
-
-    def waiting(self, version: str) -> JournalRow | None:
-        """The canary's wait step while it is under way."""
-        for entry in self.journal(version):
-            if entry.step.get("kind") == "wait" and entry.outcome is None:
-                return entry
-        return None
-
-
-def leads(d: DaemonProcess) -> bool:
-    try:
-        return re.search(r"^gitopsd_leader 1(?:\.0)?$", d.metrics(), re.M) is not None
-    except OSError:
-        return False
-
-
-def serves(fleet: Fleet, version: str) -> bool:
-    return set(fleet.serving("hello").values()) == {version}
-
-
-@pytest.fixture
-def cluster(
-    tmp_path: Path, pg_server: PgServer, remote: GitRemote, fleet: Fleet
-) -> Iterator[Cluster]:
-    remote.write("nodes.yaml", fleet.manifests())
-    push(remote, "hello", "1.0.0", "{type: blue-green}")
-    c = Cluster(tmp_path, pg_server, remote, fleet)
-    yield c
-    for d in c.daemons:
-        if d.proc is not None and d.proc.poll() is None:
-            d.proc.send_signal(signal.SIGCONT)
-        d.close()
 
 
 def two_daemons(cluster: Cluster, watch: bool = True) -> tuple[DaemonProcess, DaemonProcess]:
