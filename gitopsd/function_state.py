@@ -22,6 +22,7 @@ class PassState(StrEnum):
 
     PRUNED = "PRUNED"  # removed from the fleet (no longer in Git, prune on)
     PRUNE_FAILED = "PRUNE_FAILED"
+    PRUNE_REFUSED = "PRUNE_REFUSED"  # Git names no function at all (source.allow_empty off)
     HELD = "HELD"  # `gitopsd rollback` holds a version until released
     BLOCKED = "BLOCKED"  # a `dependsOn` function is not healthy
     WAITING_FOR_NODES = "WAITING_FOR_NODES"  # nodes unreachable: completes once they answer

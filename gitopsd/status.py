@@ -9,6 +9,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from gitopsd.fleet.live import LiveState
+from gitopsd.function_state import RolloutState
 from gitopsd.manifest.desired import DesiredState
 from gitopsd.reconcile import ended_paused, summarize_rollout, waiting_key
 from gitopsd.source.redact import redact
@@ -34,9 +35,9 @@ def why_waiting(
         recorded = None
     if row is None:
         return recorded
-    if row.state == "DRAFT":
+    if row.state == RolloutState.DRAFT:
         return f"waiting for approval: run `gitopsd approve {function}`"
-    if row.state == "PAUSED":
+    if row.state == RolloutState.PAUSED:
         if controls.paused:
             return f"paused by an operator: run `gitopsd resume {function}`"
         if ended_paused(store, row):
@@ -45,10 +46,10 @@ def why_waiting(
                 f"run `gitopsd resume {function}` to roll {row.version} out again"
             )
         return f"paused: {row.message}"
-    if row.state in ("ROLLED_BACK", "FAILED"):
+    if row.state in (RolloutState.ROLLED_BACK, RolloutState.FAILED):
         failed = summarize_rollout(store, row).failed_step
         return f"{row.state.lower().replace('_', ' ')}: {failed or row.message}"
-    if row.state == "COMPLETED":
+    if row.state == RolloutState.COMPLETED:
         return recorded
     journal = store.journal(row.id)
     current = journal[-1] if journal and journal[-1].outcome is None else None

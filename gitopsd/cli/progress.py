@@ -14,7 +14,14 @@ from rich.table import Table
 
 from gitopsd.rollout.engine import RolloutEvent
 from gitopsd.rollout.preview import describe_step
-from gitopsd.rollout.steps import Deploy, Finish
+from gitopsd.rollout.steps import Deploy, Finish, RolloutState
+
+# A finished rollout's colour; every other state is yellow (still moving or waiting).
+_COLOURS = {
+    RolloutState.COMPLETED: "green",
+    RolloutState.ROLLED_BACK: "red",
+    RolloutState.FAILED: "red",
+}
 
 
 @dataclass
@@ -24,7 +31,7 @@ class _Row:
     done: set[str] = field(default_factory=set)
     failed: set[str] = field(default_factory=set)
     deadline: float | None = None
-    state: str = "IN_PROGRESS"
+    state: RolloutState = RolloutState.IN_PROGRESS
 
 
 class ProgressDisplay:
@@ -59,7 +66,7 @@ class ProgressDisplay:
             row.done |= set(event.outcome.ok_nodes)
             row.failed |= set(event.outcome.failed_nodes)
         if isinstance(event.step, Finish):
-            row.state = str(event.step.state)
+            row.state = event.step.state
         self._live.refresh()
 
     def table(self) -> Table:
@@ -71,9 +78,7 @@ class ProgressDisplay:
             if row.deadline is not None:
                 left = max(0, int(row.deadline - self._now()))
                 step += f"  [bold]{left // 60}:{left % 60:02d} left[/bold]"
-            colour = {"COMPLETED": "green", "ROLLED_BACK": "red", "FAILED": "red"}.get(
-                row.state, "yellow"
-            )
+            colour = _COLOURS.get(row.state, "yellow")
             table.add_row(
                 name,
                 row.version,

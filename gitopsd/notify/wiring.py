@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from gitopsd.diff import Action, ChangeSet
+from gitopsd.function_state import RolloutState
 from gitopsd.manifest.desired import DesiredState
 from gitopsd.notify.dispatcher import NotificationDispatcher, dispatcher_from_config
 from gitopsd.store.protocol import Store
@@ -43,7 +44,7 @@ def is_drift(store: Store, function: str, version: str, sha256: str) -> bool:
     """True when the last finished rollout already put this very version out: the fleet
     moved away from it (the daemon's rule for selfHeal)."""
     for row in store.rollouts(function, limit=5):
-        if row.state == "COMPLETED":
+        if row.state == RolloutState.COMPLETED:
             return row.version == version and row.context.get("sha256") == sha256
     return False
 
@@ -71,7 +72,7 @@ def observe_results(
     """Rollouts a pass left waiting for `gitopsd approve` (told once per rollout); the
     commit is the rollout's own when not given."""
     for result in results:
-        if result.state == "DRAFT" and result.rollout_id:
+        if result.state == RolloutState.DRAFT and result.rollout_id:
             rollout = result.rollout_id
             sha = commit or notes.commit_of(rollout)
             notes.draft(result.function, result.version, rollout, sha)

@@ -24,10 +24,11 @@ from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, get_args
 
 import pygit2
 
+from gitopsd.function_state import NoteStatus
 from gitopsd.log import get_logger
 from gitopsd.source.ancestry import NonFastForward
 from gitopsd.source.hostkeys import git_cli
@@ -43,7 +44,7 @@ _SIGNATURE = ("gitopsd", "gitopsd@localhost")
 class FunctionOutcome:
     """What happened to one function of a commit."""
 
-    status: str  # pending | success | failure
+    status: NoteStatus
     version: str
     strategy: str = ""
     state: str = ""
@@ -58,7 +59,7 @@ class CommitOutcome:
     """The note body: overall status plus one entry per function touched."""
 
     commit: str
-    status: str  # pending | success | failure
+    status: NoteStatus
     message: str
     functions: Mapping[str, FunctionOutcome] = field(default_factory=dict)
     problems: tuple[str, ...] = ()
@@ -163,7 +164,9 @@ def merge_notes(old: Mapping[str, Any] | None, new: Mapping[str, Any]) -> dict[s
             before = functions.get(name)
             functions[name] = with_history(entry, before) if isinstance(before, Mapping) else entry
         merged["functions"] = dict(sorted(functions.items()))
-        merged["status"] = overall_status(merged["functions"], str(new.get("status", "")))
+        status = overall_status(merged["functions"], note_status(new.get("status")))
+        if status is not None:
+            merged["status"] = status
         if new.get("problems") and new.get("status") == "failure":
             # The commit itself was refused this time (not a fast-forward, a bad signature,
             # invalid manifests): earlier functions' successes do not make that a success.
@@ -171,9 +174,32 @@ def merge_notes(old: Mapping[str, Any] | None, new: Mapping[str, Any]) -> dict[s
     return merged
 
 
-def overall_status(functions: Mapping[str, Any], fallback: str) -> str:
-    """failure if any function failed, pending if any is pending, else success."""
-    states = {str(f.get("status")) for f in functions.values()}
+NOTE_STATUSES: tuple[NoteStatus, ...] = get_args(NoteStatus)
+
+
+def note_status(value: object) -> NoteStatus | None:
+    """`value` (read from a note, possibly another writer's) as a NoteStatus; None when it
+    names none."""
+    for status in NOTE_STATUSES:
+        if value == status:
+            return status
+    return None
+
+
+def parse_note_status(value: object) -> NoteStatus:
+    """`value` as a NoteStatus; ValueError naming it when it is none of the three."""
+    status = note_status(value)
+    if status is None:
+        raise ValueError(f"not a note status: {value!r} (one of {', '.join(NOTE_STATUSES)})")
+    return status
+
+
+def overall_status(functions: Mapping[str, Any], fallback: NoteStatus | None) -> NoteStatus | None:
+    """failure if any function failed, pending if any is pending, else success; `fallback`
+    when no function entry has a status. Entries are read from notes, outside input: a
+    status that is not one of the three counts as none (the entry itself is kept as is)."""
+    states = {note_status(f.get("status")) for f in functions.values() if isinstance(f, Mapping)}
+    states.discard(None)
     if "failure" in states:
         return "failure"
     if "pending" in states:
@@ -215,9 +241,10 @@ def merge_note_json(ours: Mapping[str, Any], theirs: Mapping[str, Any]) -> dict[
         key=_time,
         default=newer.get("updatedAt"),
     )
-    fallback_status = str(newer.get("status", ""))
-    if merged["functions"]:
-        merged["status"] = overall_status(merged["functions"], fallback_status)
+    fallback_status = note_status(newer.get("status"))
+    status = overall_status(merged["functions"], fallback_status) if merged["functions"] else None
+    if status is not None:
+        merged["status"] = status
     if merged.get("problems") and fallback_status == "failure":
         merged["status"] = "failure"  # the newer note found the commit itself bad
     return merged

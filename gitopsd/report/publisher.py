@@ -27,7 +27,13 @@ from typing import Any
 from gitopsd.errors import SourceError, StoreError
 from gitopsd.log import get_logger
 from gitopsd.report.forges import ForgeReporter, outcome_statuses
-from gitopsd.report.notes import CommitOutcome, FunctionOutcome, push_notes, write_note
+from gitopsd.report.notes import (
+    CommitOutcome,
+    FunctionOutcome,
+    parse_note_status,
+    push_notes,
+    write_note,
+)
 from gitopsd.source.git import SourceSpec, local_path
 from gitopsd.source.hostkeys import is_ssh_url
 from gitopsd.source.reader import git_env, open_source
@@ -45,13 +51,18 @@ def outcome_from_dict(data: dict[str, Any]) -> CommitOutcome:
     """The inverse of `dataclasses.asdict(outcome)`, for outcomes read back from the outbox."""
     functions = {
         name: FunctionOutcome(
-            **{**fn, "nodes_ok": tuple(fn["nodes_ok"]), "nodes_failed": tuple(fn["nodes_failed"])}
+            **{
+                **fn,
+                "status": parse_note_status(fn["status"]),
+                "nodes_ok": tuple(fn["nodes_ok"]),
+                "nodes_failed": tuple(fn["nodes_failed"]),
+            }
         )
         for name, fn in dict(data.get("functions") or {}).items()
     }
     return CommitOutcome(
         commit=str(data["commit"]),
-        status=str(data["status"]),
+        status=parse_note_status(data["status"]),
         message=str(data["message"]),
         functions=functions,
         problems=tuple(data.get("problems") or ()),

@@ -16,6 +16,7 @@ from gitopsd.fleet.client import AgentClient
 from gitopsd.rollout.engine import Engine, EventSink
 from gitopsd.rollout.hold import hold
 from gitopsd.rollout.spec import RolloutSpec, TargetNode
+from gitopsd.rollout.steps import RolloutState
 from gitopsd.store.protocol import Store
 from gitopsd.store.rows import RolloutRow
 
@@ -23,7 +24,7 @@ from gitopsd.store.rows import RolloutRow
 def choose_target(rows: list[RolloutRow], serving: str | None, to: str | None) -> RolloutRow:
     """The rollout whose version to go back to: `to`, else the newest completed other one."""
     for row in rows:
-        if row.state != "COMPLETED":
+        if row.state != RolloutState.COMPLETED:
             continue
         if (to is not None and row.version == to) or (to is None and row.version != serving):
             return row
@@ -84,7 +85,7 @@ async def rollback_function(
     )
     engine = Engine(store, client, clock, on_event)
     row = await engine.run(engine.create(spec))
-    if row.state == "COMPLETED":
+    if row.state == RolloutState.COMPLETED:
         reason = (
             f"rolled back to {target.version} by an operator; held until Git changes "
             f"{function} or `gitopsd resume {function}`"

@@ -7,10 +7,12 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from gitopsd.function_state import PassState
 from gitopsd.manifest.deploy_windows import DeployWindows, waiting_message, window_state
 from gitopsd.rollout.steps import Finish, Rollback, Step
 
-WAITING_STATE = "WAITING_FOR_WINDOW"
+WAITING_STATE = PassState.WAITING_FOR_WINDOW
+"""The state a pass reports for a function outside its windows (an alias its importers use)."""
 
 
 def windows_of(data: Mapping[str, Any] | None) -> DeployWindows | None:

@@ -7,8 +7,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from gitopsd.rollout.steps import RolloutState
+
 # Rollout states after which nothing more happens to a rollout (RolloutState.is_final).
-FINAL_STATES: frozenset[str] = frozenset({"COMPLETED", "ROLLED_BACK", "FAILED"})
+FINAL_STATES: frozenset[RolloutState] = frozenset(s for s in RolloutState if s.is_final)
 
 # Fields `Store.update_rollout` and `Store.set_control` accept; anything else is a bug.
 ROLLOUT_FIELDS: frozenset[str] = frozenset({"state", "message", "step", "finished_at", "aborting"})

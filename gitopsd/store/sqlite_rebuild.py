@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from gitopsd.errors import StoreError
+from gitopsd.rollout.steps import RolloutState
 from gitopsd.store.rows import FINAL_STATES
 from gitopsd.store.sqlite import DB_NAME, SCHEMA
 from gitopsd.store.sqlite_errors import is_damage, sqlite_store_error
@@ -331,7 +332,7 @@ def _close_in_flight(tables: tuple[TableSalvage, ...], rows: Rows, now: float) -
         if row[state] in FINAL_STATES:
             continue
         new = list(row)
-        new[state] = "FAILED"
+        new[state] = str(RolloutState.FAILED)
         new[message] = (
             "closed by `gitopsd state rebuild`: its journal was damaged; the next pass plans "
             "it again from the agents' live state"

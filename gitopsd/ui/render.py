@@ -8,6 +8,7 @@ from typing import Any
 import jinja2
 from markupsafe import Markup, escape
 
+from gitopsd.function_state import RolloutState
 from gitopsd.ui.states import STATES
 
 # step status -> (state class, word, shape); rollout state -> (state class, shape)
@@ -17,13 +18,19 @@ STEP_BADGES = {
     "current": ("rolling-out", "now", "arrow"),
     "planned": ("unknown", "planned", "ring"),
 }
-ROLLOUT_BADGES = {
-    "COMPLETED": ("in-sync", "circle"),
-    "ROLLED_BACK": ("failed", "cross"),
-    "FAILED": ("failed", "cross"),
-    "PAUSED": ("paused", "bars"),
-    "DRAFT": ("waiting", "hourglass"),
+# Every RolloutState has its badge (tests/test_function_state.py checks that none is missing).
+ROLLOUT_BADGES: dict[RolloutState, tuple[str, str]] = {
+    RolloutState.DRAFT: ("waiting", "hourglass"),
+    RolloutState.APPROVED: ("rolling-out", "arrow"),
+    RolloutState.PENDING: ("rolling-out", "arrow"),
+    RolloutState.IN_PROGRESS: ("rolling-out", "arrow"),
+    RolloutState.PAUSED: ("paused", "bars"),
+    RolloutState.COMPLETED: ("in-sync", "circle"),
+    RolloutState.ROLLED_BACK: ("failed", "cross"),
+    RolloutState.FAILED: ("failed", "cross"),
 }
+# A state the store holds that no RolloutState names (a row of a newer or damaged store).
+_UNKNOWN_ROLLOUT_BADGE = ("unknown", "ring")
 
 
 def parse_iso(text: str | None) -> datetime | None:
@@ -70,7 +77,11 @@ def step_badge(status: str) -> Markup:
 
 
 def rollout_badge(state: str) -> Markup:
-    css, shape = ROLLOUT_BADGES.get(state, ("rolling-out", "arrow"))
+    """A rollout's state (as stored) as a badge; a name no RolloutState has reads unknown."""
+    try:
+        css, shape = ROLLOUT_BADGES[RolloutState(state)]
+    except ValueError:
+        css, shape = _UNKNOWN_ROLLOUT_BADGE
     return badge(css, state, shape)
 
 

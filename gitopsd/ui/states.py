@@ -9,11 +9,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from gitopsd.function_state import RolloutState
 from gitopsd.store.sqlite import Controls
 from gitopsd.ui.readmodel import RolloutHead
 
-ACTIVE = frozenset({"PENDING", "IN_PROGRESS", "APPROVED"})
-FINAL_BAD = frozenset({"ROLLED_BACK", "FAILED"})
+ACTIVE = frozenset({RolloutState.PENDING, RolloutState.IN_PROGRESS, RolloutState.APPROVED})
+FINAL_BAD = frozenset({RolloutState.ROLLED_BACK, RolloutState.FAILED})
 
 # state -> (label, shape): the shape is drawn by CSS and named for screen readers.
 STATES: dict[str, tuple[str, str]] = {
@@ -60,9 +61,9 @@ def classify(
         return FunctionState("held", controls.held_reason or "held by an operator")
     if head is not None and head.state in ACTIVE:
         return FunctionState("rolling-out", head.step or "starting")
-    if head is not None and head.state == "DRAFT":
+    if head is not None and head.state == RolloutState.DRAFT:
         return FunctionState("waiting", f"waiting for approval of {head.version}")
-    if head is not None and head.state == "PAUSED":
+    if head is not None and head.state == RolloutState.PAUSED:
         return FunctionState("paused", head.message or "paused")
     if head is not None and head.state in FINAL_BAD and head.version == desired:
         return FunctionState("failed", f"{head.state.lower().replace('_', ' ')}: {head.message}")
@@ -78,7 +79,7 @@ def classify(
         return FunctionState("waiting", waiting)
     if unreachable and serving <= {desired}:
         return FunctionState("waiting", "some of its nodes are unreachable")
-    if head is not None and head.state == "COMPLETED" and head.version == desired:
+    if head is not None and head.state == RolloutState.COMPLETED and head.version == desired:
         others = ", ".join(sorted(serving - {desired})) or "nothing"
         return FunctionState("drifted", f"nodes serve {others} instead of {desired}")
     return FunctionState("waiting", f"{desired} not rolled out yet")

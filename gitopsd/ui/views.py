@@ -19,6 +19,7 @@ from gitopsd.rollout.steps import (
     Analyze,
     Compare,
     Finish,
+    RolloutState,
     Step,
     Wait,
     outcome_from_json,
@@ -27,10 +28,10 @@ from gitopsd.rollout.steps import (
 )
 from gitopsd.status import why_waiting
 from gitopsd.store.protocol import Store
-from gitopsd.store.rows import JournalRow, RolloutRow
+from gitopsd.store.rows import FINAL_STATES, JournalRow, RolloutRow
 from gitopsd.ui.ports import CommitInfo
 from gitopsd.ui.readmodel import Reads, RolloutHead
-from gitopsd.ui.states import ACTIVE, FunctionState, classify
+from gitopsd.ui.states import ACTIVE, FINAL_BAD, FunctionState, classify
 
 _NONE: dict[str, int] = {}
 PAGE_SIZE = 200  # functions per overview page (the answer stays under 100 ms at 2,000)
@@ -429,7 +430,7 @@ def function_json(
             },
             "analysis": analysis_json(row, journal),
             "failedStep": summarize_rollout(store, row).failed_step
-            if row.state in ("ROLLED_BACK", "FAILED")
+            if row.state in FINAL_BAD
             else None,
         }
     return {
@@ -473,18 +474,18 @@ def available_actions(
 ) -> list[str]:
     """The operator commands that mean something now, in the CLI's names."""
     out = []
-    active = row is not None and row.state not in ("COMPLETED", "ROLLED_BACK", "FAILED")
-    if active and not paused and row is not None and row.state != "DRAFT":
+    active = row is not None and row.state not in FINAL_STATES
+    if active and not paused and row is not None and row.state != RolloutState.DRAFT:
         out.append("pause")
-    if paused or held or (row is not None and row.state == "PAUSED"):
+    if paused or held or (row is not None and row.state == RolloutState.PAUSED):
         out.append("resume")
-    if active and row is not None and row.state not in ("DRAFT", "PAUSED"):
+    if active and row is not None and row.state not in (RolloutState.DRAFT, RolloutState.PAUSED):
         out.append("promote")
     if active:
         out.append("abort")
-    if row is not None and row.state == "DRAFT":
+    if row is not None and row.state == RolloutState.DRAFT:
         out.append("approve")
-    if any(r.state == "COMPLETED" for r in rows):
+    if any(r.state == RolloutState.COMPLETED for r in rows):
         out.append("rollback")
     return out
 
