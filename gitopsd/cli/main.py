@@ -22,15 +22,20 @@ class _Group(click.Group):
         try:
             return super().invoke(ctx)
         except GitopsdError as exc:
-            from gitopsd.errors import InvalidManifests
-
-            if isinstance(exc, InvalidManifests):
-                for problem in exc.problems:
-                    click.echo(str(problem), err=True)
-                click.echo(f"error: {len(exc.problems)} manifest problem(s)", err=True)
-            else:
-                click.echo(f"error: {exc}", err=True)
+            report_error(exc)
             sys.exit(exc.exit_code)
+
+
+def report_error(exc: GitopsdError) -> None:
+    """`error: ...` on stderr (for invalid manifests, every `file:line: message` first)."""
+    from gitopsd.errors import InvalidManifests
+
+    if isinstance(exc, InvalidManifests):
+        for problem in exc.problems:
+            click.echo(str(problem), err=True)
+        click.echo(f"error: {len(exc.problems)} manifest problem(s)", err=True)
+    else:
+        click.echo(f"error: {exc}", err=True)
 
 
 @click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
@@ -133,13 +138,14 @@ def sync(
 def run(ctx: Ctx) -> None:
     """The daemon: watch, webhook and poll; keep the fleet equal to Git."""
     _setup_logging()
-    from gitopsd.daemon.service import run_daemon
+    from gitopsd.cli.daemon_process import run_daemon_process
 
     if ctx.config_path is None:
         from gitopsd.errors import ConfigError
 
         raise ConfigError("gitopsd run needs --config FILE (see README: the config file)")
-    sys.exit(run_daemon(ctx.config_path, ctx.state_dir_flag, ctx.agent_token_file))
+    # Ends the process itself (os._exit) once the daemon stopped: see daemon_process.py.
+    run_daemon_process(ctx.config_path, ctx.state_dir_flag, ctx.agent_token_file, report_error)
 
 
 @cli.command()
