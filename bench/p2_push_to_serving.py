@@ -18,6 +18,7 @@ from __future__ import annotations
 import json
 import os
 import time
+import urllib.error
 import urllib.request
 from datetime import datetime
 from pathlib import Path
@@ -38,7 +39,7 @@ FUNCTION = "hello"
 
 
 class AgentLog:
-    """Reads the agents' JSON log as it grows."""
+    """Reads a child process's JSON log (the agents', the daemon's) as it grows."""
 
     def __init__(self, path: Path) -> None:
         self.path = path
@@ -84,14 +85,30 @@ def retired(events: list[dict[str, object]], version: str) -> set[str]:
     }
 
 
-def all_serving(agents: AgentFleet, version: str) -> bool:
+def finished(events: list[dict[str, object]], version: str) -> bool:
+    """Whether the daemon's log says the rollout of `version` took its last step."""
+    return any(
+        e.get("event") == "step" and e.get("kind") == "finish" and e.get("version") == version
+        for e in events
+    )
+
+
+def all_serving(agents: AgentFleet, version: str, failed: list[str] | None = None) -> bool:
+    """Whether every endpoint routes a call to `version`. A call that the version itself
+    failed (a 504: the trivial handler's 100 ms timeout, on a machine this loaded) still
+    says which version served it; each such answer is noted in `failed`."""
     for i in range(agents.count):
         req = urllib.request.Request(f"{agents.url(i)}/fn/{FUNCTION}", data=b"", method="POST")
         try:
             with urllib.request.urlopen(req, timeout=10) as r:
                 if r.headers.get("X-Gitopsd-Version") != version:
                     return False
-        except OSError:  # 404 before the first version is loaded
+        except urllib.error.HTTPError as exc:
+            if exc.headers.get("X-Gitopsd-Version") != version:
+                return False  # 404 before the first version is loaded
+            if failed is not None:
+                failed.append(f"{agents.names[i]}: {exc.code}")
+        except OSError:
             return False
     return True
 
@@ -151,10 +168,13 @@ def measure(ctx: Context, count: int, pushes: int) -> tuple[list[float], list[fl
         remote.push()
         log = AgentLog(agents.log)
         with DaemonProcess(work / "daemon", remote, agents.token_file) as daemon:
+            steps = AgentLog(daemon.log)  # the daemon's JSON log: its rollouts' steps
             daemon.start()
             # A function's first version has all traffic from the start: no flip to log.
             wait_for(lambda: all_serving(agents, "1.0.0"), patience, "the first rollout", 0.2)
-            time.sleep(0.5)
+            # Its rollout still runs its last steps then: a push meanwhile would supersede
+            # it, and the figure would time that too.
+            wait_for(lambda: finished(steps.read(), "1.0.0"), patience, "its last step", 0.05)
             for k in range(1, pushes + 1):
                 version, old = f"1.0.{k}", f"1.0.{k - 1}"
                 write_version(remote, version)
@@ -172,10 +192,14 @@ def measure(ctx: Context, count: int, pushes: int) -> tuple[list[float], list[fl
                 machine.append(busy)
                 samples.append(max(flips(log.events, version).values()) - pushed)
                 ctx.log(f"P2 push -> {count} endpoints serving: {samples[-1] * 1000:.0f} ms")
-                if not all_serving(agents, version):
+                failed: list[str] = []
+                if not all_serving(agents, version, failed):
                     raise RuntimeError(f"not every endpoint serves {version}")
+                if failed:
+                    ctx.log(f"P2 {version}: {len(failed)} check calls failed: {failed[:5]}")
                 wait_for(
                     lambda o=old: len(retired(log.read(), o)) == count, patience, "the retire", 0.05
                 )
-                time.sleep(0.5)  # the rollout's last steps and the pass that reports it
+                wait_for(lambda v=version: finished(steps.read(), v), patience, "its last step")
+                time.sleep(0.5)  # the pass that reports it
     return samples, cores, machine

@@ -150,7 +150,7 @@ class Engine:
                 return await self._abort(row, spec, executor, "aborted by operator")
             if stop.action == "supersede":
                 reason = self.superseded.pop(spec.function, "superseded by a newer commit")
-                return await self._abort(row, spec, executor, reason)
+                return await self._abort(row, spec, executor, reason, superseded=True)
             self.store.update_rollout(
                 rollout_id,
                 self.clock.now(),
@@ -316,9 +316,22 @@ class Engine:
         return False
 
     async def _abort(
-        self, row: RolloutRow, spec: RolloutSpec, executor: StepExecutor, message: str
+        self,
+        row: RolloutRow,
+        spec: RolloutSpec,
+        executor: StepExecutor,
+        message: str,
+        *,
+        superseded: bool = False,
     ) -> RolloutRow:
-        """Roll back every node the rollout touched, then finish ROLLED_BACK."""
+        """Roll back every node the rollout touched, then finish ROLLED_BACK.
+
+        `superseded`: a newer commit wants another version, which is no verdict on this
+        one. Where this version is the function's first (no earlier version to go back
+        to), rolling back would take the function off the node, and every such endpoint
+        would answer 404 until the newer rollout got there; it is left serving instead, and
+        the newer rollout replaces (and retires) it as it would any serving version. An
+        operator's abort still removes it."""
         now = self.clock.now()
         self.store.update_rollout(row.id, now, aborting=1, message="aborting")
         journal = self.store.journal(row.id)
@@ -336,6 +349,14 @@ class Engine:
             step = step_from_json(entry.step)
             if isinstance(step, Deploy):
                 touched.extend(n for n in step.nodes if n not in touched)
+        if superseded:
+            kept = [n for n in touched if spec.node(n).old_version is None]
+            touched = [n for n in touched if spec.node(n).old_version is not None]
+            if kept:
+                message += (
+                    f"; {spec.version} left on {len(kept)} node(s) where it is the first "
+                    "version of the function, for the newer rollout to replace"
+                )
         seq = len(journal)
         for step in (Rollback(tuple(touched)), Finish(RolloutState.ROLLED_BACK, message)):
             self.store.begin_step(
@@ -347,6 +368,9 @@ class Engine:
                 else StepOutcome(ok=True, message=message)
             )
             self.store.finish_step(row.id, seq, outcome_to_json(outcome), self.clock.now())
+            get_logger(rollout=row.id, function=spec.function, version=spec.version).info(
+                "step", seq=seq, kind=step.kind, ok=outcome.ok, message=outcome.message
+            )
             self.on_event(RolloutEvent(row.id, spec.function, spec.version, seq, step, outcome))
             seq += 1
         self.store.set_control(spec.function, self.clock.now(), abort=0, promote=0)
