@@ -25,6 +25,7 @@ FIGURES = {
     "P7": "bench.p7_invoke",
     "P8": "bench.p8_daemon_rss",
     "P9": "bench.p9_cli_startup",
+    "P10": "bench.p10_failover",  # two daemons on PostgreSQL, SIGKILL of the leader (issue 16)
     "P11": "bench.p11_dialout",  # rows P11, P11-cpu, P11-rss: dial-out agents (issue 19)
     "P12": "bench.p12_cold_start",
     "P13": "bench.p13_upload",

@@ -16,13 +16,19 @@ is sent again), and the pass of a client without watches (one conditional GET pe
 The row of issue 21, 10,000 functions x 5,000 nodes, runs the same passes against the
 simulated fleet of bench/inventory_fleet.py: one process answering on 5,000 ports with the
 agent's real inventory API (ETags, held requests), no WASM; 50 regions of 100 nodes, so a
-million function-node pairs. Sizes: `--param P3.functions=N`, `P3.nodes=N` (the old
-row), `P3.sim_functions=N`, `P3.sim_nodes=N` (the new one), `P3.reps=N`.
+million function-node pairs.
+
+Both rows are measured again with the PostgreSQL store (issue 16): the same passes, in the
+same run, by a daemon holding the lease of a database on a local server (bench/pgserver.py,
+Debian's PostgreSQL); their baseline is the SQLite row. Sizes: `--param P3.functions=N`,
+`P3.nodes=N` (the old row), `P3.sim_functions=N`, `P3.sim_nodes=N` (the new one),
+`P3.reps=N`.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import resource
 import time
 from pathlib import Path
@@ -30,10 +36,12 @@ from pathlib import Path
 from bench import inventory_fleet
 from bench.bigfleet import shared
 from bench.harness import Context, Row, median
-from bench.support import GitRemote
+from bench.pgserver import PgServer, running_pg_server
+from bench.support import GitRemote, pg_state
 
 
-def config(root: Path, remote: GitRemote, token_file: Path) -> Path:
+def config(root: Path, remote: GitRemote, token_file: Path, state: str = "") -> Path:
+    """`state`: more `[state]` lines (bench.support.pg_state's: the PostgreSQL store)."""
     root.mkdir(parents=True, exist_ok=True)
     path = root / "gitopsd.toml"
     path.write_text(
@@ -41,7 +49,7 @@ def config(root: Path, remote: GitRemote, token_file: Path) -> Path:
         "allow_empty = true\n"
         f'[fleet]\ntoken_file = "{token_file}"\n'
         'token_mode = "shared"\n'  # `agent --count N`: one token for every endpoint
-        f'[state]\ndir = "{root / "state"}"\n'
+        f'[state]\ndir = "{root / "state"}"\n{state}'
     )
     return path
 
@@ -58,7 +66,12 @@ async def passes(
     wall: list[float] = []
     idle_ms = -1.0
     opened = daemon.open_client() if watch else daemon.reconciler.client({})
-    async with opened as client:
+    async with opened as client, contextlib.AsyncExitStack() as leases:
+        # On PostgreSQL the daemon acts only while it holds the lease (renewed meanwhile in
+        # the background, as in `gitopsd run`); on SQLite this does nothing.
+        await daemon.control.start(leases)
+        if not daemon.control.leads_any():
+            raise RuntimeError("the daemon does not lead: its passes would do nothing")
         daemon.client = client
         daemon.engine = Engine(daemon.store, client, daemon.clock)
         await daemon.reconcile_pass(["start"])
@@ -95,8 +108,9 @@ async def passes(
     return cpu, wall, info
 
 
-def simulated(ctx: Context, reps: int, base_cpu: list[float]) -> Row:
-    """The 10,000 x 5,000 row against the simulated inventory-only fleet."""
+def simulated(ctx: Context, reps: int, base_cpu: list[float], pg: PgServer) -> list[Row]:
+    """The 10,000 x 5,000 row against the simulated inventory-only fleet, and the same
+    passes with the PostgreSQL store."""
     functions = ctx.size("sim_functions", 200 if ctx.quick else 10000)
     nodes = ctx.size("sim_nodes", 100 if ctx.quick else 5000)
     t0 = time.monotonic()
@@ -109,11 +123,16 @@ def simulated(ctx: Context, reps: int, base_cpu: list[float]) -> Row:
             passes(config(ctx.work / "sim", sim.remote, sim.token_file), reps)
         )
         ctx.log(f"P3 simulated: passes done in {time.monotonic() - t0:.0f}s")
-    if info["functions"] != functions or info["nodes"] != nodes or info["agent_requests_failed"]:
-        raise RuntimeError(f"unexpected pass state {info}")
+        state = pg_state(pg, ctx.work / "sim-pg")
+        pg_cpu, pg_wall, pg_info = asyncio.run(
+            passes(config(ctx.work / "sim-pg", sim.remote, sim.token_file, state), reps)
+        )
+    for got in (info, pg_info):
+        if got["functions"] != functions or got["nodes"] != nodes or got["agent_requests_failed"]:
+            raise RuntimeError(f"unexpected pass state {got}")
     m = median(cpu) * 1000
     pairs = functions * nodes // sim.regions
-    return Row(
+    sqlite_row = Row(
         id="P3",
         measure=f"no-op reconcile CPU, {functions} fn x {nodes} nodes",
         unit="ms",
@@ -131,12 +150,43 @@ def simulated(ctx: Context, reps: int, base_cpu: list[float]) -> Row:
         f"wall {median(wall) * 1000:.1f} ms; CPU split user {info['user_ms_mean']:.1f} ms, "
         f"system {info['system_ms_mean']:.1f} ms (mean)",
     )
+    return [sqlite_row, postgres_row(sqlite_row, pg_cpu, pg_wall, pg_info)]
+
+
+def postgres_row(
+    sqlite_row: Row, cpu: list[float], wall: list[float], info: dict[str, float]
+) -> Row:
+    """The passes of `sqlite_row` with the PostgreSQL store; its baseline is that row."""
+    m = median(cpu) * 1000
+    return Row(
+        id="P3",
+        measure=f"{sqlite_row.measure}, PostgreSQL store",
+        unit="ms",
+        median=m,
+        baseline=sqlite_row.median,
+        baseline_measure="the same passes with the SQLite store (the row above, same run)",
+        target=sqlite_row.target,
+        was=sqlite_row.was,
+        ok=m <= 20,
+        samples=[c * 1000 for c in cpu],
+        baseline_samples=sqlite_row.samples,
+        extra={"wall_ms_median": median(wall) * 1000, **info},
+        note="the same passes as the row above, the daemon leading its lease (renewed in the "
+        "background: its CPU is counted) on a local PostgreSQL (Debian's server, started by "
+        f"bench/pgserver.py, fsync off); wall {median(wall) * 1000:.1f} ms; CPU split user "
+        f"{info['user_ms_mean']:.1f} ms, system {info['system_ms_mean']:.1f} ms (mean)",
+    )
 
 
 def run(ctx: Context) -> list[Row]:
     functions = ctx.size("functions", 200 if ctx.quick else 2000)
     nodes = ctx.size("nodes", 50 if ctx.quick else 500)
     reps = ctx.reps(30, 5)
+    with running_pg_server() as pg:
+        return _run(ctx, functions, nodes, reps, pg)
+
+
+def _run(ctx: Context, functions: int, nodes: int, reps: int, pg: PgServer) -> list[Row]:
     fleet = shared(ctx.work, functions, nodes)
     empty = GitRemote(ctx.work / "empty")
     empty.write("README.md", "no manifests yet\n")
@@ -157,32 +207,39 @@ def run(ctx: Context) -> list[Row]:
             passes(config(ctx.work / "p", fleet.remote, agents.token_file), reps, watch=False)
         )
         info["without_watches_cpu_ms"] = median(probe_cpu) * 1000
+        state = pg_state(pg, ctx.work / "d-pg")
+        pg_cpu, pg_wall, pg_info = asyncio.run(
+            passes(config(ctx.work / "d-pg", fleet.remote, agents.token_file, state), reps)
+        )
     base_cpu, _base_wall, _ = asyncio.run(
         passes(config(ctx.work / "e", empty, fleet.agents.token_file), reps)
     )
-    if info["functions"] != functions or info["nodes"] != nodes or info["agent_requests_failed"]:
-        raise RuntimeError(f"unexpected pass state {info}")
+    for got in (info, pg_info):
+        if got["functions"] != functions or got["nodes"] != nodes or got["agent_requests_failed"]:
+            raise RuntimeError(f"unexpected pass state {got}")
     m = median(cpu) * 1000
+    sqlite_row = Row(
+        id="P3",
+        measure=f"no-op reconcile CPU, {functions} fn x {nodes} nodes",
+        unit="ms",
+        median=m,
+        baseline=median(base_cpu) * 1000,
+        baseline_measure="no-op reconcile CPU, repository without nodes or functions",
+        target="-",
+        was="<= 20 ms",
+        ok=m <= 20,
+        samples=[c * 1000 for c in cpu],
+        baseline_samples=[c * 1000 for c in base_cpu],
+        extra={"wall_ms_median": median(wall) * 1000, **info},
+        note=f"Daemon.reconcile_pass in-process, {nodes} endpoints in one agent process; "
+        f"wall {median(wall) * 1000:.1f} ms; CPU split user {info['user_ms_mean']:.1f} ms, "
+        f"system {info['system_ms_mean']:.1f} ms (mean); without held inventory requests "
+        f"{info['without_watches_cpu_ms']:.1f} ms{_idle_note(info)}",
+    )
     return [
-        Row(
-            id="P3",
-            measure=f"no-op reconcile CPU, {functions} fn x {nodes} nodes",
-            unit="ms",
-            median=m,
-            baseline=median(base_cpu) * 1000,
-            baseline_measure="no-op reconcile CPU, repository without nodes or functions",
-            target="-",
-            was="<= 20 ms",
-            ok=m <= 20,
-            samples=[c * 1000 for c in cpu],
-            baseline_samples=[c * 1000 for c in base_cpu],
-            extra={"wall_ms_median": median(wall) * 1000, **info},
-            note=f"Daemon.reconcile_pass in-process, {nodes} endpoints in one agent process; "
-            f"wall {median(wall) * 1000:.1f} ms; CPU split user {info['user_ms_mean']:.1f} ms, "
-            f"system {info['system_ms_mean']:.1f} ms (mean); without held inventory requests "
-            f"{info['without_watches_cpu_ms']:.1f} ms{_idle_note(info)}",
-        ),
-        simulated(ctx, reps, base_cpu),
+        sqlite_row,
+        postgres_row(sqlite_row, pg_cpu, pg_wall, pg_info),
+        *simulated(ctx, reps, base_cpu, pg),
     ]
 
 

@@ -21,6 +21,8 @@ from pathlib import Path
 
 import wasmtime
 
+from bench.pgserver import PgServer
+
 TOKEN = "bench-agent-token-0123456789abcdef"
 WEBHOOK_SECRET = "bench-webhook-secret"
 GIT_ENV = {
@@ -339,8 +341,15 @@ class DaemonProcess:
     """`gitopsd run --config ...` against a bare repository, with webhook and metrics."""
 
     def __init__(
-        self, root: Path, remote: GitRemote, token_file: Path, *, watch: bool = True
+        self,
+        root: Path,
+        remote: GitRemote,
+        token_file: Path,
+        *,
+        watch: bool = True,
+        state: str = "",
     ) -> None:
+        """`state`: more lines for the config after `[state] dir` (`pg_state`'s)."""
         root.mkdir(parents=True, exist_ok=True)
         self.root = root
         self.webhook_port = free_port()
@@ -353,7 +362,7 @@ class DaemonProcess:
             f'[fleet]\ntoken_file = "{token_file}"\n'
             # `agent --count N` gives every endpoint one token: shared, not per-node.
             'token_mode = "shared"\n'
-            f'[state]\ndir = "{root / "state"}"\n'
+            f'[state]\ndir = "{root / "state"}"\n{state}'
             f'[webhook]\nlisten = "127.0.0.1:{self.webhook_port}"\nsecret_file = "secret"\n'
             f'[metrics]\nlisten = "127.0.0.1:{self.metrics_port}"\n'
         )
@@ -427,6 +436,18 @@ class DaemonProcess:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+def pg_state(pg: PgServer, root: Path, lease: str | None = None, db: str | None = None) -> str:
+    """Config lines selecting database `db` of `pg` (default: a new one) as `[state] url`,
+    its password in a file under `root`, and with `lease` the `[ha]` section: to follow
+    `[state] dir`."""
+    root.mkdir(parents=True, exist_ok=True)
+    password = root / "pg-password"
+    password.write_text(pg.password + "\n")
+    name = db or pg.create_database("bench")
+    lines = f'url = "{pg.url(name)}"\npassword_file = "{password}"\n'
+    return lines + (f'[ha]\nlease = "{lease}"\n' if lease else "")
 
 
 def quiet_env() -> dict[str, str]:
