@@ -21,35 +21,24 @@ from gitopsd.cli.output import (
 )
 from gitopsd.cli.readonly import existing_store, nothing_recorded, store_opened_on_use
 from gitopsd.clock import SystemClock
-from gitopsd.diff import Action
-from gitopsd.errors import ConfigError, InvalidManifests
+from gitopsd.errors import ConfigError
 from gitopsd.fleet.client import AgentClient
 from gitopsd.notify.dispatcher import NotificationDispatcher
-from gitopsd.notify.wiring import notifying, observe_drift, observe_results
-from gitopsd.reconcile import (
-    ReadResult,
-    Reconciler,
-    SyncReport,
-    build_spec,
-    ended_paused,
-    retry_key,
-    waiting_key,
-)
-from gitopsd.report.notes import (
-    CommitOutcome,
-    FunctionOutcome,
-    non_fast_forward_outcome,
-    refused_outcome,
-)
+from gitopsd.notify.wiring import notifying
+from gitopsd.reconcile import Reconciler
+from gitopsd.reconcile.keys import retry_key, waiting_key
+from gitopsd.reconcile.outcomes import Publish
+from gitopsd.reconcile.summary import ended_paused
+from gitopsd.reconcile.targets import build_spec
+from gitopsd.report.notes import CommitOutcome
 from gitopsd.report.publisher import publish_now
 from gitopsd.rollout.engine import EventSink
 from gitopsd.rollout.preview import preview
 from gitopsd.rollout.steps import Step
 from gitopsd.rollout.strategies import strategy_for
-from gitopsd.source.ancestry import REFUSED_HEAD_KEY, NonFastForward
+from gitopsd.source.ancestry import REFUSED_HEAD_KEY
 from gitopsd.source.git import SourceSpec
 from gitopsd.source.redact import redact
-from gitopsd.source.verify import SignatureRefused
 from gitopsd.store.open import open_store
 from gitopsd.store.protocol import Store
 
@@ -144,86 +133,31 @@ async def _sync_pass(ctx: Ctx, rec: Reconciler, source: SourceSpec) -> bool:
         return await _sync_and_report(ctx, rec, source, forges, notes)
 
 
-async def _report(ctx: Ctx, source: SourceSpec, outcome: CommitOutcome, forges: Any) -> None:
+def _publisher(ctx: Ctx, source: SourceSpec, forges: Any) -> Publish:
     """The git note, then the forge statuses (waited for: `sync --once` exits after)."""
     status = ctx.config.status
-    await publish_now(
-        source, ctx.state_dir, outcome, forges, git_notes=status.git_notes, push=status.push_notes
-    )
 
-
-def pending_outcome(read: ReadResult, store: Store, now: float) -> CommitOutcome | None:
-    """The "pending" note of the rollouts a pass is about to start (None: it starts none).
-    A held function starts none: its note must not say "rollout started"."""
-    from gitopsd.rollout.hold import hold_reason
-
-    starting = [
-        c
-        for c in read.changes.changes
-        if c.action is not Action.PRUNE
-        and not c.only_unreachable
-        and c.function in read.desired.functions
-        and not hold_reason(
-            store,
-            c.function,
-            read.desired.functions[c.function].spec.version,
-            read.desired.functions[c.function].module.sha256,
-            now,
+    async def publish(outcome: CommitOutcome) -> None:
+        await publish_now(
+            source,
+            ctx.state_dir,
+            outcome,
+            forges,
+            git_notes=status.git_notes,
+            push=status.push_notes,
         )
-    ]
-    if not starting:
-        return None
-    functions = {
-        c.function: FunctionOutcome(
-            status="pending",
-            version=c.version or "",
-            strategy=read.desired.functions[c.function].spec.strategy.type,
-            state="IN_PROGRESS",
-            message="rollout started",
-        )
-        for c in starting
-    }
-    names = ", ".join(functions)
-    return CommitOutcome(read.desired.commit, "pending", f"rolling out {names}", functions)
+
+    return publish
 
 
 async def _sync_and_report(
     ctx: Ctx, rec: Reconciler, source: SourceSpec, forges: Any, notes: NotificationDispatcher
 ) -> bool:
-    try:
-        read = await rec.read(source)
-    except SignatureRefused as exc:
-        await _report(ctx, source, refused_outcome(exc), forges)
-        raise
-    except InvalidManifests as exc:
-        outcome = CommitOutcome(
-            exc.commit,
-            "failure",
-            "invalid manifests; nothing applied",
-            problems=tuple(str(p) for p in exc.problems),
-        )
-        await _report(ctx, source, outcome, forges)
-        raise
-    try:
-        rec.check_fast_forward(source, read.snapshot.commit)
-    except NonFastForward as exc:  # exit 1: a negative result about the commit
-        await _report(ctx, source, non_fast_forward_outcome(exc), forges)
-        raise
-    observe_drift(notes, rec.store, read.desired, read.changes)
-    render_changes(read.changes)
-    pending = pending_outcome(read, rec.store, rec.clock.now())
-    if pending is not None:  # the commit says "pending" while its rollouts run
-        await _report(ctx, source, pending, forges)
-    report: SyncReport = await rec.apply(read)
-    observe_results(notes, report.results, report.commit)
-    outcome = report.outcome()
-    if report.results or not read.changes.changes:
-        await _report(ctx, source, outcome, forges)
+    """One pass (gitopsd/reconcile/pipeline.py), then each function's outcome printed."""
+    report = await rec.sync(source, _publisher(ctx, source, forges), notes, render_changes)
     for result in report.results:
         colour = "green" if result.ok else "red"
         echo(f"{result.function} {result.version}: {result.state} - {result.message}", fg=colour)
-    if report.ok:
-        rec.store.put("last_applied_commit", report.commit)
     return report.ok
 
 

@@ -23,7 +23,6 @@ import contextlib
 import random
 import signal
 import time
-from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, cast
@@ -39,7 +38,7 @@ from gitopsd.config import (
     read_secret,
     source_spec,
 )
-from gitopsd.diff import Action, ChangeSet, diff
+from gitopsd.diff import Change
 from gitopsd.errors import (
     GitopsdError,
     InvalidManifests,
@@ -51,33 +50,26 @@ from gitopsd.fleet.client import AgentClient
 from gitopsd.fleet.live import LiveState
 from gitopsd.fleet.tokens import FleetAuth
 from gitopsd.fleet.tunnel import TunnelRegistry
+from gitopsd.function_state import RolloutState
 from gitopsd.ha.daemon_ha import control_for
 from gitopsd.http_guard import start_guarded
 from gitopsd.log import get_logger
-from gitopsd.manifest.desired import DesiredState
+from gitopsd.manifest.desired import DesiredFunction, DesiredState
 from gitopsd.manifest.models import is_dial_out
 from gitopsd.notify.dispatcher import NotificationDispatcher, dispatcher_from_config
-from gitopsd.notify.wiring import commit_lookup, fan_out, observe_drift, observe_results
-from gitopsd.reconcile import (
-    FunctionResult,
-    Reconciler,
-    SyncReport,
-    ended_paused,
-    retry_key,
-    summarize_rollout,
-    waiting_for,
-    waiting_key,
-)
+from gitopsd.notify.wiring import commit_lookup, fan_out, observe_results
+from gitopsd.reconcile import Reconciler, policy
+from gitopsd.reconcile.outcomes import finished_report, report_outcome, started_outcome
+from gitopsd.reconcile.pipeline import STEPS, Pass, PassPorts, run_steps
+from gitopsd.reconcile.policy import WAITS_FOR_OPERATOR
+from gitopsd.reconcile.results import FunctionResult
+from gitopsd.reconcile.summary import summarize_rollout
 from gitopsd.report.forges import ForgeReporter, reporter_from_config
 from gitopsd.report.notes import (
     CommitOutcome,
-    FunctionOutcome,
-    non_fast_forward_outcome,
-    refused_outcome,
 )
 from gitopsd.report.publisher import OutcomePublisher
 from gitopsd.rollout.engine import Engine
-from gitopsd.rollout.hold import hold_reason
 from gitopsd.source.ancestry import NonFastForward
 from gitopsd.source.git import SourceSpec
 from gitopsd.source.reader import current_commit, is_plain_directory
@@ -111,7 +103,7 @@ DIAL_OUT_GRACE_S = 10.0
 
 
 @dataclass
-class PassState:
+class LoopMemory:
     """What the last passes learnt: enough to make an unchanged pass almost free."""
 
     desired: DesiredState | None = None
@@ -150,7 +142,9 @@ class Daemon:
         self.wake = asyncio.Event()
         self.stop = asyncio.Event()
         self.reasons: list[str] = []
-        self.pass_state = PassState()
+        self.pass_state = LoopMemory()
+        self._head = ""  # the source's head commit, read at the start of each pass
+        self._stamp = 0.0  # the operator controls' stamp, read with the fleet
         self.log = get_logger(component="daemon")
         self.reconciler = self._reconciler()
         self.client: AgentClient | None = None
@@ -555,44 +549,62 @@ class Daemon:
             self.metrics.set_last_applied_commit(commit)
 
     async def _pass(self) -> str:
-        """One pass; returns "noop", "changed" or "invalid" for the metrics."""
+        """One pass (gitopsd/reconcile/pipeline.py with the daemon's ports); returns "noop",
+        "changed", "ok", "invalid" or "standby" for the metrics."""
         state = self.pass_state
-        self._reap_rollouts()
+        await self._reap_rollouts()
         if not self.control.leads_any():
             return "standby"  # watches and webhooks stay on: they wake the leader
-        commit = await asyncio.to_thread(current_commit, self.source, self.state_dir)
-        if state.desired is None or (commit != state.desired.commit and commit != state.bad_commit):
-            await self._load_commit(commit)
-        desired = state.desired
-        if desired is None:
-            return "invalid"
-        assert self.client is not None
-        addresses = {n: node.address for n, node in desired.nodes.items()}
-        self.client.addresses = addresses
-        if self.tunnels is not None:
-            await self._await_dial_out([n for n, a in addresses.items() if is_dial_out(a)])
-        live = await self.client.live_state(addresses)
-        state.unreachable_passes = state.unreachable_passes + 1 if live.errors else 0
-        # An operator's command (resume, approve...) is written by another process: a change
-        # of the controls makes the pass act even when Git and the fleet did not move.
-        stamp = self.store.controls_stamp()
-        unchanged = (
-            live.generations() == state.generations
-            and not live.errors
-            and stamp == state.controls_stamp
+        self._head = await asyncio.to_thread(current_commit, self.source, self.state_dir)
+        assert self.client is not None and self.engine is not None
+        p = Pass(
+            rec=self.reconciler,
+            source=self.source,
+            client=self.client,
+            engine=self.engine,
+            ports=self._ports,
+            notes=self.notifications,
+            continuous=True,
+            acts_for=self.control.leads,  # the one place the leader check applies
+            last_good=state.desired,
         )
-        if unchanged and not state.rollouts and commit == desired.commit:
-            await self._retire_due()
+        await run_steps(p, STEPS)
+        if p.desired is None:
+            return "invalid"
+        if p.unchanged:
             return "noop"
-        changes = diff(desired, live)
-        await self._act(desired, live, changes)
-        state.generations = live.generations() if not state.rollouts else ()
-        state.controls_stamp = stamp
-        await self._retire_due()
-        return "changed" if changes.changes else "ok"
+        assert p.live is not None and p.changes is not None
+        state.generations = p.live.generations() if not state.rollouts else ()
+        state.controls_stamp = self._stamp
+        return "changed" if p.changes.changes else "ok"
 
-    async def _load_commit(self, commit: str) -> None:
+    @property
+    def _ports(self) -> PassPorts:
+        """What the daemon's pass does differently from `gitopsd sync`: the last good desired
+        state stays in force, rollouts run as tasks, notes are queued."""
+        return PassPorts(
+            publish=self._publish,
+            load=self._load_head,
+            read_live=self._read_live,
+            resume=self._resume_orphans,
+            start=self._start_rollout,
+            window_closed=lambda fn: self.window_wakeups.why_not(fn.name, fn.spec.deploy_windows),
+            running=lambda: self.pass_state.rollouts,
+            unchanged=self._unchanged,
+        )
+
+    async def _publish(self, outcome: CommitOutcome) -> None:
+        self._note(outcome)
+
+    async def _load_head(self, _p: Pass) -> DesiredState | None:
+        """The desired state of the head, loaded again only when the head moved; a refused
+        head is remembered (not loaded again until it moves) and raised once for its note."""
         state = self.pass_state
+        commit = self._head
+        if not (
+            state.desired is None or (commit != state.desired.commit and commit != state.bad_commit)
+        ):
+            return state.desired
         try:
             _snapshot, desired = await asyncio.to_thread(self.reconciler.load, self.source, False)
         except SignatureRefused as exc:
@@ -602,8 +614,7 @@ class Daemon:
                 commit=state.bad_commit[:12],
                 reason=exc.reason,
             )
-            self._note(refused_outcome(exc))
-            return
+            raise
         except InvalidManifests as exc:
             state.bad_commit = exc.commit or commit
             self.log.error(
@@ -611,15 +622,7 @@ class Daemon:
                 commit=state.bad_commit[:12],
                 problems=len(exc.problems),
             )
-            self._note(
-                CommitOutcome(
-                    state.bad_commit,
-                    "failure",
-                    "invalid manifests; nothing applied",
-                    problems=tuple(str(p) for p in exc.problems),
-                )
-            )
-            return
+            raise
         try:
             check = self.reconciler.check_fast_forward
             await asyncio.to_thread(check, self.source, desired.commit)
@@ -632,121 +635,77 @@ class Daemon:
                 last_applied=exc.last_applied[:12],
                 reason=exc.reason,
             )
-            self._note(non_fast_forward_outcome(exc))
-            return
+            raise
         state.refused = ""
         state.desired = desired
         state.generations = ()
-        for name, task in state.rollouts.items():
-            fn = desired.functions.get(name)
-            target = state.targets.get(name)
-            if not task.done() and (fn is None or target != (fn.spec.version, fn.module.sha256)):
-                assert self.engine is not None
-                self.engine.superseded[name] = f"superseded by commit {desired.commit[:12]}"
+        running = {n: t for n, t in state.targets.items() if not state.rollouts[n].done()}
+        assert self.engine is not None
+        for name in policy.superseded(running, desired):
+            self.engine.superseded[name] = f"superseded by commit {desired.commit[:12]}"
         self.log.info(
             "desired state loaded",
             commit=desired.commit[:12],
             functions=len(desired.functions),
             nodes=len(desired.nodes),
         )
+        return desired
 
-    async def _act(self, desired: DesiredState, live: LiveState, changes: ChangeSet) -> None:
-        assert self.client is not None and self.engine is not None
+    async def _read_live(self, p: Pass) -> LiveState:
+        """The fleet through the held inventory requests (fleet/watch.py); dial-out agents
+        Git names are waited for just after a start."""
+        assert self.client is not None and p.desired is not None
+        addresses = {n: node.address for n, node in p.desired.nodes.items()}
+        self.client.addresses = addresses
+        if self.tunnels is not None:
+            await self._await_dial_out([n for n, a in addresses.items() if is_dial_out(a)])
+        live = await self.client.live_state(addresses)
         state = self.pass_state
-        await self._resume_orphans()
-        observe_drift(self.notifications, self.store, desired, changes)
-        by_name = {c.function: c for c in changes.changes}
-        for change in changes.changes:
-            if change.action is Action.PRUNE or change.function in state.rollouts:
-                continue
-            fn = desired.functions[change.function]
-            if self._is_drift(fn.name, fn.spec.version, fn.module.sha256) and not fn.spec.self_heal:
-                self.log.warning(
-                    "drift reported, not corrected (selfHeal: false)",
-                    function=fn.name,
-                    detail=change.reason,
-                )
-                continue
-            why_not = self._why_not_start(
-                fn.name, fn.spec.version, fn.module.sha256, desired.commit
-            ) or (waiting_for(change) if change.only_unreachable else "")
-            why_not = why_not or self.window_wakeups.why_not(fn.name, fn.spec.deploy_windows)
-            if why_not:
-                self.log.debug("not starting a rollout", function=fn.name, reason=why_not)
-                self.store.put(waiting_key(fn.name), why_not)
-                continue
-            deps = self._dependency_states(fn.spec.depends_on)
-            task = asyncio.create_task(
-                self.reconciler.rollout_function(
-                    self.engine, fn, desired, live, by_name[fn.name], deps
-                )
-            )
-            self._track(fn.name, task, (fn.spec.version, fn.module.sha256))
-            pending = FunctionOutcome(
-                status="pending",
-                version=fn.spec.version,
-                strategy=fn.spec.strategy.type,
-                state="IN_PROGRESS",
-                message="rollout started",
-            )
-            self._note(
-                CommitOutcome(
-                    desired.commit,
-                    "pending",
-                    f"rolling out {fn.name}",
-                    functions={fn.name: pending},
-                )
-            )
-        prunes = await self.reconciler.prune_all(self.client, desired, changes)
-        if prunes:
-            self._report(desired.commit, prunes)
+        state.unreachable_passes = state.unreachable_passes + 1 if live.errors else 0
+        # An operator's command (resume, approve...) is written by another process: a change
+        # of the controls makes the pass act even when Git and the fleet did not move.
+        self._stamp = self.store.controls_stamp()
+        return live
 
-    def _why_not_start(self, function: str, version: str, sha256: str, commit: str) -> str:
-        """Why a rollout of this version must not start now ("" when it may)."""
-        held = hold_reason(self.store, function, version, sha256, self.clock.now())
-        if held:
-            return held
-        rows = self.store.rollouts(function, limit=1)
-        if not rows:
-            return ""
-        last = rows[0]
-        if (last.version, last.context.get("sha256")) != (version, sha256):
-            return ""
-        if self.store.get(retry_key(function)) == last.id:
-            return ""  # an operator resumed a rollout pauseOnFailure had ended: roll out anew
-        if last.state == "DRAFT":
-            return "waiting for `gitopsd approve`"
-        if last.state == "PAUSED" and ended_paused(self.store, last):
-            return f"paused after a failure: {last.message}; `gitopsd resume {function}` retries"
-        if last.state == "PAUSED":
-            return "paused by operator (`gitopsd resume` continues)"
-        if last.state in ("ROLLED_BACK", "FAILED") and last.commit == commit:
-            return f"stalled: {version} ended {last.state} at this commit; push a new commit"
-        return ""
+    def _unchanged(self, p: Pass) -> bool:
+        """Same head, inventory generations and operator controls as the last pass, and no
+        rollout running: the pass has nothing to do."""
+        state = self.pass_state
+        assert p.live is not None and p.desired is not None
+        return (
+            p.live.generations() == state.generations
+            and not p.live.errors
+            and self._stamp == state.controls_stamp
+            and not state.rollouts
+            and self._head == p.desired.commit
+        )
 
-    def _is_drift(self, function: str, version: str, sha256: str) -> bool:
-        """True when the last finished rollout already put this very version out."""
-        for row in self.store.rollouts(function, limit=5):
-            if row.state == "COMPLETED":
-                return row.version == version and row.context.get("sha256") == sha256
-        return False
+    async def _start_rollout(
+        self, p: Pass, fn: DesiredFunction, change: Change
+    ) -> FunctionResult | None:
+        """A rollout task (a long canary holds up no other function), and its "pending"
+        note; its result is reported when it ends (_reap_rollouts)."""
+        assert self.engine is not None and p.desired is not None and p.live is not None
+        deps = fn.spec.depends_on
+        latest = {d: next(iter(self.store.rollouts(d, limit=1)), None) for d in deps}
+        states = policy.dependency_states(deps, self.pass_state.rollouts, latest)
+        task = asyncio.create_task(
+            self.reconciler.rollout_function(self.engine, fn, p.desired, p.live, change, states)
+        )
+        self._track(fn.name, task, (fn.spec.version, fn.module.sha256))
+        pending = started_outcome(p.desired.commit, [fn])
+        assert pending is not None
+        self._note(pending)
+        return None
 
-    def _dependency_states(self, deps: Sequence[str]) -> Mapping[str, str]:
-        out: dict[str, str] = {}
-        for dep in deps:
-            if dep in self.pass_state.rollouts:
-                out[dep] = "IN_PROGRESS"
-                continue
-            rows = self.store.rollouts(dep, limit=1)
-            if rows and rows[0].state != "COMPLETED":
-                out[dep] = rows[0].state
-        return out
-
-    async def _resume_orphans(self) -> None:
-        """Rollouts a previous process left unfinished (killed mid-way) continue here."""
+    async def _resume_orphans(self, p: Pass) -> list[FunctionResult]:
+        """Rollouts a previous process left unfinished (killed mid-way) continue here, as
+        tasks; they report when they end."""
         assert self.engine is not None
         for row in self.store.active_rollouts():
-            if row.function in self.pass_state.rollouts or row.state in ("DRAFT", "PAUSED"):
+            if row.function in self.pass_state.rollouts or row.state in WAITS_FOR_OPERATOR:
+                continue
+            if not p.acts_for(row.function):
                 continue
 
             async def resume(
@@ -760,6 +719,7 @@ class Daemon:
                 (row.version, str(row.context.get("sha256"))),
             )
             self.log.info("resuming rollout left by a previous run", rollout=row.id)
+        return []
 
     def _track(
         self, function: str, task: asyncio.Task[FunctionResult], target: tuple[str, str]
@@ -769,14 +729,18 @@ class Daemon:
         self.pass_state.targets[function] = target
 
         def done(t: asyncio.Task[FunctionResult]) -> None:
-            if not t.cancelled() and t.exception() is None and t.result().state == "DRAFT":
+            if (
+                not t.cancelled()
+                and t.exception() is None
+                and t.result().state == RolloutState.DRAFT
+            ):
                 observe_results(self.notifications, [t.result()])
                 return  # waiting for approval: nothing to report until `gitopsd approve`
             self.request("rollout finished")
 
         task.add_done_callback(done)
 
-    def _reap_rollouts(self) -> None:
+    async def _reap_rollouts(self) -> None:
         for name, task in list(self.pass_state.rollouts.items()):
             if not task.done():
                 continue
@@ -791,16 +755,9 @@ class Daemon:
                 continue
             result = task.result()
             row = self.store.rollout(result.rollout_id) if result.rollout_id else None
-            self._report(row.commit if row else "", [result])
-
-    def _report(self, commit: str, results: list[FunctionResult]) -> None:
-        if not commit:
-            return
-        empty = ChangeSet(commit, (), ())
-        outcome = SyncReport(commit, empty, tuple(results)).outcome()
-        self._note(outcome)
-        if all(r.ok for r in results):
-            self.store.put("last_applied_commit", commit)
+            if row is not None and row.commit:
+                report = finished_report(row.commit, [result])
+                await report_outcome(self.store, self._publish, report)
 
     def _note(self, outcome: CommitOutcome) -> None:
         """Queue the outcome's note and forge statuses: never blocks the loop."""
@@ -811,10 +768,6 @@ class Daemon:
         self.publisher.configure(
             self.source, self.forges, git_notes=status.git_notes, push=status.push_notes
         )
-
-    async def _retire_due(self) -> None:
-        assert self.client is not None
-        await self.reconciler.retire_due(self.client)
 
 
 def run_daemon(config_path: Path | None, state_dir: Path | None, token_file: Path | None) -> int:
