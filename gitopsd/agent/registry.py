@@ -135,6 +135,14 @@ def stored_version_problem(name: str, stored: StoredVersion) -> str | None:
     return None
 
 
+def fits_budget(after_mib: int, budget_mib: int) -> bool:
+    """The agent's memory rule for loading a version, at a request and at restore alike: the
+    memory limits of the loaded versions after the load (`after_mib`) stay within
+    `--memory-mib`. Since restore obeys it too, what is loaded never exceeds the budget, so
+    loading the same version again or with a smaller limit always fits."""
+    return after_mib <= budget_mib
+
+
 def _plain(number: float) -> float | int:
     """100.0 → 100, so the JSON reads as the controller wrote it."""
     return int(number) if float(number).is_integer() else number

@@ -18,13 +18,21 @@ from dataclasses import dataclass
 from typing import Any
 
 from gitopsd.agent import wagi
-from gitopsd.agent.api import NAME_RE, Limits, LoadVersion, SetTraffic, StoredVersion
+from gitopsd.agent.api import (
+    NAME_RE,
+    Limits,
+    LoadVersion,
+    SetTraffic,
+    StoredState,
+    StoredVersion,
+)
 from gitopsd.agent.errors import AgentRequestError, MemoryBudgetExceeded, NotFound, Unavailable
 from gitopsd.agent.metrics import NodeFigures
 from gitopsd.agent.module_cache import CompiledCache
 from gitopsd.agent.registry import (
     Registry,
     Version,
+    fits_budget,
     stored_function_problem,
     stored_version_problem,
 )
@@ -79,9 +87,11 @@ class AgentService:
         can write the data dir can edit it: a function entry with a name, sticky header or
         traffic a request could not have set is dropped whole; a version whose name or
         digest is malformed, whose module file is missing or does not hash to the digest it
-        is stored under, or that no longer loads, is dropped (its traffic with it). Each
-        drop is an `agent.restore_refused` error log naming the entry and why; the rest
-        restores, and the controller sees what is missing in the inventory and redeploys it.
+        is stored under (the file is moved aside, so the controller uploads it again), that
+        no longer loads, or that does not fit in `--memory-mib` by the rule a load obeys
+        (`_within_budget`), is dropped (its traffic with it). Each drop is an
+        `agent.restore_refused` error log naming the entry and why; the rest restores, and
+        the controller sees what is missing in the inventory and redeploys it.
         """
         started = time.perf_counter()
         stored = await asyncio.to_thread(self.state_file.load)
@@ -96,13 +106,14 @@ class AgentService:
             ]
         )
         dropped = False
+        restorable: dict[str, dict[str, Version]] = {}
         for fname, sfn in stored.functions.items():
             problem = stored_function_problem(fname, sfn)
             if problem is not None:
                 self.log.error("agent.restore_refused", function=fname, reason=problem)
                 dropped = True
                 continue
-            versions: dict[str, Version] = {}
+            versions = restorable[fname] = {}
             for vname, sv in sfn.versions.items():
                 try:
                     problem = stored_version_problem(vname, sv)
@@ -120,18 +131,15 @@ class AgentService:
                 versions[vname] = Version(
                     vname, sv.sha256, sv.limits, sv.health_check, sv.loaded_at, prepared
                 )
-            self.registry.restore(fname, sfn, versions)
+        admitted = self._within_budget(stored, restorable)
+        for fname, versions in restorable.items():
+            kept = {v: version for v, version in versions.items() if (fname, v) in admitted}
+            dropped = dropped or len(kept) < len(versions)
+            self.registry.restore(fname, stored.functions[fname], kept)
         if dropped:
             self.registry.generation += 1
             self._announce()
             await self._persist()
-        used = self.registry.memory_used_mib()
-        if used > self.settings.memory_mib:
-            # Versions restored were admitted when they were loaded (a smaller --memory-mib
-            # now): keep serving them, refuse further loads until enough is unloaded.
-            self.log.warning(
-                "agent.over_memory_budget", used_mib=used, budget_mib=self.settings.memory_mib
-            )
         self.log.info(
             "agent.restored",
             generation=self.registry.generation,
@@ -139,6 +147,50 @@ class AgentService:
             compiled_from_cache=self.compiled.stats.hits,
             restore_ms=round((time.perf_counter() - started) * 1000, 1),
         )
+
+    def _within_budget(
+        self, stored: StoredState, restorable: Mapping[str, Mapping[str, Version]]
+    ) -> set[tuple[str, str]]:
+        """The (function, version) pairs of `restorable` that fit in `--memory-mib`, admitted
+        one by one by the rule of a load (`fits_budget`); each one refused is logged.
+
+        Versions with a traffic weight are admitted first (they serve requests; a retained
+        old version serves none), then in state.json's order. state.json may have been
+        written under a larger budget, or edited: either way, what is loaded stays within
+        the budget, and the controller redeploys what is missing."""
+        budget = self.settings.memory_mib
+        order = [
+            (fname, vname, version)
+            for fname, versions in restorable.items()
+            for vname, version in versions.items()
+        ]
+        weighted = {
+            (fname, w.version)
+            for fname, sfn in stored.functions.items()
+            for w in sfn.traffic
+            if w.percent > 0
+        }
+        order.sort(key=lambda entry: (entry[0], entry[1]) not in weighted)  # stable
+        admitted: set[tuple[str, str]] = set()
+        used = 0
+        for fname, vname, version in order:
+            needs = version.limits.memory_mib
+            if fits_budget(used + needs, budget):
+                admitted.add((fname, vname))
+                used += needs
+                continue
+            self.log.error(
+                "agent.restore_refused",
+                function=fname,
+                version=vname,
+                reason=(
+                    f"needs {needs} MiB (limits.memoryMiB) but the agent's memory budget is "
+                    f"{budget} MiB with {used} MiB taken by the versions restored before it: "
+                    "not loaded; start the agent with a larger --memory-mib or load it "
+                    "again once there is room"
+                ),
+            )
+        return admitted
 
     async def _prepare_all(
         self, wanted: list[tuple[str, str, StoredVersion]]
@@ -176,9 +228,7 @@ class AgentService:
         budget = self.settings.memory_mib
         after = self.registry.memory_after_load(function, version, limits.memory_mib)
         used = self.registry.memory_used_mib()
-        # A load that takes nothing more (the same version again after a restart with a
-        # smaller budget, a smaller limit) is never refused.
-        if after <= budget or after <= used:
+        if fits_budget(after, budget):
             return
         raise MemoryBudgetExceeded(
             f"version {version!r} of {function!r} needs {limits.memory_mib} MiB "

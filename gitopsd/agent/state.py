@@ -17,6 +17,7 @@ import hashlib
 import json
 import os
 import secrets
+import threading
 import time
 from pathlib import Path
 from typing import IO
@@ -56,11 +57,22 @@ def _fsync_dir(directory: Path) -> None:
 
 
 class ModuleStore:
-    """Uploaded modules, one file per sha256."""
+    """Uploaded modules, one file per sha256.
+
+    A file whose bytes no longer hash to the digest it is stored under (changed behind the
+    agent's back) is never used: reading it moves it aside (`<sha256>.wasm.corrupt-<time>`,
+    kept for whoever investigates) and raises ModuleError, so the module reads as not stored
+    (`HEAD /modules/{sha256}` answers 404) and the controller's next deploy uploads it
+    again; an upload over such a file replaces it.
+    """
 
     def __init__(self, directory: Path) -> None:
         self.directory = directory
         directory.mkdir(parents=True, exist_ok=True)
+        # Orders replacing a file (upload) and moving one aside (read): a read that found
+        # the old, bad bytes must not move away the good file an upload just put there.
+        self._lock = threading.Lock()
+        self.log = get_logger(directory=str(directory))
 
     def path(self, sha256: str) -> Path:
         """Where the module with this digest lives (the digest is checked to be hex first)."""
@@ -69,26 +81,74 @@ class ModuleStore:
         return self.directory / f"{sha256}.wasm"
 
     def has(self, sha256: str) -> bool:
-        """True when the module is stored."""
+        """True when the module is stored (its bytes are checked when it is read)."""
         return self.path(sha256).is_file()
 
     def write(self, sha256: str, data: bytes) -> None:
-        """Store a module whose digest the caller has verified."""
+        """Store a module whose digest the caller has verified; a file already stored under
+        that digest is kept when its bytes match it, replaced when they do not."""
         path = self.path(sha256)
-        if not path.exists():
+        with self._lock:
+            try:
+                current = path.read_bytes()
+            except FileNotFoundError:
+                current = None
+            except OSError:
+                current = b""  # unreadable: replaced by the verified bytes
+            if current is not None and hashlib.sha256(current).hexdigest() == sha256:
+                return
+            if current is not None:
+                self.log.warning(
+                    "agent.module_replaced",
+                    sha256=sha256,
+                    reason="the stored file did not hash to its digest",
+                )
             atomic_write(path, data)
 
     def read(self, sha256: str) -> bytes:
-        """The module's bytes, checked against its digest (a corrupt file is a ModuleError)."""
+        """The module's bytes, checked against its digest. A file that does not hash to it
+        is moved aside, logged (`agent.module_refused`) and is a ModuleError."""
+        path = self.path(sha256)
         try:
-            data = self.path(sha256).read_bytes()
+            with path.open("rb") as handle:
+                data = handle.read()
+                inode = os.fstat(handle.fileno()).st_ino
         except OSError as exc:
             raise ModuleError(f"module {sha256} is not stored: {exc.strerror}") from exc
-        if hashlib.sha256(data).hexdigest() != sha256:
-            raise ModuleError(
-                f"module file {sha256}.wasm is corrupt (digest differs); upload again"
-            )
-        return data
+        digest = hashlib.sha256(data).hexdigest()
+        if digest == sha256:
+            return data
+        aside = self._move_aside(path, inode)
+        self.log.error(
+            "agent.module_refused",
+            sha256=sha256,
+            actual_sha256=digest,
+            moved_to=str(aside) if aside else None,
+            effect="not loaded; the controller's next deploy uploads it again",
+        )
+        raise ModuleError(
+            f"module {sha256[:12]}... is corrupt on this agent and was moved aside, upload it "
+            f"again (its file's bytes hash to {digest[:12]}..., not to its digest)"
+        )
+
+    def _move_aside(self, path: Path, inode: int) -> Path | None:
+        """Move the file read (inode `inode`) to `<name>.corrupt-<time>`; None when it is no
+        longer there (another read moved it, or an upload replaced it with good bytes)."""
+        with self._lock:
+            try:
+                if path.stat().st_ino != inode:
+                    return None
+                aside = path.with_name(f"{path.name}.corrupt-{time.time_ns()}")
+                os.replace(path, aside)
+            except FileNotFoundError:
+                return None
+            except OSError as exc:
+                raise ModuleError(
+                    f"module file {path.name} is corrupt and cannot be moved aside: "
+                    f"{exc.strerror or exc}"
+                ) from exc
+        _fsync_dir(path.parent)
+        return aside
 
 
 class StateFile:

@@ -110,16 +110,16 @@ async def test_a_load_over_the_memory_budget_is_refused_with_the_figures(
             assert (await client.inventory())["memoryUsedMiB"] == 90
     finally:
         await agent.close()
-    # Restarted with a smaller budget: what was loaded stays, loading it again is no refusal
-    # (it takes nothing more), anything that takes more is refused.
+    # Restarted with a smaller budget: what no longer fits is not restored (the rule of a
+    # load, tests/agent/test_restore_refusals.py), loading it again is refused, what fits loads.
     smaller = await start_agent(settings_for(tmp_path / "data", memory_mib=50), runtime)
     try:
         async with aiohttp.ClientSession(base_url=smaller.url) as session:
             client = Client(smaller, session)
-            assert (await client.inventory())["memoryUsedMiB"] == 90
-            await client.deploy("f", "1", wasm["ok"], limits={"memoryMiB": 90})
-            assert (await client.load("f", "1", wasm["ok"], limits={"memoryMiB": 91})).status == 409
+            assert (await client.inventory())["memoryUsedMiB"] == 0
+            assert (await client.load("f", "1", wasm["ok"], limits={"memoryMiB": 90})).status == 409
             await client.deploy("f", "1", wasm["ok"], limits={"memoryMiB": 50})
+            assert (await client.load("f", "1", wasm["ok"], limits={"memoryMiB": 51})).status == 409
     finally:
         await smaller.close()
 
