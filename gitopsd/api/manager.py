@@ -19,6 +19,7 @@ from typing import Any, TypeVar
 from pydantic import ValidationError
 
 from gitopsd.api._run import ensure_no_loop, run_blocking
+from gitopsd.api._store import open_api_store
 from gitopsd.api.cluster import EdgeCluster
 from gitopsd.api.deployment import (
     DeploymentHistory,
@@ -33,17 +34,18 @@ from gitopsd.clock import Clock, SystemClock
 from gitopsd.fleet.live import LiveNode
 from gitopsd.log import get_logger
 from gitopsd.manifest.strategy_options import OPTION_MODELS, normalize_strategy_name
-from gitopsd.reconcile import summarize_rollout
+from gitopsd.reconcile.summary import summarize_rollout
+from gitopsd.reconcile.targets import target_node
 from gitopsd.rollout.engine import Engine, EventSink
+from gitopsd.rollout.operator_rollback import rollback_function
 from gitopsd.rollout.spec import HealthSpec, RolloutSpec, TargetNode
 from gitopsd.rollout.steps import RolloutState
 from gitopsd.rollout.strategies import create_strategy
-from gitopsd.store.sqlite import RolloutRow, SqliteStore
+from gitopsd.store.rows import RolloutRow
 
 T = TypeVar("T")
 CONFIG_KEYS = frozenset({"strategies", "health_timeout"})
-ROLLBACK_STRATEGY = "blue-green"
-ROLLBACK_OPTIONS: Mapping[str, Any] = {"keepBlueEnvironment": False}
+ROLLBACK_STRATEGY = "blue-green"  # what rollout/operator_rollback.py rolls back with
 
 
 def strategy_json(
@@ -90,9 +92,10 @@ class DeploymentManager:
     """Deploys EdgeFunctions to an EdgeCluster with a strategy, and keeps their history.
 
     `state_dir` holds the SQLite store (rollouts, their journal, module bytes); give it the
-    daemon's state dir to share history and operator controls with the CLI. `strategy` is the
-    default strategy name; `config` may hold `strategies` (default options per strategy name)
-    and `health_timeout` (seconds, for get_status).
+    daemon's state dir to share history and operator controls with the CLI, or `state_url`
+    (`postgresql://...`, with `state_password_file`) for the daemon's PostgreSQL store.
+    `strategy` is the default strategy name; `config` may hold `strategies` (default options
+    per strategy name) and `health_timeout` (seconds, for get_status).
     """
 
     def __init__(
@@ -104,13 +107,15 @@ class DeploymentManager:
         config: Mapping[str, Any] | None = None,
         *,
         on_event: EventSink | None = None,
+        state_url: str | None = None,
+        state_password_file: str | Path | None = None,
     ) -> None:
         config = dict(config or {})
         unknown = set(config) - CONFIG_KEYS
         if unknown:
             raise ValueError(f"unknown config keys {sorted(unknown)}: use {sorted(CONFIG_KEYS)}")
         self.cluster = cluster
-        self.store = SqliteStore(Path(state_dir))
+        self.store = open_api_store(Path(state_dir), state_url, state_password_file)
         self.clock: Clock = clock or SystemClock()
         self.strategy = normalize_strategy_name(strategy)
         self.config = config
@@ -195,7 +200,7 @@ class DeploymentManager:
                 commit="",
                 sha256=fn.sha256,
                 strategy=strategy,
-                nodes=self._targets(fn.name, plan.target_nodes, inventories),
+                nodes=self._targets(fn, plan.target_nodes, inventories),
                 health=HealthSpec(fn.health_function, fn.health_expect, fn.health_timeout),
                 memory_mib=fn.memory_mib,
                 timeout_ms=fn.timeout_ms,
@@ -206,7 +211,12 @@ class DeploymentManager:
             plan.rollout_id = engine.create(spec)
             plan.state = RolloutState.IN_PROGRESS
             row = await engine.run(plan.rollout_id)
+        self._fill(plan, row)
+
+    def _fill(self, plan: DeploymentPlan, row: RolloutRow) -> None:
+        """The plan as its rollout ended, from the rollout's row and journal."""
         summary = summarize_rollout(self.store, row)
+        plan.rollout_id = row.id
         plan.state = RolloutState(row.state)
         plan.message = row.message
         plan.failed_step = summary.failed_step
@@ -216,24 +226,16 @@ class DeploymentManager:
         )
 
     def _targets(
-        self, function: str, names: Iterable[str], inventories: Mapping[str, object]
+        self, fn: EdgeFunction, names: Iterable[str], inventories: Mapping[str, object]
     ) -> tuple[TargetNode, ...]:
-        """The plan's nodes with what each serves now, by region then name (PlanContext)."""
+        """The plan's nodes with what each serves now (gitopsd/reconcile/targets.py, as for a
+        sync), by region then name (PlanContext)."""
         out = []
         for name in names:
             node = self.cluster.node(name)
             inv = inventories.get(name)
             live = inv if isinstance(inv, LiveNode) else None
-            lf = live.functions.get(function) if live else None
-            out.append(
-                TargetNode(
-                    name=name,
-                    region=node.region or (live.region if live else ""),
-                    address=node.address,
-                    old_version=lf.serving if lf else None,
-                    memory_free_mib=live.memory_free_mib if live else None,
-                )
-            )
+            out.append(target_node(fn.name, fn.version, name, node.region, node.address, live))
         return tuple(sorted(out, key=lambda n: (n.region, n.name)))
 
     # deploy / rollback --------------------------------------------------------------------
@@ -255,38 +257,32 @@ class DeploymentManager:
         )
 
     def rollback(self, target: str, version: str | None = None) -> DeploymentResult:
-        """Put `target` back on `version` (default: the completed version before the current
-        one) with a blue-green rollout that unloads the version it replaces. Never raises."""
+        """Put `target` back on `version` (default: the newest completed version other than
+        the one its nodes serve) with a blue-green rollout that unloads the version it
+        replaces, then hold it there: `gitopsd rollback`'s rollback
+        (gitopsd/rollout/operator_rollback.py), so that neither a sync nor the daemon undoes
+        it until Git changes the function or `gitopsd resume`. Never raises."""
         return self._attempt(
-            target,
-            version or "",
-            ROLLBACK_STRATEGY,
-            lambda: self._rollback_plan(target, version),
+            target, version or "", ROLLBACK_STRATEGY, lambda: self._rolled_back(target, version)
         )
 
-    def _rollback_plan(self, target: str, version: str | None) -> DeploymentPlan:
-        completed = [r for r in self.store.rollouts(target) if r.state == RolloutState.COMPLETED]
-        if not completed:
+    def _rolled_back(self, target: str, to: str | None) -> DeploymentPlan:
+        """Run the operator rollback of `target`; its rollout as an executed plan."""
+        if not self.store.rollouts(target, limit=1):
             raise LookupError(f"{target} has no completed rollout: nothing to roll back to")
-        current = completed[0]
-        if version is None:
-            older = [r for r in completed if r.version != current.version]
-            if not older:
-                raise LookupError(f"{target} has no completed version before {current.version}")
-            row = older[0]
-        else:
-            matching = [r for r in completed if r.version == version]
-            if not matching:
-                raise LookupError(f"{target} {version} was never completed: cannot go back to it")
-            row = matching[0]
+
+        async def go() -> RolloutRow:
+            async with self.cluster.client(()) as client:  # the last rollout's nodes
+                return await rollback_function(
+                    self.store, client, self.clock, target, to, self.on_event
+                )
+
+        row = self._run("rollback", go)
         spec = RolloutSpec.from_json(row.context)
-        wasm = self.store.module(spec.sha256)
-        if wasm is None:
-            raise LookupError(f"module {spec.sha256} of {target} {row.version} is not in the store")
         function = EdgeFunction(
             target,
             row.version,
-            wasm,
+            self.store.module(spec.sha256) or b"",  # rollback_function found it there
             memory_mib=spec.memory_mib,
             timeout_ms=spec.timeout_ms,
             health_function=spec.health.function,
@@ -294,11 +290,12 @@ class DeploymentManager:
             health_timeout=spec.health.timeout,
             sticky_header=spec.sticky_header,
         )
-        known = self.cluster.addresses
-        nodes = [n.name for n in RolloutSpec.from_json(current.context).nodes if n.name in known]
-        return self.create_plan(
-            function, ROLLBACK_STRATEGY, target_nodes=nodes or None, **ROLLBACK_OPTIONS
+        plan = DeploymentPlan(
+            function, ROLLBACK_STRATEGY, [n.name for n in spec.nodes], state=RolloutState(row.state)
         )
+        self._fill(plan, row)
+        self._plans.append(plan)
+        return plan
 
     def _attempt(
         self, function: str, version: str, strategy: str, make: Callable[[], DeploymentPlan]
@@ -309,7 +306,8 @@ class DeploymentManager:
         plan: DeploymentPlan | None = None
         try:
             plan = make()
-            self.execute(plan)
+            if plan.state is RolloutState.PENDING:  # a rollback's plan ran already
+                self.execute(plan)
         except Exception as exc:
             error = f"{type(exc).__name__}: {exc}"
             self._log.warning("deployment failed", function=function, error=error)

@@ -1,8 +1,9 @@
 """GitOpsSynchronizer: the seed's sync/watch/get_diff over the reconciler.
 
-`sync()` is one reconcile pass, exactly what `gitopsd sync --once` does: read the branch and
-the fleet, roll out every change through the engine, and write the outcome as a git note on
-the commit. `watch()` polls the branch and syncs each new commit.
+`sync()` is one reconcile pass, exactly what `gitopsd sync --once` does (the same steps,
+gitopsd/reconcile/pipeline.py): read the branch and the fleet, roll out every change through
+the engine, and write the outcome as a git note on the commit (and forge statuses).
+`watch()` polls the branch and syncs each new commit.
 
 Every method runs its own event loop (asyncio.run): call them from ordinary code or a worker
 thread, never from inside a running event loop (RuntimeError).
@@ -11,20 +12,25 @@ thread, never from inside a running event loop (RuntimeError).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from gitopsd.api._run import ensure_no_loop, run_blocking
+from gitopsd.api._store import open_api_store
 from gitopsd.clock import Clock, SystemClock
 from gitopsd.config import default_state_dir, read_secret
 from gitopsd.diff import Change
 from gitopsd.errors import GitopsdError, InvalidManifests
 from gitopsd.log import get_logger
 from gitopsd.reconcile import FunctionResult, Reconciler
-from gitopsd.report.notes import CommitOutcome, non_fast_forward_outcome, refused_outcome
+from gitopsd.reconcile.outcomes import Publish
+from gitopsd.reconcile.pipeline import one_shot_ports, run_steps
+from gitopsd.report.forges import ForgeReporter, ForgeTarget
+from gitopsd.report.notes import CommitOutcome
 from gitopsd.report.publisher import publish_now
 from gitopsd.rollout.engine import EventSink
 from gitopsd.source.ancestry import NonFastForward
@@ -32,7 +38,6 @@ from gitopsd.source.git import SourceSpec
 from gitopsd.source.reader import current_commit
 from gitopsd.source.redact import redact
 from gitopsd.source.verify import SignatureRefused
-from gitopsd.store.sqlite import SqliteStore
 
 STOP_POLL_SECONDS = 0.05  # how often a sleeping watch() looks at its stop event
 
@@ -56,7 +61,10 @@ class GitOpsSynchronizer:
     `ssh://` URL; `state_dir` holds the store and URL mirrors (share the daemon's to share
     its history); `token` is the agents' bearer token. A head that does not descend from
     the last applied commit is refused (a failed SyncResult and a failure note) unless
-    `allow_non_fast_forward` is set.
+    `allow_non_fast_forward` is set. Like `gitopsd sync`, a sync notes the commit "pending"
+    while its rollouts run, then with their outcome: as a git note (unless `notes` is
+    False) and as commit statuses on each of `forges`. `state_url` (`postgresql://...`, with
+    `state_password_file`) shares the daemon's PostgreSQL store instead of the SQLite file.
     """
 
     def __init__(
@@ -73,6 +81,9 @@ class GitOpsSynchronizer:
         concurrency: int = 64,
         on_event: EventSink | None = None,
         allow_non_fast_forward: bool = False,
+        forges: Iterable[ForgeTarget] = (),
+        state_url: str | None = None,
+        state_password_file: str | Path | None = None,
     ) -> None:
         self.source = SourceSpec(
             repo_url, branch, path, allow_non_fast_forward=allow_non_fast_forward
@@ -84,8 +95,9 @@ class GitOpsSynchronizer:
             token = read_secret(Path(os.environ["GITOPSD_AGENT_TOKEN_FILE"]), "agent token")
         self.clock: Clock = clock or SystemClock()
         self.notes = notes
+        self.forges = tuple(forges)
         self.reconciler = Reconciler(
-            SqliteStore(self.state_dir),
+            open_api_store(self.state_dir, state_url, state_password_file),
             self.state_dir,
             self.clock,
             token,
@@ -146,40 +158,24 @@ class GitOpsSynchronizer:
     # internals ----------------------------------------------------------------------------
 
     async def _sync(self) -> SyncResult:
+        """The pass of `gitopsd sync` (gitopsd/reconcile/pipeline.py); its errors in words."""
         rec = self.reconciler
-        try:
-            read = await rec.read(self.source)
-        except InvalidManifests as exc:
-            problems = [str(p) for p in exc.problems]
-            await self._publish(
-                CommitOutcome(
-                    exc.commit,
-                    "failure",
-                    "invalid manifests; nothing applied",
-                    problems=tuple(problems),
-                )
+        async with contextlib.AsyncExitStack() as stack:
+            forges = await stack.enter_async_context(ForgeReporter(self.forges))
+            p = await stack.enter_async_context(
+                rec.open_pass(self.source, one_shot_ports(self._publisher(forges)))
             )
-            return SyncResult(exc.commit, False, errors=problems)
-        except SignatureRefused as exc:
-            await self._publish(refused_outcome(exc))
-            return SyncResult(exc.commit, False, errors=[str(exc)])
-        except GitopsdError as exc:
-            return SyncResult("", False, errors=[str(exc)])
-        try:
-            rec.check_fast_forward(self.source, read.snapshot.commit)
-        except NonFastForward as exc:
-            await self._publish(non_fast_forward_outcome(exc))
-            return SyncResult(exc.commit, False, list(read.changes.changes), [], [str(exc)])
-        try:
-            report = await rec.apply(read)
-        except GitopsdError as exc:
-            return SyncResult(
-                read.snapshot.commit, False, list(read.changes.changes), [], [str(exc)]
-            )
-        if report.results or not read.changes.changes:
-            await self._publish(report.outcome())
-        if report.ok:
-            rec.store.put("last_applied_commit", report.commit)
+            try:
+                await run_steps(p)
+            except InvalidManifests as exc:
+                return SyncResult(exc.commit, False, errors=[str(e) for e in exc.problems])
+            except (SignatureRefused, NonFastForward) as exc:
+                return SyncResult(exc.commit, False, errors=[str(exc)])
+            except GitopsdError as exc:
+                commit = p.desired.commit if p.desired is not None else ""
+                changes = list(p.changes.changes) if p.changes is not None else []
+                return SyncResult(commit, False, changes, [], [str(exc)])
+        report = p.report()
         errors = [*report.problems]
         errors += [
             f"{r.function} {r.version}: {r.state}: {r.message}" for r in report.results if not r.ok
@@ -187,14 +183,18 @@ class GitOpsSynchronizer:
         return SyncResult(
             commit=report.commit,
             success=report.ok,
-            changes=list(read.changes.changes),
+            changes=list(p.changes.changes) if p.changes is not None else [],
             results=list(report.results),
             errors=errors,
         )
 
-    async def _publish(self, outcome: CommitOutcome) -> None:
-        if self.notes:
-            await publish_now(self.source, self.state_dir, outcome)
+    def _publisher(self, forges: ForgeReporter) -> Publish:
+        """The note on the commit (when `notes`), then its forge statuses."""
+
+        async def publish(outcome: CommitOutcome) -> None:
+            await publish_now(self.source, self.state_dir, outcome, forges, git_notes=self.notes)
+
+        return publish
 
     def _commit(self) -> str | None:
         try:
