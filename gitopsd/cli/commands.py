@@ -28,13 +28,14 @@ from gitopsd.notify.wiring import notifying
 from gitopsd.reconcile import Reconciler
 from gitopsd.reconcile.keys import retry_key, waiting_key
 from gitopsd.reconcile.outcomes import Publish
+from gitopsd.reconcile.policy import WAITS_FOR_OPERATOR
 from gitopsd.reconcile.summary import ended_paused
 from gitopsd.reconcile.targets import build_spec
 from gitopsd.report.notes import CommitOutcome
 from gitopsd.report.publisher import publish_now
 from gitopsd.rollout.engine import EventSink
 from gitopsd.rollout.preview import preview
-from gitopsd.rollout.steps import Step
+from gitopsd.rollout.steps import RolloutState, Step
 from gitopsd.rollout.strategies import strategy_for
 from gitopsd.source.ancestry import REFUSED_HEAD_KEY
 from gitopsd.source.git import SourceSpec
@@ -249,17 +250,25 @@ def run_status(ctx: Ctx, function: str | None, output: str) -> None:
         render_status(d)
 
 
+# A rollout in one of these states has no current step to show.
+ENDED = (RolloutState.COMPLETED, RolloutState.ROLLED_BACK, RolloutState.FAILED)
+
+
 def render_status(d: dict[str, Any]) -> None:
     rollout = d["rollout"] or {}
     state = rollout.get("state", "-")
-    colour = {"COMPLETED": "green", "ROLLED_BACK": "red", "FAILED": "red"}.get(state, "yellow")
+    colour = {
+        RolloutState.COMPLETED: "green",
+        RolloutState.ROLLED_BACK: "red",
+        RolloutState.FAILED: "red",
+    }.get(state, "yellow")
     echo(
         f"{d['function']}  desired {d['desiredVersion'] or '-'}  live "
         f"{', '.join(d['liveVersions']) or '-'}  [{rollout.get('strategy', '-')}] {state}",
         fg=colour,
         bold=True,
     )
-    if rollout.get("step") and state not in ("COMPLETED", "ROLLED_BACK", "FAILED"):
+    if rollout.get("step") and state not in ENDED:
         click.echo(f"  step:    {rollout['step']}")
     if d["waiting"]:
         click.echo(f"  waiting: {d['waiting']}")
@@ -345,7 +354,7 @@ def run_rollback(ctx: Ctx, function: str, to_version: str | None) -> bool:
             )
 
     row = asyncio.run(go())
-    ok = bool(row.state == "COMPLETED")
+    ok = bool(row.state == RolloutState.COMPLETED)
     echo(f"{function}: {row.state} - {row.message}", fg="green" if ok else "red")
     if ok:
         echo(store.controls(function).held_reason)
@@ -375,16 +384,17 @@ def run_control(ctx: Ctx, action: str, function: str) -> str:
         store.set_control(function, now, paused=0, held=0, held_reason="")
         store.put(waiting_key(function), "")  # what the last pass recorded: the next one says anew
         for row in active:
-            if row.state != "PAUSED":
+            if row.state != RolloutState.PAUSED:
                 continue
             if ended_paused(store, row):
                 # pauseOnFailure ended it: close it (FAILED: not all nodes took the version),
                 # and the daemon rolls the version out anew.
                 message = f"{row.message}; resumed by an operator: rolled out again"
-                store.update_rollout(row.id, now, state="FAILED", message=message, finished_at=now)
+                failed = RolloutState.FAILED
+                store.update_rollout(row.id, now, state=failed, message=message, finished_at=now)
                 store.put(retry_key(function), row.id)
                 return f"{function}: resumed; {row.version} will be rolled out again"
-            store.update_rollout(row.id, now, state="IN_PROGRESS", message="resumed")
+            store.update_rollout(row.id, now, state=RolloutState.IN_PROGRESS, message="resumed")
         return f"{function}: resumed"
     if action == "promote":
         if not active:
@@ -396,15 +406,16 @@ def run_control(ctx: Ctx, action: str, function: str) -> str:
             raise ConfigError(f"{function}: no rollout in progress to abort")
         store.set_control(function, now, abort=1)
         for row in active:
-            if row.state in ("PAUSED", "DRAFT"):
-                store.update_rollout(row.id, now, state="IN_PROGRESS", aborting=1)
+            if row.state in WAITS_FOR_OPERATOR:
+                store.update_rollout(row.id, now, state=RolloutState.IN_PROGRESS, aborting=1)
         return f"{function}: abort requested"
     if action == "approve":
-        drafts = [r for r in active if r.state == "DRAFT"]
+        drafts = [r for r in active if r.state == RolloutState.DRAFT]
         if not drafts:
             raise ConfigError(f"{function}: no rollout waiting for approval")
         store.set_control(function, now, approved_version=drafts[-1].version)
-        store.update_rollout(drafts[-1].id, now, state="APPROVED", message="approved")
+        approved = RolloutState.APPROVED
+        store.update_rollout(drafts[-1].id, now, state=approved, message="approved")
         return f"{function} {drafts[-1].version}: approved"
     print(f"unknown action {action}", file=sys.stderr)
     raise ConfigError(f"unknown action {action}")

@@ -8,7 +8,7 @@ from typing import Any
 from gitopsd.cli.output import echo
 from gitopsd.diff import Action
 from gitopsd.manifest.deploy_windows import start_message, window_state
-from gitopsd.reconcile import ReadResult
+from gitopsd.reconcile.results import ReadResult
 
 
 def start_times(read: ReadResult, now: float) -> dict[str, dict[str, Any]]:

@@ -64,7 +64,7 @@ def rebuild(ctx: Ctx) -> None:
     holds and operator controls, module bytes) is kept where it can be read, and every loss
     is listed."""
     from gitopsd.clock import SystemClock
-    from gitopsd.reconcile import retry_key
+    from gitopsd.reconcile.keys import retry_key
     from gitopsd.store.sqlite import DB_NAME
     from gitopsd.store.sqlite_integrity import check_file
     from gitopsd.store.sqlite_rebuild import rebuild as rebuild_state

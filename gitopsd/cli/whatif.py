@@ -6,7 +6,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from gitopsd.cli.output import echo
-from gitopsd.reconcile import ReadResult, build_spec
+from gitopsd.reconcile.results import ReadResult
+from gitopsd.reconcile.targets import build_spec
 from gitopsd.rollout.preview import describe_step
 from gitopsd.rollout.strategies import strategy_for
 from gitopsd.rollout.whatif import (

@@ -70,7 +70,7 @@ from gitopsd.report.notes import (
 )
 from gitopsd.report.publisher import OutcomePublisher
 from gitopsd.rollout.engine import Engine
-from gitopsd.source.ancestry import NonFastForward
+from gitopsd.source.ancestry import LAST_APPLIED_KEY, NonFastForward
 from gitopsd.source.git import SourceSpec
 from gitopsd.source.reader import current_commit, is_plain_directory
 from gitopsd.source.redact import redact
@@ -544,7 +544,7 @@ class Daemon:
         for value in latest.values():
             counts[value] = counts.get(value, 0) + 1
         self.metrics.set_rollouts(counts)
-        commit = self.store.get("last_applied_commit")
+        commit = self.store.get(LAST_APPLIED_KEY)
         if commit:
             self.metrics.set_last_applied_commit(commit)
 

@@ -42,11 +42,10 @@ def commit_lookup(store: Store) -> Callable[[str], str]:
 
 def is_drift(store: Store, function: str, version: str, sha256: str) -> bool:
     """True when the last finished rollout already put this very version out: the fleet
-    moved away from it (the daemon's rule for selfHeal)."""
-    for row in store.rollouts(function, limit=5):
-        if row.state == RolloutState.COMPLETED:
-            return row.version == version and row.context.get("sha256") == sha256
-    return False
+    moved away from it (the daemon's rule for selfHeal: gitopsd/reconcile/policy.py)."""
+    from gitopsd.reconcile.policy import is_drift as drifted  # the one rule; no import cycle
+
+    return drifted(store.rollouts(function, limit=5), version, sha256)
 
 
 def observe_drift(

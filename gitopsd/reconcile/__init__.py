@@ -20,7 +20,7 @@ pass (`gitopsd sync`, the Python API); the daemon runs the same steps with its o
 bad commit is an outcome, not a crash: it gets a failure note and nothing of it is applied.
 """
 
-from gitopsd.reconcile.keys import LAST_APPLIED_COMMIT_KEY, retry_key, waiting_key
+from gitopsd.reconcile.keys import retry_key, waiting_key
 from gitopsd.reconcile.pipeline import STEPS, Pass, PassPorts, run_steps
 from gitopsd.reconcile.policy import dependency_order, waiting_for
 from gitopsd.reconcile.reconciler import Reconciler
@@ -29,7 +29,6 @@ from gitopsd.reconcile.summary import ended_paused, summarize_rollout
 from gitopsd.reconcile.targets import build_spec, limits_only_nodes, previous_version
 
 __all__ = [
-    "LAST_APPLIED_COMMIT_KEY",
     "STEPS",
     "FunctionResult",
     "Pass",

@@ -1,8 +1,7 @@
-"""Store keys the pass writes for `gitopsd status` and operator commands."""
+"""Store keys the pass writes for `gitopsd status` and operator commands (the last applied
+commit's is source/ancestry.py's LAST_APPLIED_KEY: the fast-forward check reads it)."""
 
 from __future__ import annotations
-
-LAST_APPLIED_COMMIT_KEY = "last_applied_commit"  # the newest commit every change of went well
 
 
 def waiting_key(function: str) -> str:

@@ -11,7 +11,6 @@ from gitopsd.diff import Action, ChangeSet
 from gitopsd.errors import InvalidManifests
 from gitopsd.function_state import RolloutState
 from gitopsd.manifest.desired import DesiredFunction, DesiredState
-from gitopsd.reconcile.keys import LAST_APPLIED_COMMIT_KEY
 from gitopsd.reconcile.results import FunctionResult, SyncReport
 from gitopsd.report.notes import (
     CommitOutcome,
@@ -19,7 +18,7 @@ from gitopsd.report.notes import (
     non_fast_forward_outcome,
     refused_outcome,
 )
-from gitopsd.source.ancestry import NonFastForward
+from gitopsd.source.ancestry import LAST_APPLIED_KEY, NonFastForward
 from gitopsd.source.verify import SignatureRefused
 from gitopsd.store.protocol import Store
 
@@ -84,7 +83,7 @@ async def report_outcome(store: Store, publish: Publish, report: SyncReport) -> 
     if report.results or not report.changes.changes:
         await publish(report.outcome())
     if report.ok:
-        store.put(LAST_APPLIED_COMMIT_KEY, report.commit)
+        store.put(LAST_APPLIED_KEY, report.commit)
 
 
 def finished_report(commit: str, results: Sequence[FunctionResult]) -> SyncReport:

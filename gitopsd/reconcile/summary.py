@@ -13,7 +13,8 @@ from gitopsd.store.rows import RolloutRow
 def ended_paused(store: Store, row: RolloutRow) -> bool:
     """True for a rollout its strategy ended PAUSED (pauseOnFailure), not an operator's pause:
     resuming it cannot continue it, only roll the version out again."""
-    return journal_ended_paused(row, store.journal(row.id) if row.state == "PAUSED" else [])
+    paused = row.state == RolloutState.PAUSED  # the journal is read for a paused one only
+    return journal_ended_paused(row, store.journal(row.id) if paused else [])
 
 
 def summarize_rollout(store: Store, row: RolloutRow) -> FunctionResult:
