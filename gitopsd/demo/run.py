@@ -26,6 +26,7 @@ from gitopsd.clock import SystemClock
 from gitopsd.demo.local_fleet import TOKEN, LocalFleet, TrafficGenerator, running_fleet
 from gitopsd.errors import ConfigError
 from gitopsd.reconcile import Reconciler
+from gitopsd.report.notes import CommitOutcome
 from gitopsd.report.publisher import publish_now
 from gitopsd.source.git import SourceSpec
 from gitopsd.store.sqlite import SqliteStore
@@ -148,11 +149,11 @@ class Demo:
         return _git(self.work, "rev-parse", "HEAD")
 
     def sync(self) -> bool:
-        async def once() -> bool:
-            read = await self.reconciler.read(self.source)
-            render_changes(read.changes)
-            report = await self.reconciler.apply(read)
-            await publish_now(self.source, self.state, report.outcome(), push=False)
+        async def publish(outcome: CommitOutcome) -> None:
+            await publish_now(self.source, self.state, outcome, push=False)
+
+        async def once() -> bool:  # the pass of `gitopsd sync` (gitopsd/reconcile/pipeline.py)
+            report = await self.reconciler.sync(self.source, publish, show_changes=render_changes)
             for r in report.results:
                 colour = "green" if r.ok else "red"
                 click.secho(f"  {r.function} {r.version}: {r.state} - {r.message}", fg=colour)
