@@ -3,20 +3,24 @@ file that is not exactly what this agent wrote is refused, logged and compiled a
 
 from __future__ import annotations
 
+import os
 import threading
 from pathlib import Path
 
 import aiohttp
 import pytest
+import wasmtime
 from structlog.testing import capture_logs
 
-from gitopsd.agent import Runtime, start_agent
+from gitopsd.agent import Runtime, module_shape, start_agent
+from gitopsd.agent import runtime as runtime_module
 from gitopsd.agent.api import Limits
 from gitopsd.agent.module_cache import MAGIC, CompiledCache, compile_key
+from gitopsd.agent.module_facts import ModuleFacts
 from gitopsd.agent.runtime import Prepared, compile_key_for
 from gitopsd.agent.service import AgentService
 from tests.agent.conftest import Client, settings_for
-from tests.wasm_modules import handler_wasm
+from tests.wasm_modules import compile_wat, handler_wasm
 
 
 async def _deploy(data_dir: Path, modules: dict[str, bytes]) -> None:
@@ -69,7 +73,9 @@ async def test_a_restart_deserializes_every_loaded_module_and_compiles_none(
     assert restored[0]["restore_ms"] > 0
 
 
-@pytest.mark.parametrize("damage", ["flip_payload_byte", "truncate", "swap_files", "empty"])
+@pytest.mark.parametrize(
+    "damage", ["flip_payload_byte", "flip_facts_byte", "truncate", "swap_files", "empty"]
+)
 async def test_a_damaged_cache_file_is_refused_logged_and_recompiled(
     tmp_path: Path, damage: str
 ) -> None:
@@ -79,6 +85,13 @@ async def test_a_damaged_cache_file_is_refused_logged_and_recompiled(
     if damage == "flip_payload_byte":
         raw = bytearray(first.read_bytes())
         raw[len(raw) // 2] ^= 0x01  # inside the compiled code, past the header
+        first.write_bytes(bytes(raw))
+        refused = 1
+    elif damage == "flip_facts_byte":
+        # The facts say which exports and memories the module has: not trusted unverified.
+        raw = bytearray(first.read_bytes())
+        at = raw.index(b'"exports"')
+        raw[at + 1] ^= 0x20  # "Exports"
         first.write_bytes(bytes(raw))
         refused = 1
     elif damage == "truncate":
@@ -116,7 +129,9 @@ async def test_a_file_made_without_the_agents_key_is_refused(tmp_path: Path) -> 
     # here) makes a well-formed file: its authentication fails.
     other = CompiledCache(tmp_path / "other")
     sha, key = path.name.split(".")[:2]
-    other.store(sha, key, path.read_bytes()[len(MAGIC) + 32 :])
+    genuine = CompiledCache(data).load(sha, key)
+    assert genuine is not None
+    other.store(sha, key, genuine.payload, genuine.facts)
     path.write_bytes((other.directory / path.name).read_bytes())
     with capture_logs() as logs:
         runtime, answers = await _restart(data)
@@ -145,8 +160,9 @@ def test_the_cache_directory_and_key_are_private(tmp_path: Path) -> None:
     assert (cache.directory / "key").stat().st_mode & 0o777 == 0o600
     assert len((cache.directory / "key").read_bytes()) == 32
     # The same key on reopening: files written before a restart stay valid.
-    cache.store("a" * 64, "0123456789abcdef", b"compiled")
-    assert CompiledCache(tmp_path).load("a" * 64, "0123456789abcdef") == b"compiled"
+    cache.store("a" * 64, "0123456789abcdef", b"compiled", b"facts")
+    again = CompiledCache(tmp_path).load("a" * 64, "0123456789abcdef")
+    assert again is not None and (again.payload, again.facts) == (b"compiled", b"facts")
 
 
 async def test_agents_sharing_a_runtime_each_cache_the_module_they_load(tmp_path: Path) -> None:
@@ -190,3 +206,118 @@ async def test_a_restart_prepares_versions_side_by_side(
     runtime, answers = await _restart(data)
     assert answers == {"a": (200, "1", b"alpha"), "b": (200, "1", b"beta")}
     assert runtime.deserializations == 2
+
+
+async def test_a_restart_reads_the_module_facts_from_the_cache_not_from_the_module(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Exports, memories and tables are kept with the compiled code: a restart neither
+    # parses the binary again nor lists its exports through wasmtime.
+    data = tmp_path / "data"
+    await _deploy(data, {"a": handler_wasm("alpha"), "b": handler_wasm("beta")})
+
+    def not_again(*_args: object) -> object:
+        raise AssertionError("the module was parsed again")
+
+    monkeypatch.setattr(module_shape, "shape", not_again)
+    monkeypatch.setattr(module_shape, "export_every_memory", not_again)
+    monkeypatch.setattr(wasmtime.Module, "exports", property(not_again))
+    monkeypatch.setattr(wasmtime.Module, "imports", property(not_again))
+    runtime, answers = await _restart(data)
+    assert (runtime.compilations, runtime.deserializations) == (0, 2)
+    assert answers == {"a": (200, "1", b"alpha"), "b": (200, "1", b"beta")}
+
+
+def test_facts_read_back_are_the_facts_learnt_when_compiling(tmp_path: Path) -> None:
+    # Two memories, one not exported (the runtime exports it under a name of its own), an
+    # imported and a defined table, a nullary export and one with parameters.
+    wasm = compile_wat(
+        '(module (import "env" "t" (table 1 funcref)) (table 2 funcref)'
+        ' (memory (export "memory") 1) (memory 2)'
+        ' (func (export "_start")) (func (export "add") (param i32) (result i32) local.get 0))'
+    )
+    cache = CompiledCache(tmp_path)
+    first = Runtime(workers=1, pool_slots=4)
+    try:
+        compiled = first.compile(wasm, cache=cache)
+    finally:
+        first.close()
+    second = Runtime(workers=1, pool_slots=4)
+    try:
+        restored = second.compile(wasm, cache=cache)
+        assert (second.compilations, second.deserializations) == (0, 1)
+    finally:
+        second.close()
+    for prepared in (compiled, restored):
+        assert prepared.exports == {"_start", "add"}
+        assert prepared.nullary == {"_start"}
+        assert prepared.memory_names == ("memory", "gitopsd:memory:1")
+        assert prepared.tables == 2
+        assert prepared.size == len(wasm)
+
+
+def test_facts_that_are_not_ours_are_refused_even_under_a_valid_mac(tmp_path: Path) -> None:
+    wasm = compile_wat('(module (memory (export "memory") 1) (func (export "_start")))')
+    cache = CompiledCache(tmp_path)
+    runtime = Runtime(workers=1, pool_slots=4)
+    try:
+        prepared = runtime.compile(wasm, cache=cache)
+        sha, key = prepared.sha256, runtime.compile_key(prepared.host)
+        genuine = cache.load(sha, key)
+        assert genuine is not None
+        assert ModuleFacts.from_bytes(genuine.facts).exports == {"_start"}
+        # Written with the agent's own key (a bug, or a file of another format): the MAC
+        # holds, the facts do not parse; refused and compiled again, never guessed.
+        cache.store(sha, key, genuine.payload, b'{"size": 1}')
+    finally:
+        runtime.close()
+    again = Runtime(workers=1, pool_slots=4)
+    try:
+        with capture_logs() as logs:
+            restored = again.compile(wasm, cache=cache)
+        assert (again.compilations, again.deserializations) == (1, 0)
+        assert restored.exports == {"_start"}
+        refusals = [e for e in logs if e["event"] == "agent.compiled_cache_refused"]
+        assert len(refusals) == 1 and "facts" in refusals[0]["reason"]
+    finally:
+        again.close()
+
+
+def test_a_cached_module_is_mapped_from_a_sealed_copy_of_the_verified_bytes(
+    tmp_path: Path,
+) -> None:
+    # wasmtime maps the module from a memfd (no copy of it, and the first instance starts
+    # from that mapping): the memfd holds the bytes the HMAC verified and is sealed, so
+    # nothing can change them once verified; the cache file itself is never mapped.
+    wasm = compile_wat('(module (memory (export "memory") 1) (func (export "_start")))')
+    cache = CompiledCache(tmp_path)
+    first = Runtime(workers=1, pool_slots=4)
+    try:
+        first.compile(wasm, cache=cache)
+    finally:
+        first.close()
+    again = Runtime(workers=1, pool_slots=4)
+
+    def mapped() -> int:
+        return Path("/proc/self/maps").read_text().count("memfd:gitopsd-compiled-module")
+
+    try:
+        before = mapped()
+        prepared = again.compile(wasm, cache=cache)
+        assert again.deserializations == 1
+        assert mapped() > before
+        assert ".cwasm" not in Path("/proc/self/maps").read_text()
+        result = again.call(prepared, "_start", memory_bytes=1 << 20, timeout_ms=1000)
+        assert result.ok
+    finally:
+        again.close()
+    fd = runtime_module._sealed_memfd(bytearray(b"verified"))
+    assert fd is not None
+    try:
+        with pytest.raises(PermissionError):
+            os.write(fd, b"altered")
+        with pytest.raises(PermissionError):
+            os.ftruncate(fd, 1)
+        assert os.pread(fd, 16, 0) == b"verified"
+    finally:
+        os.close(fd)
