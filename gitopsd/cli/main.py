@@ -215,9 +215,9 @@ def agent(
 ) -> None:
     """Run an edge agent: hosts WASM functions with wasmtime behind HTTP."""
     _setup_logging()
-    from gitopsd.cli import commands
+    from gitopsd.cli.agent_command import run_agent_cmd
 
-    commands.run_agent_cmd(
+    run_agent_cmd(
         listen,
         name,
         region,
