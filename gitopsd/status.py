@@ -11,7 +11,8 @@ from typing import Any
 from gitopsd.fleet.live import LiveState
 from gitopsd.function_state import RolloutState
 from gitopsd.manifest.desired import DesiredState
-from gitopsd.reconcile import ended_paused, summarize_rollout, waiting_key
+from gitopsd.reconcile.keys import waiting_key
+from gitopsd.reconcile.summary import ended_paused, summarize_rollout
 from gitopsd.source.redact import redact
 from gitopsd.store.protocol import Store
 from gitopsd.store.rows import Controls, RolloutRow

@@ -22,7 +22,8 @@ import pygit2
 
 from gitopsd.config import read_secret
 from gitopsd.errors import ConfigError, GitopsdError
-from gitopsd.reconcile import FunctionResult, summarize_rollout
+from gitopsd.reconcile.results import FunctionResult
+from gitopsd.reconcile.summary import summarize_rollout
 from gitopsd.source.git import SourceSpec
 from gitopsd.store.postgres import PostgresStore
 from gitopsd.store.protocol import Store

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Protocol
 
 from gitopsd.errors import StoreError
-from gitopsd.reconcile import waiting_key
+from gitopsd.reconcile.keys import waiting_key
 from gitopsd.store.protocol import Store
 from gitopsd.store.rows import Controls
 from gitopsd.store.sqlite import SqliteStore

@@ -11,7 +11,7 @@ from typing import Any
 
 from gitopsd.fleet.live import LiveNode, LiveState
 from gitopsd.manifest.desired import DesiredState
-from gitopsd.reconcile import summarize_rollout
+from gitopsd.reconcile.summary import summarize_rollout
 from gitopsd.rollout.engine import build_strategy
 from gitopsd.rollout.preview import describe_step, healthy_outcome
 from gitopsd.rollout.spec import RolloutSpec
