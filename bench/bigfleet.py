@@ -47,7 +47,11 @@ def regions() -> list[str]:
 def build(root: Path, functions: int, nodes: int) -> BigFleet:
     """Write the Git repository and the agents' data dirs; start nothing."""
     names = regions()
-    agents = AgentFleet(root / "agents", nodes, name="edge")
+    # Every node of a region holds all of the region's functions (64 MiB each): the budget
+    # must admit them at restore (the agent restores what fits) and one more side by side.
+    held = -(-functions // REGIONS)
+    budget = max(1024, (held + 1) * 64)
+    agents = AgentFleet(root / "agents", nodes, name="edge", memory_mib=budget)
     agents.base_port = _base_port(nodes)
     remote = GitRemote(root / "git")
     remote.write("nodes.yaml", nodes_manifest(agents.names, agents.base_port, names))

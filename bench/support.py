@@ -263,12 +263,15 @@ class AgentFleet:
         name: str = "edge",
         region: str = "r0",
         cpus: str | None = None,
+        memory_mib: int | None = None,
     ) -> None:
+        """`memory_mib`: each endpoint's `--memory-mib` budget (default: the agent's)."""
         self.root = root
         self.count = count
         self.name = name
         self.region = region
         self.cpus = cpus
+        self.memory_mib = memory_mib
         self.token_file = root / "agent-token"
         self.base_port = 0
         self.proc: subprocess.Popen[bytes] | None = None
@@ -307,6 +310,8 @@ class AgentFleet:
             "--base-port",
             str(self.base_port),
         ]
+        if self.memory_mib is not None:
+            cmd += ["--memory-mib", str(self.memory_mib)]
         if self.cpus is not None:
             cmd = ["taskset", "-c", self.cpus, *cmd]
         self.proc = subprocess.Popen(
