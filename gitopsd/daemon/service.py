@@ -65,9 +65,7 @@ from gitopsd.reconcile.policy import WAITS_FOR_OPERATOR
 from gitopsd.reconcile.results import FunctionResult
 from gitopsd.reconcile.summary import summarize_rollout
 from gitopsd.report.forges import ForgeReporter, reporter_from_config
-from gitopsd.report.notes import (
-    CommitOutcome,
-)
+from gitopsd.report.notes import CommitOutcome
 from gitopsd.report.publisher import OutcomePublisher
 from gitopsd.rollout.engine import Engine
 from gitopsd.source.ancestry import LAST_APPLIED_KEY, NonFastForward

@@ -76,6 +76,10 @@ def show_nothing(_changes: ChangeSet) -> None:
     return None
 
 
+def no_window(_fn: DesiredFunction) -> str:
+    return ""
+
+
 @dataclass(frozen=True)
 class PassPorts:
     """What differs between the callers of the pass (sync and the API; the daemon)."""
@@ -89,9 +93,10 @@ class PassPorts:
     resume: Callable[[Pass], Awaitable[list[FunctionResult]]]
     # Starts (or runs) the rollout of a change; returns its result when it ended already.
     start: Callable[[Pass, DesiredFunction, Change], Awaitable[FunctionResult | None]]
-    # Why `function` is outside its deploy windows now ("" when it is not).
-    window_closed: Callable[[DesiredFunction], str]
     running: Callable[[], Collection[str]] = nothing_running  # functions whose rollout runs
+    # A continuous pass's gate: why `function` is outside its deploy windows now ("" when it
+    # is not); a one-shot pass leaves windows to Reconciler.rollout_function.
+    window_closed: Callable[[DesiredFunction], str] = no_window
     unchanged: Callable[[Pass], bool] = never_unchanged  # nothing moved since the last pass
     show_changes: Callable[[ChangeSet], None] = show_nothing
 
@@ -107,8 +112,9 @@ class Pass:
     ports: PassPorts
     notes: NotificationDispatcher
     # A continuous pass (the daemon) keeps the last good desired state in force when the
-    # head is refused, and leaves to the loop what a one-shot pass decides at once
-    # (policy.restart_blocker, selfHeal).
+    # head is refused, and gates each start on the loop's rules (may_start: selfHeal,
+    # policy.restart_blocker, deploy-window wake-ups); a one-shot pass is an operator's
+    # request and rolls out what differs.
     continuous: bool = False
     acts_for: Callable[[str], bool] = everyone
     last_good: DesiredState | None = None
@@ -379,6 +385,5 @@ def one_shot_ports(
         read_live=read_fleet,
         resume=resume_and_wait,
         start=run_to_end,
-        window_closed=lambda _fn: "",  # rollout_function asks the deploy windows itself
         show_changes=show_changes or show_nothing,
     )
