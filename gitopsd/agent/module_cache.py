@@ -32,9 +32,11 @@ trust: it is as safe as the data dir it lives in, which must be the agent's own 
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import hashlib
 import hmac
 import importlib.metadata
+import mmap
 import os
 import secrets
 from dataclasses import dataclass
@@ -53,6 +55,8 @@ LENGTH_BYTES = 4
 MAX_FACTS_BYTES = 1 << 24  # a module's facts are a few KiB; more is not a file of ours
 KEY_BYTES = 32
 DIRECTORY = "compiled"
+# The memfd is read whole at once for its MAC: mapping it populated saves a fault per page.
+_MAP_FLAGS = mmap.MAP_SHARED | getattr(mmap, "MAP_POPULATE", 0)
 
 
 def wasmtime_version() -> str:
@@ -69,10 +73,61 @@ def compile_key(engine_settings: str) -> str:
 @dataclass(frozen=True, slots=True)
 class CachedModule:
     """An authenticated cache file: the caller's facts about the module, and wasmtime's
-    serialized module (a bytearray: wasmtime-py deserializes it without another copy)."""
+    serialized module, either in a sealed memfd (`memfd`, open until `close()`: map it, or
+    hand `/proc/self/fd/<memfd>` to wasmtime) or, where there are none, in memory."""
 
     facts: bytes
-    payload: bytearray
+    payload: bytearray | None
+    memfd: int | None = None
+
+    def read(self) -> bytes | bytearray:
+        """The serialized module's bytes (read from the memfd when it is one)."""
+        if self.memfd is None:
+            assert self.payload is not None
+            return self.payload
+        size = os.fstat(self.memfd).st_size
+        return os.pread(self.memfd, size, 0)
+
+    def close(self) -> None:
+        """Close the memfd (a mapping of it made meanwhile stays valid)."""
+        if self.memfd is not None:
+            os.close(self.memfd)
+
+
+class _Changed(Exception):
+    """The file ended before the length it had when it was opened."""
+
+
+def _sealed_copy(source: int, offset: int, count: int) -> int | None:
+    """A memfd holding `count` bytes of file `source` from `offset`, copied by the kernel,
+    then sealed against writes, shrinking, growth and further seals; None where that
+    cannot be done here (not Linux, no seals, a file system sendfile cannot read: the
+    caller reads the file itself). _Changed when the file is shorter than that."""
+    if not hasattr(os, "memfd_create") or not hasattr(fcntl, "F_ADD_SEALS"):
+        return None
+    try:
+        fd = os.memfd_create("gitopsd-compiled-module", os.MFD_CLOEXEC | os.MFD_ALLOW_SEALING)
+    except OSError:
+        return None
+    try:
+        copied = 0
+        while copied < count:
+            sent = os.sendfile(fd, source, offset + copied, count - copied)
+            if sent == 0:
+                raise _Changed
+            copied += sent
+        fcntl.fcntl(
+            fd,
+            fcntl.F_ADD_SEALS,
+            fcntl.F_SEAL_WRITE | fcntl.F_SEAL_SHRINK | fcntl.F_SEAL_GROW | fcntl.F_SEAL_SEAL,
+        )
+    except OSError:
+        os.close(fd)
+        return None
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
 
 
 @dataclass(frozen=True, slots=True)
@@ -131,7 +186,7 @@ class CompiledCache:
             raise ValueError(f"compile key {key!r} is not 16 hex digits")
         return self.directory / f"{sha256}.{key}.cwasm"
 
-    def _mac(self, name: str, *body: bytes | bytearray | memoryview) -> bytes:
+    def _mac(self, name: str, *body: bytes | bytearray | memoryview | mmap.mmap) -> bytes:
         """The MAC of a file called `name` whose bytes after the MAC are the parts of `body`
         (the facts' length, the facts and the payload)."""
         mac = hmac.new(self._key, name.encode() + b"\0", hashlib.sha256)
@@ -145,43 +200,69 @@ class CompiledCache:
 
     def load(self, sha256: str, key: str) -> CachedModule | None:
         """The verified facts and compiled bytes, or None (absent, or refused: logged and
-        deleted)."""
+        deleted). Where the system has sealed memfds, the compiled bytes are copied (by the
+        kernel) into one, sealed, and then verified: what the caller maps is exactly what
+        was verified, and nothing can change it since."""
         path = self.path(sha256, key)
         try:
             with path.open("rb") as f:
-                data = bytearray(os.fstat(f.fileno()).st_size)
-                got = f.readinto(data)
-                extra = f.read(1)
+                size = os.fstat(f.fileno()).st_size
+                head = f.read(len(MAGIC) + MAC_BYTES + LENGTH_BYTES)
+                if len(head) < len(MAGIC) + MAC_BYTES + LENGTH_BYTES or not head.startswith(MAGIC):
+                    self.refuse(
+                        sha256, key, "not a compiled-module file (truncated or overwritten)"
+                    )
+                    return None
+                mac = head[len(MAGIC) : len(MAGIC) + MAC_BYTES]
+                length = head[len(MAGIC) + MAC_BYTES :]
+                start = len(head) + int.from_bytes(length, "big")
+                if int.from_bytes(length, "big") > MAX_FACTS_BYTES or start >= size:
+                    self.refuse(sha256, key, "its facts run past the end of the file")
+                    return None
+                facts = f.read(start - len(head))
+                try:
+                    sealed = _sealed_copy(f.fileno(), start, size - start)
+                except _Changed:
+                    self.refuse(sha256, key, "it changed while it was read")
+                    return None
+                if sealed is None:  # no memfds here: read it into memory
+                    payload = bytearray(size - start)
+                    if f.readinto(payload) != len(payload) or f.read(1):
+                        self.refuse(sha256, key, "it changed while it was read")
+                        return None
         except FileNotFoundError:
             return None
         except OSError as exc:
             self.refuse(sha256, key, f"cannot read it: {exc.strerror or exc}")
             return None
-        if got != len(data) or extra:  # changed size while read: not a file to trust
-            self.refuse(sha256, key, "it changed while it was read")
-            return None
-        head = len(MAGIC) + MAC_BYTES
-        if len(data) < head + LENGTH_BYTES or not data.startswith(MAGIC):
-            self.refuse(sha256, key, "not a compiled-module file (truncated or overwritten)")
-            return None
-        view = memoryview(data)
+        if sealed is not None:
+            cached = self._verified_sealed(sha256, key, path.name, mac, length, facts, sealed)
+        elif hmac.compare_digest(mac, self._mac(path.name, length, facts, payload)):
+            cached = CachedModule(facts, payload)
+        else:
+            cached = None
+            self.refuse(sha256, key, "authentication failed (altered, truncated or foreign)")
+        if cached is not None:
+            self._hits += 1
+        return cached
+
+    def _verified_sealed(
+        self, sha256: str, key: str, name: str, mac: bytes, length: bytes, facts: bytes, fd: int
+    ) -> CachedModule | None:
+        """The CachedModule of a sealed memfd whose contents pass the MAC, else None (the
+        file refused, the memfd closed)."""
         try:
-            if not hmac.compare_digest(
-                bytes(view[len(MAGIC) : head]), self._mac(path.name, view[head:])
-            ):
-                self.refuse(sha256, key, "authentication failed (altered, truncated or foreign)")
-                return None
-            length = int.from_bytes(view[head : head + LENGTH_BYTES], "big")
-            facts_end = head + LENGTH_BYTES + length
-            if length > MAX_FACTS_BYTES or facts_end >= len(data):
-                self.refuse(sha256, key, "its facts run past the end of the file")
-                return None
-            facts = bytes(view[head + LENGTH_BYTES : facts_end])
-        finally:
-            view.release()
-        del data[:facts_end]  # in place, without copying the payload
-        self._hits += 1
-        return CachedModule(facts, data)
+            with mmap.mmap(fd, 0, flags=_MAP_FLAGS, prot=mmap.PROT_READ) as view:
+                ok = hmac.compare_digest(mac, self._mac(name, length, facts, view))
+        except (OSError, ValueError) as exc:  # ValueError: an empty file cannot be mapped
+            os.close(fd)
+            self.refuse(sha256, key, f"cannot read it: {exc}")
+            return None
+        if not ok:
+            os.close(fd)
+            self.refuse(sha256, key, "authentication failed (altered, truncated or foreign)")
+            return None
+        return CachedModule(facts, None, fd)
 
     def store(self, sha256: str, key: str, payload: bytes | bytearray, facts: bytes) -> None:
         """Write the compiled bytes of module `sha256` with the caller's `facts` about it,

@@ -49,13 +49,12 @@ keeps answering while a module spins until its timeout.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import enum
-import fcntl
 import functools
 import hashlib
 import math
 import mmap
-import os
 import threading
 import time
 import weakref
@@ -68,7 +67,7 @@ import structlog
 import wasmtime
 
 from gitopsd.agent import module_shape, wasi, wasm_ffi
-from gitopsd.agent.module_cache import CompiledCache, compile_key
+from gitopsd.agent.module_cache import CachedModule, CompiledCache, compile_key
 from gitopsd.agent.module_facts import FactsError, ModuleFacts
 from gitopsd.errors import ModuleError
 
@@ -448,10 +447,12 @@ class Runtime:
                 continue
             host = first if pooled == first.pooled else self._unpooled()
             try:
-                module = _deserialize(host.engine, cached.payload)
+                module = _deserialize(host.engine, cached)
             except wasmtime.WasmtimeError as exc:  # e.g. an Engine setting it was not made for
                 cache.refuse(digest, key, f"wasmtime refused it: {_first_line(exc)}")
                 continue
+            finally:
+                cached.close()
             with self._lock:
                 self.deserializations += 1
             return host, module, facts
@@ -648,52 +649,20 @@ class Runtime:
         )
 
 
-def _deserialize(engine: wasmtime.Engine, payload: bytearray) -> wasmtime.Module:
-    """The module wasmtime serialized into `payload` (already authenticated by the caller).
+def _deserialize(engine: wasmtime.Engine, cached: CachedModule) -> wasmtime.Module:
+    """The module wasmtime serialized into `cached` (authenticated by the cache).
 
-    Through a sealed memfd when the system has them: `Module.deserialize` copies the bytes
+    Mapped from its sealed memfd when it is in one: `Module.deserialize` copies the bytes
     into memory of its own (about 5 ms for a 5 MiB module here) and the first instance then
     copies the data segments into a memory image of their own (about 3 ms more), while
     `Module.deserialize_file` maps the file and instantiates from that mapping (about 1 ms
-    for both). The file is a memfd this function fills from `payload` and seals against
-    any further write, shrink or growth before wasmtime maps it: the bytes mapped are the
-    bytes the caller verified, whoever else can write the data dir (the cache file itself
-    is never mapped). Where memfds, their seals or mapping one fails, the bytes are
-    deserialized from memory as before."""
-    fd = _sealed_memfd(payload)
-    if fd is not None:
-        try:
-            return wasmtime.Module.deserialize_file(engine, f"/proc/self/fd/{fd}")
-        except wasmtime.WasmtimeError:
-            pass  # e.g. memfds may not be executable here (vm.memfd_noexec): from memory
-        finally:
-            os.close(fd)
-    return wasmtime.Module.deserialize(engine, payload)
-
-
-def _sealed_memfd(payload: bytearray) -> int | None:
-    """A memfd holding `payload`, sealed (no write, shrink, grow or new seal); None when
-    this system cannot make one."""
-    if not hasattr(os, "memfd_create") or not hasattr(fcntl, "F_ADD_SEALS"):
-        return None  # not Linux
-    try:
-        fd = os.memfd_create("gitopsd-compiled-module", os.MFD_CLOEXEC | os.MFD_ALLOW_SEALING)
-    except OSError:
-        return None
-    try:
-        with memoryview(payload) as view:
-            written = 0
-            while written < len(view):
-                written += os.write(fd, view[written:])
-        fcntl.fcntl(
-            fd,
-            fcntl.F_ADD_SEALS,
-            fcntl.F_SEAL_WRITE | fcntl.F_SEAL_SHRINK | fcntl.F_SEAL_GROW | fcntl.F_SEAL_SEAL,
-        )
-    except OSError:
-        os.close(fd)
-        return None
-    return fd
+    for both). The memfd holds the bytes the cache verified and is sealed against any
+    write (module_cache.py); the cache file itself is never mapped. Where mapping it fails,
+    the bytes are deserialized from memory as before."""
+    if cached.memfd is not None:
+        with contextlib.suppress(wasmtime.WasmtimeError):  # e.g. memfds not executable here
+            return wasmtime.Module.deserialize_file(engine, f"/proc/self/fd/{cached.memfd}")
+    return wasmtime.Module.deserialize(engine, cached.read())
 
 
 def _instantiate(store: wasmtime.Store, pre: wasmtime.InstancePre, fast: bool) -> wasmtime.Instance:

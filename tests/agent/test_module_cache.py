@@ -12,8 +12,7 @@ import pytest
 import wasmtime
 from structlog.testing import capture_logs
 
-from gitopsd.agent import Runtime, module_shape, start_agent
-from gitopsd.agent import runtime as runtime_module
+from gitopsd.agent import Runtime, module_cache, module_shape, start_agent
 from gitopsd.agent.api import Limits
 from gitopsd.agent.module_cache import MAGIC, CompiledCache, compile_key
 from gitopsd.agent.module_facts import ModuleFacts
@@ -131,7 +130,8 @@ async def test_a_file_made_without_the_agents_key_is_refused(tmp_path: Path) -> 
     sha, key = path.name.split(".")[:2]
     genuine = CompiledCache(data).load(sha, key)
     assert genuine is not None
-    other.store(sha, key, genuine.payload, genuine.facts)
+    other.store(sha, key, genuine.read(), genuine.facts)
+    genuine.close()
     path.write_bytes((other.directory / path.name).read_bytes())
     with capture_logs() as logs:
         runtime, answers = await _restart(data)
@@ -162,7 +162,8 @@ def test_the_cache_directory_and_key_are_private(tmp_path: Path) -> None:
     # The same key on reopening: files written before a restart stay valid.
     cache.store("a" * 64, "0123456789abcdef", b"compiled", b"facts")
     again = CompiledCache(tmp_path).load("a" * 64, "0123456789abcdef")
-    assert again is not None and (again.payload, again.facts) == (b"compiled", b"facts")
+    assert again is not None and (again.read(), again.facts) == (b"compiled", b"facts")
+    again.close()
 
 
 async def test_agents_sharing_a_runtime_each_cache_the_module_they_load(tmp_path: Path) -> None:
@@ -268,7 +269,8 @@ def test_facts_that_are_not_ours_are_refused_even_under_a_valid_mac(tmp_path: Pa
         assert ModuleFacts.from_bytes(genuine.facts).exports == {"_start"}
         # Written with the agent's own key (a bug, or a file of another format): the MAC
         # holds, the facts do not parse; refused and compiled again, never guessed.
-        cache.store(sha, key, genuine.payload, b'{"size": 1}')
+        cache.store(sha, key, genuine.read(), b'{"size": 1}')
+        genuine.close()
     finally:
         runtime.close()
     again = Runtime(workers=1, pool_slots=4)
@@ -311,7 +313,10 @@ def test_a_cached_module_is_mapped_from_a_sealed_copy_of_the_verified_bytes(
         assert result.ok
     finally:
         again.close()
-    fd = runtime_module._sealed_memfd(bytearray(b"verified"))
+    source = tmp_path / "source"
+    source.write_bytes(b"header verified")
+    with source.open("rb") as f:
+        fd = module_cache._sealed_copy(f.fileno(), 7, 8)
     assert fd is not None
     try:
         with pytest.raises(PermissionError):
@@ -321,3 +326,24 @@ def test_a_cached_module_is_mapped_from_a_sealed_copy_of_the_verified_bytes(
         assert os.pread(fd, 16, 0) == b"verified"
     finally:
         os.close(fd)
+
+
+async def test_without_memfds_the_file_is_read_into_memory_and_verified_alike(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Another OS (or no seals): the same checks on bytes read into memory.
+    data = tmp_path / "data"
+    await _deploy(data, {"a": handler_wasm("alpha"), "b": handler_wasm("beta")})
+    monkeypatch.setattr(module_cache, "_sealed_copy", lambda *_args: None)
+    runtime, answers = await _restart(data)
+    assert (runtime.compilations, runtime.deserializations) == (0, 2)
+    assert answers == {"a": (200, "1", b"alpha"), "b": (200, "1", b"beta")}
+    first = _cache_files(data)[0]
+    raw = bytearray(first.read_bytes())
+    raw[len(raw) // 2] ^= 0x01
+    first.write_bytes(bytes(raw))
+    with capture_logs() as logs:
+        runtime, answers = await _restart(data)
+    assert (runtime.compilations, runtime.deserializations) == (1, 1)
+    assert answers == {"a": (200, "1", b"alpha"), "b": (200, "1", b"beta")}
+    assert [e["event"] for e in logs].count("agent.compiled_cache_refused") == 1
