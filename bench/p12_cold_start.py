@@ -220,7 +220,9 @@ def run(ctx: Context) -> list[Row]:
             samples=restore_warm,
             baseline_samples=restore_cold,
             note="the agent's own figure (`agent.restored` restore_ms): each module file read "
-            "and checked against its sha256, its compiled code read, HMAC-verified and "
-            "deserialized, linked and instantiated once under its limits",
+            "and checked against its sha256, its compiled code copied into a sealed memfd, "
+            "HMAC-verified there and mapped by wasmtime (the module's exports, memories and "
+            "tables read from the cache entry, not parsed again), linked and instantiated "
+            "once under its limits",
         ),
     ]

@@ -657,8 +657,9 @@ def _deserialize(engine: wasmtime.Engine, cached: CachedModule) -> wasmtime.Modu
     copies the data segments into a memory image of their own (about 3 ms more), while
     `Module.deserialize_file` maps the file and instantiates from that mapping (about 1 ms
     for both). The memfd holds the bytes the cache verified and is sealed against any
-    write (module_cache.py); the cache file itself is never mapped. Where mapping it fails,
-    the bytes are deserialized from memory as before."""
+    write (module_cache.py); the cache file itself is never mapped. wasmtime keeps the
+    memfd open while the module lives: one descriptor per distinct module in the process.
+    Where mapping it fails, the bytes are deserialized from memory as before."""
     if cached.memfd is not None:
         with contextlib.suppress(wasmtime.WasmtimeError):  # e.g. memfds not executable here
             return wasmtime.Module.deserialize_file(engine, f"/proc/self/fd/{cached.memfd}")
