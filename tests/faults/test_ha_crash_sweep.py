@@ -101,6 +101,13 @@ def strike(pair: Pair, rng: random.Random, figures: Figures) -> Kill:
     if frozen:
         time.sleep(rng.uniform(0.0, 1.5))  # the new leader moves on meanwhile
         leader.proc.send_signal(signal.SIGCONT)
+        # Until it has looked at its lease timer again its /metrics may still say it leads:
+        # the next strike must find the real leader.
+        deadline = time.monotonic() + 30
+        while not leader.healthy() or leads(leader):
+            if time.monotonic() > deadline:
+                raise AssertionError("the thawed leader still says it leads after 30 s")
+            time.sleep(0.01)
         figures.add("freezes")
     else:
         figures.add("sigkills")
