@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Literal
 
 from gitopsd.fleet.live import LiveState
 from gitopsd.function_state import RolloutState
@@ -133,6 +133,35 @@ def function_status(
         "held": controls.held,
         "paused": controls.paused,
     }
+
+
+DeploymentPhase = Literal["deployed", "running", "failed", "rolling_back"]
+"""A function's status in the Python API's words (`DeploymentManager.get_status`)."""
+
+
+def deployment_phase(row: RolloutRow | None) -> DeploymentPhase:
+    """The phase of a function whose latest rollout is `row` (None: deployed outside any
+    rollout this store recorded)."""
+    if row is None:
+        return "deployed"
+    if row.aborting:
+        return "rolling_back"
+    state = RolloutState(row.state)
+    if state is RolloutState.COMPLETED:
+        return "deployed"
+    if state in (RolloutState.ROLLED_BACK, RolloutState.FAILED):
+        return "failed"
+    return "running"
+
+
+def node_serving(function: str, live: LiveState) -> dict[str, str | None]:
+    """The version each node serves `function` at (its largest traffic share), None where it
+    serves none or did not answer; every node of `live`, answering or not."""
+    serving: dict[str, str | None] = dict.fromkeys(sorted(set(live.nodes) | set(live.errors)))
+    for name, inv in live.nodes.items():
+        lf = inv.functions.get(function)
+        serving[name] = lf.serving if lf else None
+    return serving
 
 
 def all_functions(store: Store | None, desired: DesiredState | None, live: LiveState) -> list[str]:

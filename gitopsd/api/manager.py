@@ -31,7 +31,7 @@ from gitopsd.api.deployment import (
 from gitopsd.api.health import HealthChecker, HealthStatus
 from gitopsd.api.models import EdgeFunction
 from gitopsd.clock import Clock, SystemClock
-from gitopsd.fleet.live import LiveNode
+from gitopsd.fleet.live import LiveNode, LiveState
 from gitopsd.log import get_logger
 from gitopsd.manifest.strategy_options import OPTION_MODELS, normalize_strategy_name
 from gitopsd.reconcile.summary import summarize_rollout
@@ -41,6 +41,7 @@ from gitopsd.rollout.operator_rollback import rollback_function
 from gitopsd.rollout.spec import HealthSpec, RolloutSpec, TargetNode
 from gitopsd.rollout.steps import RolloutState
 from gitopsd.rollout.strategies import create_strategy
+from gitopsd.status import deployment_phase, node_serving
 from gitopsd.store.rows import RolloutRow
 
 T = TypeVar("T")
@@ -73,19 +74,6 @@ def strategy_json(
     except ValidationError as exc:  # create_strategy accepted it: should not happen
         raise ValueError(f"invalid options for strategy {key!r}: {exc}") from exc
     return validated.model_dump(mode="json", by_alias=True)
-
-
-def _status_of(row: RolloutRow | None) -> str:
-    if row is None:
-        return "deployed"
-    if row.aborting:
-        return "rolling_back"
-    state = RolloutState(row.state)
-    if state is RolloutState.COMPLETED:
-        return "deployed"
-    if state in (RolloutState.ROLLED_BACK, RolloutState.FAILED):
-        return "failed"
-    return "running"
 
 
 class DeploymentManager:
@@ -364,10 +352,11 @@ class DeploymentManager:
         completed = [r for r in rows if r.state == RolloutState.COMPLETED]
         async with self.cluster.client() as client:
             inventories = await self.cluster.read_inventories(client)
-            serving: dict[str, str | None] = {}
-            for name, inv in inventories.items():
-                lf = inv.functions.get(target) if isinstance(inv, LiveNode) else None
-                serving[name] = lf.serving if lf else None
+            live = LiveState(
+                nodes={n: i for n, i in inventories.items() if isinstance(i, LiveNode)},
+                errors={n: str(i) for n, i in inventories.items() if not isinstance(i, LiveNode)},
+            )
+            serving = node_serving(target, live)
             counts = Counter(v for v in serving.values() if v is not None)
             if not rows and not counts:
                 raise KeyError(f"no deployment of {target!r} is known")
@@ -389,7 +378,7 @@ class DeploymentManager:
         return DeploymentStatus(
             target=target,
             current_version=current,
-            status=_status_of(latest),
+            status=deployment_phase(latest),
             health=health,
             instances=counts.get(current, 0) if current else 0,
             nodes=serving,
