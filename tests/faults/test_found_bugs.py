@@ -93,8 +93,8 @@ def test_sync_does_not_run_a_resumed_rollback_again_in_the_same_pass(
 ) -> None:
     """reconcile.py `apply()`: after resuming an interrupted rollout it diffs again and rolls
     out every change, including the function whose resumed rollout just rolled back. A crash
-    thus makes `gitopsd sync` expose the bad version to users a second time (the daemon's
-    `_why_not_start` avoids this; sync does not). The crash sweep counts these
+    thus makes `gitopsd sync` expose the bad version to users a second time (the daemon
+    avoided this; sync did not; both now run reconcile/pipeline.py). The crash sweep counts these
     (`rerolled_after_resume`)."""
 
     class Crash(BaseException):
