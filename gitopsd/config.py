@@ -179,16 +179,10 @@ class Config(BaseSettings):
 
     @model_validator(mode="after")
     def _state_backend(self) -> Config:
-        if self.state.url is None:
-            if self.ha != HaConfig():
-                raise ValueError(
-                    '[ha] needs [state] url = "postgresql://...": leases live in PostgreSQL '
-                    "(with the SQLite file one controller runs alone; remove [ha])"
-                )
-        elif self.ha.shards > 1:
+        if self.state.url is None and self.ha != HaConfig():
             raise ValueError(
-                "[ha] shards > 1 is not supported yet: `gitopsd run` splits no pass by shard, "
-                "one leader (shards = 1) acts for every function"
+                '[ha] needs [state] url = "postgresql://...": leases live in PostgreSQL '
+                "(with the SQLite file one controller runs alone; remove [ha])"
             )
         return self
 

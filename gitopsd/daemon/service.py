@@ -68,7 +68,7 @@ from gitopsd.report.forges import ForgeReporter, reporter_from_config
 from gitopsd.report.notes import CommitOutcome
 from gitopsd.report.publisher import OutcomePublisher
 from gitopsd.rollout.engine import Engine
-from gitopsd.source.ancestry import LAST_APPLIED_KEY, NonFastForward
+from gitopsd.source.ancestry import LAST_APPLIED_KEY, REFUSED_HEAD_KEY, NonFastForward
 from gitopsd.source.git import SourceSpec
 from gitopsd.source.reader import current_commit, is_plain_directory
 from gitopsd.source.redact import redact
@@ -228,6 +228,15 @@ class Daemon:
             config = self._load()
         except GitopsdError as exc:
             self.log.error("config reload failed; keeping the running config", error=str(exc))
+            self.notifier.ready()
+            return
+        if config.ha != self.config.ha or config.state != self.config.state:
+            # Leases, shards and the store are set up once per process: a changed [ha] or
+            # [state] would be read and not acted on.
+            self.log.error(
+                "config reload refused: [ha] and [state] take effect at a restart; "
+                "keeping the running config"
+            )
             self.notifier.ready()
             return
         self.config = config
@@ -532,6 +541,9 @@ class Daemon:
         line = f"commit {commit}; rollouts running: {', '.join(running) or 'none'}"
         if self.pass_state.refused:
             line += f"; refused {self.pass_state.refused}"
+        if self.config.ha.shards > 1:
+            led = ", ".join(str(s) for s in sorted(self.control.led_shards())) or "none"
+            line += f"; leading shards {led} of {self.config.ha.shards}"
         return line
 
     def _export_rollout_states(self) -> None:
@@ -625,6 +637,14 @@ class Daemon:
             check = self.reconciler.check_fast_forward
             await asyncio.to_thread(check, self.source, desired.commit)
         except NonFastForward as exc:
+            if await self._head_moved(exc.commit):
+                # Another leader (shards) read and accepted a newer head than the one read
+                # here: not a rewritten branch. Nothing is applied from this read; the next
+                # pass starts at once from the newer head.
+                self.log.info("head moved on while loading; reading it again", read=commit[:12])
+                self.store.put(REFUSED_HEAD_KEY, "")  # the check's refusal of a stale read
+                self.request("head moved")
+                return None
             state.bad_commit = exc.commit
             state.refused = f"{exc.commit[:12]}: {exc.reason}"
             self.log.error(
@@ -648,6 +668,14 @@ class Daemon:
             nodes=len(desired.nodes),
         )
         return desired
+
+    async def _head_moved(self, loaded: str) -> bool:
+        """Does the source's head, read again now, differ from the commit just loaded?"""
+        try:
+            head = await asyncio.to_thread(current_commit, self.source, self.state_dir)
+        except SourceError:
+            return False
+        return head != loaded
 
     async def _read_live(self, p: Pass) -> LiveState:
         """The fleet through the held inventory requests (fleet/watch.py); dial-out agents

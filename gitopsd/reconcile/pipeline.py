@@ -17,7 +17,7 @@ function it is false for is neither resumed, started, pruned nor retired by this
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Collection, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from enum import Enum
 from typing import TYPE_CHECKING
 
@@ -184,9 +184,18 @@ async def diff_desired_live(p: Pass) -> Flow:
 
 
 async def notice_drift(p: Pass) -> Flow:
-    """Tell the notification sinks of drift (and of drift that healed)."""
+    """Tell the notification sinks of drift (and of drift that healed) of the functions this
+    process acts for: with shards, each leader tells of its own, so none is told thrice."""
     assert p.desired is not None and p.changes is not None
-    observe_drift(p.notes, p.store, p.desired, p.changes)
+    desired, changes = p.desired, p.changes
+    if p.acts_for is not everyone:
+        desired = replace(
+            desired, functions={n: f for n, f in desired.functions.items() if p.acts_for(n)}
+        )
+        changes = replace(
+            changes, changes=tuple(c for c in changes.changes if p.acts_for(c.function))
+        )
+    observe_drift(p.notes, p.store, desired, changes)
     return Flow.NEXT
 
 

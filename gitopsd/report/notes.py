@@ -9,6 +9,8 @@ the remote notes ref moved, `push_notes` fetches it and merges three-way, note b
 note both sides changed is merged as JSON (`merge_note_json`: per function, the newer
 `updatedAt` wins, the other goes into its `history`). Notes are never dropped, including
 those on commits a force-push removed.
+Writers sharing one repository (shard leaders whose source is one local repository) take
+turns through a lock file (`notes_lock`), so each merges into the note as the last one left it.
 
 A function's entry keeps the earlier outcomes of that commit under `history` (latest first,
 bounded): a later pass that finds the function HELD does not erase that it COMPLETED.
@@ -16,11 +18,13 @@ bounded): a later pass that finds the function HELD does not erase that it COMPL
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
 import random
 import re
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -207,11 +211,27 @@ def overall_status(functions: Mapping[str, Any], fallback: NoteStatus | None) ->
     return "success" if states else fallback
 
 
+NOTES_LOCK = "gitopsd-notes.lock"
+"""A file in the repository's git directory: writers of notes there take turns on it."""
+
+
+@contextlib.contextmanager
+def notes_lock(repo: pygit2.Repository) -> Iterator[None]:
+    """Hold the repository's notes lock (flock) while a note is read, merged and written.
+    Shard leaders on one machine whose source is one local repository write notes of one
+    commit into it at the same time: without turns, a writer that read the note before
+    another's write would write it back without the other's function entries."""
+    with (Path(repo.path) / NOTES_LOCK).open("a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)  # released when the file is closed
+        yield
+
+
 def write_note(repo: pygit2.Repository, outcome: CommitOutcome) -> dict[str, Any]:
     """Write (merge into) the note of `outcome.commit`; returns the JSON written."""
-    body = merge_notes(read_note(repo, outcome.commit), outcome_to_json(outcome))
-    sig = pygit2.Signature(*_SIGNATURE)
-    repo.create_note(json.dumps(body, indent=2), sig, sig, outcome.commit, NOTES_REF, True)
+    with notes_lock(repo):
+        body = merge_notes(read_note(repo, outcome.commit), outcome_to_json(outcome))
+        sig = pygit2.Signature(*_SIGNATURE)
+        repo.create_note(json.dumps(body, indent=2), sig, sig, outcome.commit, NOTES_REF, True)
     return body
 
 
