@@ -109,7 +109,9 @@ class SharedControl:
     async def start(self, stack: contextlib.AsyncExitStack) -> None:
         """Take part in leases and listen for wakes until `stack` unwinds, then release the
         leases: after the daemon's drain, so a stopping leader keeps its lease while its
-        current step finishes, and a standby takes over at once after."""
+        current step finishes, and a standby takes over at once after. A `[ha] shards` that
+        differs from the running controllers' stops the start here (ConfigError, exit 2)."""
+        await asyncio.to_thread(self.leases.agree_shards, self.leadership.shards)
         await self.leadership.round()  # a lone controller leads from its first pass
         done = asyncio.Event()
         tasks = [

@@ -15,7 +15,7 @@ import psycopg
 import psycopg.errors
 from psycopg.rows import DictRow
 
-from gitopsd.errors import StoreError
+from gitopsd.errors import ConfigError, StoreError
 from gitopsd.store.pg_url import PgTarget
 from gitopsd.store.postgres import connect, driver_reason
 
@@ -126,6 +126,53 @@ class PgLeases:
         )
         return int(rows[0]["n"])
 
+    def agree_shards(self, shards: int) -> None:
+        """Join the members, or ConfigError when `shards` is not the number of shards the
+        controllers running on this database use: two counts would split the functions two
+        ways, and a function could be led twice (shard 0 of 1 is every function). The count
+        is kept in the database (kv `ha:shards`, absent for 1) and set only by a controller
+        that finds no other live member (all stopped: the way to change it). One transaction
+        under an advisory lock, so controllers starting together agree one after the other."""
+        with self._lock:
+            try:
+                if self._conn.closed or self._conn.broken:
+                    self._conn = self._connect()
+                with self._conn.transaction():
+                    self._conn.execute("SELECT pg_advisory_xact_lock(%s)", (SHARDS_LOCK,))
+                    row = self._conn.execute(
+                        "SELECT (SELECT value FROM kv WHERE key = %s) AS stored,"
+                        " (SELECT count(*) FROM members"
+                        "  WHERE expires > now() AND holder <> %s) AS others",
+                        (SHARDS_KEY, self.holder),
+                    ).fetchone()
+                    assert row is not None
+                    stored = _stored_shards(row["stored"])
+                    if stored != shards and int(row["others"]) > 0:
+                        raise ConfigError(
+                            f"[ha] shards = {shards} here, but the controllers running on the "
+                            f"state database {self.target.display} use {stored}: every "
+                            "controller needs the same number; to change it, stop them all "
+                            "(a killed one counts for a lease), then start them with the new one"
+                        )
+                    if stored != shards and shards == 1:
+                        self._conn.execute("DELETE FROM kv WHERE key = %s", (SHARDS_KEY,))
+                    elif stored != shards:
+                        self._conn.execute(
+                            "INSERT INTO kv (key, value) VALUES (%s, %s)"
+                            " ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+                            (SHARDS_KEY, str(shards)),
+                        )
+                    self._conn.execute(
+                        "INSERT INTO members (holder, host, started, expires)"
+                        " VALUES (%s, %s, now(), now() + make_interval(secs => %s))"
+                        " ON CONFLICT (holder) DO UPDATE SET expires = excluded.expires",
+                        (self.holder, self.host, self.lease),
+                    )
+            except psycopg.Error as exc:
+                raise StoreError(
+                    f"state database {self.target.display}: leases: {driver_reason(exc)}"
+                ) from exc
+
     def leave(self) -> None:
         """This process stops (cleanly): no longer counted as a member."""
         self._rows("DELETE FROM members WHERE holder = %s", (self.holder,))
@@ -139,6 +186,23 @@ class PgLeases:
             (),
         )
         return [_lease(r) for r in rows]
+
+
+SHARDS_KEY = "ha:shards"
+SHARDS_LOCK = 0x67697473  # the advisory lock under which controllers agree on the count
+
+
+def _stored_shards(value: object) -> int:
+    """The shard count kept in the database (absent: 1); a value that is no count is named."""
+    if value is None:
+        return 1
+    try:
+        count = int(str(value))
+    except ValueError:
+        count = 0
+    if count < 1:
+        raise ConfigError(f"kv {SHARDS_KEY} in the state database is not a shard count: {value!r}")
+    return count
 
 
 def _lease(r: DictRow) -> Lease:

@@ -18,14 +18,18 @@ from typing import Any, cast
 
 import jsonschema
 import pygit2
+import pytest
 
 from gitopsd.cli.json_documents import output_json_schemas
 from gitopsd.daemon.service import Daemon
+from gitopsd.errors import ConfigError
+from gitopsd.ha.lease import SHARDS_KEY, PgLeases
 from gitopsd.manifest.desired import DesiredState
 from gitopsd.reconcile import Pass, Reconciler
 from gitopsd.report.notes import read_note
 from gitopsd.source.ancestry import ACCEPTED_HEAD_KEY, REFUSED_HEAD_KEY
 from gitopsd.source.git import SourceSpec
+from gitopsd.store.pg_url import pg_target
 from gitopsd.store.postgres import PostgresStore
 from gitopsd.store.shards import shard_of
 from tests.clirunner import Gitopsd
@@ -258,6 +262,18 @@ def test_three_daemons_each_lead_a_shard_and_a_killed_ones_shards_move(
         )
         for name in FUNCTIONS:
             assert serves(fleet, "3.0.0" if name == "feed" else "2.0.0", name)
+
+        # A controller configured with another shard count is refused at its start.
+        odd = cluster.daemon("odd")  # shards = 1
+        ran = subprocess.run(
+            [sys.executable, "-m", "gitopsd.cli.main", "run", "--config", str(odd.config)],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert ran.returncode == 2, ran.stderr
+        assert "shards = 1 here" in ran.stderr and "use 3" in ran.stderr
     finally:
         store.close()
         cluster.close()
@@ -312,3 +328,42 @@ def test_a_head_read_before_another_leader_accepted_a_newer_one_is_not_refused(
         assert "head moved" in daemon.reasons  # the next pass comes at once
     finally:
         daemon.store.close()
+
+
+# one shard count per database ------------------------------------------------------------
+
+
+def test_controllers_with_another_shard_count_than_the_running_ones_are_refused(
+    pg_server: PgServer,
+) -> None:
+    """shards = 1 makes shard 0 every function: beside controllers with shards = 3 a function
+    would be led twice. The count is agreed in the database; it changes only when no other
+    controller is running."""
+    url = pg_server.url(pg_server.create_database(), with_password=True)
+    store = PostgresStore(pg_target(url))  # the schema
+    a = PgLeases(pg_target(url), "h:1:a", "h", lease=5.0)
+    b = PgLeases(pg_target(url), "h:2:b", "h", lease=5.0)
+    try:
+        a.agree_shards(3)  # the first one sets the count
+        b.agree_shards(3)  # the same count: joins
+        c = PgLeases(pg_target(url), "h:3:c", "h", lease=5.0)
+        try:
+            with pytest.raises(ConfigError, match=r"shards = 1 here, .* use 3"):
+                c.agree_shards(1)
+            with pytest.raises(ConfigError, match=r"shards = 6 here, .* use 3"):
+                c.agree_shards(6)
+            assert c.heartbeat() == 3  # c is counted only now: refused, it had not joined
+        finally:
+            c.leave()
+            c.close()
+        # Everyone stopped: the next controller sets its own count.
+        a.leave()
+        b.leave()
+        a.agree_shards(1)
+        assert store.get(SHARDS_KEY) is None
+        with pytest.raises(ConfigError, match=r"shards = 2 here, .* use 1"):
+            b.agree_shards(2)
+    finally:
+        a.close()
+        b.close()
+        store.close()
