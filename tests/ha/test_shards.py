@@ -13,6 +13,7 @@ import signal
 import subprocess
 import sys
 from collections.abc import Iterable
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, cast
 
@@ -21,22 +22,37 @@ import pygit2
 import pytest
 
 from gitopsd.cli.json_documents import output_json_schemas
+from gitopsd.clock import FakeClock
 from gitopsd.daemon.service import Daemon
 from gitopsd.errors import ConfigError
+from gitopsd.fleet.client import AgentClient
 from gitopsd.ha.lease import SHARDS_KEY, PgLeases
 from gitopsd.manifest.desired import DesiredState
+from gitopsd.notify.dispatcher import NotificationDispatcher
 from gitopsd.reconcile import Pass, Reconciler
+from gitopsd.reconcile.pipeline import (
+    diff_desired_live,
+    load_desired,
+    notice_drift,
+    read_live,
+    run_steps,
+)
 from gitopsd.report.notes import read_note
+from gitopsd.rollout.engine import Engine
 from gitopsd.source.ancestry import ACCEPTED_HEAD_KEY, REFUSED_HEAD_KEY
 from gitopsd.source.git import SourceSpec
 from gitopsd.store.pg_url import pg_target
 from gitopsd.store.postgres import PostgresStore
 from gitopsd.store.shards import shard_of
+from gitopsd.store.sqlite import SqliteStore
 from tests.clirunner import Gitopsd
 from tests.daemon.daemonsupport import DaemonProcess, wait_for
 from tests.fleetfixture import Fleet
 from tests.gitrepo import GitRemote
 from tests.ha.cluster import Cluster, serves
+from tests.manifest.support import function
+from tests.reconcile.test_pipeline import Ports, desired
+from tests.store.contract import rollout as contract_rollout
 from tests.store.pgserver import PgServer
 from tests.wasm_modules import handler_wat
 
@@ -372,3 +388,89 @@ def test_controllers_with_another_shard_count_than_the_running_ones_are_refused(
         a.close()
         b.close()
         store.close()
+
+
+# drift is told by the leader of the function's shard only ---------------------------------
+
+
+class DriftLog(NotificationDispatcher):
+    """A dispatcher with no receivers that remembers which functions it was told drifted."""
+
+    def __init__(self) -> None:
+        super().__init__((), None)
+        self.drifted: list[str] = []
+
+    def drift(self, function: str, version: str, detail: str, commit: str) -> None:
+        self.drifted.append(function)
+
+
+def test_drift_is_told_only_for_the_functions_a_leader_acts_for(tmp_path: Path) -> None:
+    """Every shard leader diffs the whole desired state; each tells the notification sinks
+    of drift of its own functions only (three leaders told every drift three times)."""
+    state = desired(function("api"), function("db"))
+    store = SqliteStore(tmp_path / "state")
+    for i, name in enumerate(("api", "db")):
+        fn = state.functions[name]
+        row = replace(
+            contract_rollout(f"r{i}", name, state="COMPLETED", version=fn.spec.version),
+            context={"sha256": fn.module.sha256},
+        )
+        store.create_rollout(row)
+    drift = DriftLog()
+
+    async def go() -> None:
+        rec = Reconciler(store, tmp_path / "state", FakeClock(), None)
+        client = AgentClient({}, None)
+        p = Pass(
+            rec=rec,
+            source=None,
+            client=client,
+            engine=Engine(store, client, rec.clock),
+            ports=Ports(state).ports(),  # the fleet runs nothing: both drifted
+            notes=drift,
+            continuous=True,
+            acts_for=lambda name: name == "db",
+        )
+        await run_steps(p, (load_desired, read_live, diff_desired_live, notice_drift))
+        assert p.changes is not None and len(p.changes.changes) == 2
+
+    try:
+        asyncio.run(go())
+    finally:
+        store.close()
+    assert drift.drifted == ["db"]
+
+
+# [ha] and [state] are set up once per process -------------------------------------------
+
+
+def test_a_reload_that_changes_state_or_ha_keeps_the_running_config(
+    tmp_path: Path, remote: GitRemote
+) -> None:
+    """Leases, shards and the store are opened at the start: a SIGHUP reload that changes
+    [state] (or [ha]) would have been taken in and not acted on. It is refused; a reload
+    that changes other sections still applies."""
+    remote.write("nodes.yaml", NODE)
+    remote.commit_push("nodes")
+    (tmp_path / "token").write_text("s" * 32 + "\n")
+    config = tmp_path / "gitopsd.toml"
+
+    def write(state_dir: str, interval: str) -> None:
+        config.write_text(
+            f'[source]\nurl = "{remote.bare}"\nbranch = "main"\nwatch = false\n'
+            f'interval = "{interval}"\n[fleet]\ntoken_file = "{tmp_path / "token"}"\n'
+            f'[state]\ndir = "{tmp_path / state_dir}"\n'
+        )
+
+    write("state", "PT1M")
+    daemon = Daemon(config)
+    try:
+        write("elsewhere", "PT2M")
+        daemon.reload()
+        assert daemon.config.state.dir == tmp_path / "state"
+        assert daemon.config.source.interval == 60.0  # nothing of that file was taken
+        write("state", "PT2M")
+        daemon.reload()
+        assert daemon.config.source.interval == 120.0
+    finally:
+        daemon.store.close()
