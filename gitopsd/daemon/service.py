@@ -134,8 +134,8 @@ class Daemon:
         self.config = self._load()
         self.state_dir = state_dir or self.config.state.dir or default_state_dir()
         self.notifier = Notifier()
-        # Typed as SqliteStore for the status page (gitopsd/ui reads the SQLite file itself);
-        # config.py refuses [ui] listen with a PostgreSQL [state] url until the page reads it.
+        # Typed as SqliteStore for the status page's ports; on a PostgreSQL [state] url the
+        # page opens a store connection of its own (ui/daemon_ports.py).
         self.store = cast(SqliteStore, self._open_store())
         self.wake = asyncio.Event()
         self.stop = asyncio.Event()

@@ -127,8 +127,8 @@ class DaemonPorts:
         daemon = self.daemon
         if not daemon.control.leads(function):
             raise GitopsdError(
-                f"{function}: this controller is a standby (another one leads it): roll back "
-                "from the leader's page or with `gitopsd rollback`"
+                f"{function}: this controller is a standby for its shard (another one leads "
+                "it): roll back from that controller's page or with `gitopsd rollback`"
             )
         running = daemon.pass_state.rollouts
         for _ in range(REAP_TRIES):
