@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
+from functools import cached_property
 from typing import Any
 
 from gitopsd.rollout.judge import THRESHOLDS_ONLY, JudgeSettings
@@ -65,11 +66,18 @@ class RolloutSpec:
     def strategy_name(self) -> str:
         return str(self.strategy.get("type", "rolling"))
 
-    def node(self, name: str) -> TargetNode:
+    @cached_property
+    def _by_name(self) -> dict[str, TargetNode]:
+        # Steps ask for nodes one by one: a scan per question is quadratic at 1,000 nodes.
+        # Built once per (frozen) spec; a name listed twice keeps its first node.
+        index: dict[str, TargetNode] = {}
         for n in self.nodes:
-            if n.name == name:
-                return n
-        raise KeyError(name)
+            index.setdefault(n.name, n)
+        return index
+
+    def node(self, name: str) -> TargetNode:
+        """The target node called `name` (KeyError for a node not in the rollout)."""
+        return self._by_name[name]
 
     @property
     def addresses(self) -> dict[str, str]:
