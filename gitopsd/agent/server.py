@@ -193,7 +193,10 @@ async def healthz(request: web.Request) -> web.Response:
 async def head_module(request: web.Request) -> web.Response:
     """`HEAD /modules/{sha256}`: 200 if stored, 404 if not."""
     stored = request.app[SERVICE].has_module(request.match_info["sha"])
-    return web.Response(status=200 if stored else 404)
+    # aiohttp leaves Content-Length out of a HEAD answer without a body, and a client that
+    # then cannot tell where the answer ends (aiohttp's, the controller's) closes the
+    # connection: every deploy's HEAD cost each node a new connection for its next request.
+    return web.Response(status=200 if stored else 404, headers={"Content-Length": "0"})
 
 
 async def put_module(request: web.Request) -> web.Response:

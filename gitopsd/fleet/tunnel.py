@@ -354,10 +354,12 @@ class TunnelRegistry:
             return _error(503, f"dial-out agent {name}: {MAX_IN_FLIGHT} requests in flight")
         except TimeoutError:
             return _error(504, f"dial-out agent {name} did not answer in {RELAY_MAX_S:g} s")
-        response = web.Response(
-            status=answer.status, body=payload or None, headers=relayed_headers(answer.headers)
-        )
-        return response
+        headers = relayed_headers(answer.headers)
+        if request.method == "HEAD":
+            # aiohttp leaves Content-Length out of a bodiless HEAD answer, and a client that
+            # then cannot tell where it ends closes the connection after each deploy's HEAD.
+            headers["Content-Length"] = "0"
+        return web.Response(status=answer.status, body=payload or None, headers=headers)
 
     async def agents(self, request: web.Request) -> web.StreamResponse:
         """`GET /agents`: presence of dial-out agents (bearer: `listing_token`)."""

@@ -9,7 +9,7 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-from gitopsd.agent import Runtime, start_agent
+from gitopsd.agent import RunningAgent, Runtime, start_agent
 from gitopsd.errors import AgentError
 from gitopsd.fleet.client import AgentClient
 from gitopsd.fleet.tokens import FleetAuth
@@ -141,3 +141,30 @@ async def test_the_controller_reports_a_load_over_budget_as_that_nodes_failure(
     assert failure.value.status == 409
     assert "needs 64 MiB" in failure.value.reason and "budget is 32 MiB" in failure.value.reason
     assert fleet.request_errors == 0  # an answer, not an unreachable agent: not retried
+
+
+async def test_a_head_answer_keeps_the_connection(
+    agent: RunningAgent, wasm: dict[str, bytes]
+) -> None:
+    """HEAD /modules answers say where they end (Content-Length: 0), so the controller's
+    client keeps the connection for the deploy's next request instead of opening another."""
+    made: list[str] = []
+    trace = aiohttp.TraceConfig()
+
+    async def created(*_: object) -> None:
+        made.append("connection")
+
+    trace.on_connection_create_end.append(created)
+    sha = hashlib.sha256(wasm["ok"]).hexdigest()
+    async with aiohttp.ClientSession(base_url=agent.url, trace_configs=[trace]) as session:
+        async with session.head(f"/modules/{sha}", headers=AUTH) as r:
+            assert (r.status, r.headers.get("Content-Length")) == (404, "0")
+        async with session.put(
+            f"/modules/{sha}", data=wasm["ok"], headers={**AUTH, "Content-Type": "application/wasm"}
+        ) as r:
+            assert r.status == 201
+        async with session.head(f"/modules/{sha}", headers=AUTH) as r:
+            assert (r.status, r.headers.get("Content-Length")) == (200, "0")
+        async with session.get("/inventory", headers=AUTH) as r:
+            assert r.status == 200
+    assert made == ["connection"]

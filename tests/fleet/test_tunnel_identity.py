@@ -170,3 +170,31 @@ def test_a_name_that_is_no_edge_node_name_is_refused_even_with_the_shared_token(
             assert connect_status(fleet, bad, TOKEN) == 401, bad
         assert connect_status(fleet, "edge-ok", TOKEN) == 101
         assert fleet.registry.refused["token"] == 5
+
+
+def test_a_relayed_head_answer_keeps_the_connection(fleet: Fleet) -> None:
+    """HEAD /modules through the relay says where its answer ends (Content-Length: 0), so
+    the controller's client keeps the connection for the deploy's next request."""
+
+    async def go() -> tuple[list[tuple[int, str | None]], int]:
+        made: list[str] = []
+        trace = aiohttp.TraceConfig()
+
+        async def created(*_: object) -> None:
+            made.append("connection")
+
+        trace.on_connection_create_end.append(created)
+        headers = {"Authorization": f"Bearer {fleet.token('edge-nat')}"}
+        base = relay_base(fleet.relay, "edge-nat")
+        answers: list[tuple[int, str | None]] = []
+        async with aiohttp.ClientSession(trace_configs=[trace]) as session:
+            async with session.head(f"{base}/modules/{'a' * 64}", headers=headers) as resp:
+                answers.append((resp.status, resp.headers.get("Content-Length")))
+            async with session.get(f"{base}/inventory", headers=headers) as resp:
+                await resp.read()
+                answers.append((resp.status, None))
+        return answers, len(made)
+
+    answers, connections = fleet._run(go())
+    assert answers == [(404, "0"), (200, None)]
+    assert connections == 1
