@@ -9,11 +9,16 @@ what users feel), and the whole step including unloading the new version everywh
 
 Rows: 1,000 nodes (issue 21, goal 300 ms) and 100 (the earlier target, kept as "was"), each
 in an agent process of its own. Sizes: `--param P6.count=N`, `P6.was_count=N`, `P6.reps=N`.
+
+Profiling (development runs): with GITOPSD_BENCH_PROFILE=DIR set, the engine's side of each
+Rollback steps (this process) are profiled with cProfile into DIR/p6-<nodes>.prof (all runs
+of that size; `python -m pstats` reads it); the figures of such a run carry its cost.
 """
 
 from __future__ import annotations
 
 import asyncio
+import cProfile
 import os
 import urllib.error
 import urllib.request
@@ -21,6 +26,8 @@ import urllib.request
 from bench.harness import Context, Row, median
 from bench.rollouts import FUNCTION, Rollouts
 from bench.support import CpuWindow
+
+PROFILE_ENV = "GITOPSD_BENCH_PROFILE"
 
 
 def traffic(rollouts: Rollouts, per_node: int = 3) -> None:
@@ -48,17 +55,23 @@ async def measure(
     assert rollouts.agents.proc is not None
     # The engine runs in this process, the agents in theirs: both count.
     window = CpuWindow([rollouts.agents.proc.pid], include_self=True)
+    profile_dir = os.environ.get(PROFILE_ENV)
+    profiler = cProfile.Profile() if profile_dir else None
     for k in range(1, runs + 1):
 
         def after(kind: str) -> None:
             if kind == "traffic":
                 traffic(rollouts)
             elif kind == "rollback":
+                if profiler is not None:
+                    profiler.disable()
                 usage.append(window.stop())
 
         def before(kind: str) -> None:
             if kind == "rollback":
                 window.start()
+                if profiler is not None:
+                    profiler.enable()
 
         got = await rollouts.rollout(f"2.0.{k}", trap=True, after_step=after, before_step=before)
         if got.state != "ROLLED_BACK":
@@ -78,6 +91,8 @@ async def measure(
             f"P6 rollback step {took[0] * 1000:.0f} ms "
             f"(all nodes back on blue after {flips[-1] * 1000:.0f} ms)"
         )
+    if profiler is not None and profile_dir:
+        profiler.dump_stats(os.path.join(profile_dir, f"p6-{rollouts.agents.count}.prof"))
     return samples, flips, usage
 
 
