@@ -440,17 +440,18 @@ class Runtime:
             cached = cache.load(digest, key)  # authenticated, or None (refused and logged)
             if cached is None:
                 continue
-            try:
-                facts = ModuleFacts.from_bytes(cached.facts)
-            except FactsError as exc:
-                cache.refuse(digest, key, f"its module facts are unreadable: {exc}")
-                continue
-            host = first if pooled == first.pooled else self._unpooled()
-            try:
-                module = _deserialize(host.engine, cached)
-            except wasmtime.WasmtimeError as exc:  # e.g. an Engine setting it was not made for
-                cache.refuse(digest, key, f"wasmtime refused it: {_first_line(exc)}")
-                continue
+            try:  # the sealed copy is closed whatever happens: it holds the whole module
+                try:
+                    facts = ModuleFacts.from_bytes(cached.facts)
+                except FactsError as exc:
+                    cache.refuse(digest, key, f"its module facts are unreadable: {exc}")
+                    continue
+                host = first if pooled == first.pooled else self._unpooled()
+                try:
+                    module = _deserialize(host.engine, cached)
+                except wasmtime.WasmtimeError as exc:  # e.g. an Engine setting it is not for
+                    cache.refuse(digest, key, f"wasmtime refused it: {_first_line(exc)}")
+                    continue
             finally:
                 cached.close()
             with self._lock:

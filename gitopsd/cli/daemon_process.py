@@ -56,7 +56,7 @@ def run_daemon_process(
     except SystemExit as exc:
         code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
     except KeyboardInterrupt:  # before the daemon's own SIGINT handler is in place
-        code = 130
+        code = 1  # design.md: exit codes are 0, 1 or 2
     except BaseException:  # a bug: reported, and the process still ends
         traceback.print_exc()
         code = 1

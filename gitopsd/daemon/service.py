@@ -794,14 +794,3 @@ class Daemon:
         self.publisher.configure(
             self.source, self.forges, git_notes=status.git_notes, push=status.push_notes
         )
-
-
-def run_daemon(config_path: Path | None, state_dir: Path | None, token_file: Path | None) -> int:
-    """Entry point of `gitopsd run`."""
-    daemon_holder: dict[str, Daemon] = {}
-
-    async def main() -> int:
-        daemon_holder["d"] = Daemon(config_path, state_dir, token_file)
-        return await daemon_holder["d"].run()
-
-    return asyncio.run(main())

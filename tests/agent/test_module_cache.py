@@ -275,14 +275,30 @@ def test_facts_that_are_not_ours_are_refused_even_under_a_valid_mac(tmp_path: Pa
         runtime.close()
     again = Runtime(workers=1, pool_slots=4)
     try:
+        memfds = _memfds()
         with capture_logs() as logs:
             restored = again.compile(wasm, cache=cache)
         assert (again.compilations, again.deserializations) == (1, 0)
         assert restored.exports == {"_start"}
         refusals = [e for e in logs if e["event"] == "agent.compiled_cache_refused"]
         assert len(refusals) == 1 and "facts" in refusals[0]["reason"]
+        # The refused file's sealed copy (the whole compiled module) is not left open.
+        assert _memfds() == memfds
     finally:
         again.close()
+
+
+def _memfds() -> list[str]:
+    """The memfds this process holds open, by name."""
+    names = []
+    for fd in Path("/proc/self/fd").iterdir():
+        try:
+            target = os.readlink(fd)
+        except OSError:  # closed while listing (the listing's own descriptor)
+            continue
+        if target.startswith("/memfd:"):
+            names.append(target)
+    return sorted(names)
 
 
 def test_a_cached_module_is_mapped_from_a_sealed_copy_of_the_verified_bytes(
