@@ -36,6 +36,7 @@ async def main(url: str, holder: str, shards: int, functions: list[str]) -> None
     target = pg_target(url)
     store = PostgresStore(target)
     leases = PgLeases(target, holder, f"host-{holder}", LEASE)
+    leases.agree_shards(shards)  # as the daemon does at start: the database fences the count
     leadership = Leadership(leases, shards, time.monotonic)
     stop = asyncio.Event()
     rounds = asyncio.create_task(leadership.run(stop))

@@ -139,6 +139,7 @@ def test_a_leader_writes_only_for_the_shards_it_leads(
 ) -> None:
     store, leases = open_pair(db, opened, "a")
     shards = 3
+    leases.agree_shards(shards)
     mine = leases.acquire(1)
     assert mine is not None
     store.set_fence(Fence("a", shards, {1: mine.term}))
@@ -161,6 +162,17 @@ def test_a_leader_writes_only_for_the_shards_it_leads(
     assert store.get("last_applied_commit") == "a" * 40
     assert store.rollout("out") is None
     assert store.rollout("in") is not None
+    # The controllers were all restarted with another count while this one was frozen: its
+    # terms still name leases, but it splits the functions another way, so nothing it
+    # writes is accepted (else a function could have two leaders).
+    store.put("ha:shards", "1")
+    store.set_fence(Fence("a", shards, {1: mine.term}))
+    with pytest.raises(Fenced, match="uses 3 shards, the controllers on this database 1"):
+        store.set_control(inside, 3.0, promote=1)
+    with pytest.raises(Fenced, match="uses 3 shards"):
+        store.put("last_applied_commit", "c" * 40)
+    store.set_fence(None)
+    assert store.controls(inside).promote == 0
 
 
 def test_a_leader_frozen_inside_a_write_does_not_block_the_takeover(
