@@ -180,10 +180,6 @@ def test_state_migrate_without_a_state_file_says_so(tmp_path: Path, pg_server: P
             '[state]\nurl = "postgresql://u@db/x"\n[ha]\nlease = "PT0.5S"\n',
             "lease must be at least PT1S",
         ),
-        (
-            '[state]\nurl = "postgresql://u@db/x"\n[ha]\nshards = 3\n',
-            "[ha] shards > 1 is not supported yet",
-        ),
         ('[state]\nurl = "mysql://u@db/x"\n', "only postgresql://user@host:port/dbname"),
     ],
 )
