@@ -206,8 +206,12 @@ class PgReads:
 
     def latest_rollouts(self) -> dict[str, RolloutHead]:
         """Per function, its newest rollout (read again only when a rollout row changed)."""
-        row = self._query("SELECT count(*) AS n, max(updated_at) AS t FROM rollouts")[0]
-        stamp = (row["n"], row["t"])
+        # The sum too: controllers on several hosts stamp rows with their own clocks, so an
+        # update may come in below the newest stamp and leave count and max unchanged.
+        row = self._query(
+            "SELECT count(*) AS n, max(updated_at) AS t, sum(updated_at) AS s FROM rollouts"
+        )[0]
+        stamp = (row["n"], row["t"], row["s"])
         if self._heads is not None and self._heads[0] == stamp:
             return self._heads[1]
         rows = self._query(

@@ -51,6 +51,10 @@ def test_postgres_and_protocol_reads_agree(pg_server: PgServer) -> None:
         assert set(fast.latest_rollouts()) == {"alpha", "beta", "gamma"}
         store.set_control("alpha", 50.0, paused=True)
         assert fast.controls(names)["alpha"].paused
+        # A controller whose clock is behind (another host, after a failover) stamps its
+        # update below the newest row: count and newest stamp stay the same, still seen.
+        store.update_rollout("b1", 12.0, state="FAILED")
+        assert fast.latest_rollouts()["beta"].state == "FAILED"
     finally:
         fast.close()
         store.close()
