@@ -188,8 +188,12 @@ async def start_guarded(
     factory = runner.server
     assert factory is not None
     try:
+        # asyncio accepts up to `backlog` connections in one go before any of them reaches
+        # the guard (whose evictions close sockets a loop turn later): at the default 100, a
+        # burst of stalled clients on a slow machine held cap + 100 descriptors at once and
+        # the daemon ran out of them. The cap bounds the burst too.
         server = await asyncio.get_running_loop().create_server(
-            guard.wrap(factory), host or None, port
+            guard.wrap(factory), host or None, port, backlog=guard.max_connections
         )
     except BaseException:
         await runner.cleanup()
