@@ -3,6 +3,7 @@ file that is not exactly what this agent wrote is refused, logged and compiled a
 
 from __future__ import annotations
 
+import gc
 import os
 import threading
 from pathlib import Path
@@ -275,6 +276,7 @@ def test_facts_that_are_not_ours_are_refused_even_under_a_valid_mac(tmp_path: Pa
         runtime.close()
     again = Runtime(workers=1, pool_slots=4)
     try:
+        gc.collect()  # modules of earlier tests freed now, not in the middle of the count
         memfds = _memfds()
         with capture_logs() as logs:
             restored = again.compile(wasm, cache=cache)
